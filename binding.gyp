@@ -1,0 +1,26 @@
+{
+  "targets": [
+    {
+      "target_name": "fused_dpo",
+      "sources": [
+        "csrc/binding/addon.cpp",
+        "csrc/core/cpu_backend.cpp",
+        "csrc/core/reduce.cpp",
+        "csrc/core/thread_pool.cpp",
+        "csrc/core/row_kernels_baseline.cpp",
+        "csrc/core/row_kernels_avx2.cpp",
+        "csrc/core/row_kernels_avx512.cpp"
+      ],
+      "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except_all"],
+      "cflags_cc!": ["-fno-exceptions", "-O2", "-O3"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wno-maybe-uninitialized", "-Wno-psabi"],
+      "cflags!": ["-O2"],
+      "cflags": ["-O3"],
+      "defines": ["NAPI_VERSION=8"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "OTHER_CPLUSPLUSFLAGS": ["-std=c++17", "-O3"]
+      }
+    }
+  ]
+}

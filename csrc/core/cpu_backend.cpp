@@ -1,0 +1,235 @@
+// The CPU backend of the C ABI: validation that keeps memory safe, then pass A (rows in
+// parallel), the fp64 reduce (one thread, fixed order), and pass B (rows in parallel).
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <atomic>
+#include <new>
+#include <vector>
+
+#include "fused_dpo.h"
+#include "reduce.h"
+#include "row_kernels.h"
+#include "thread_pool.h"
+
+namespace fdpo {
+namespace {
+
+std::atomic<const RowKernels*> gKernels{nullptr};
+
+bool cpuSupports(const RowKernels& k) {
+#if defined(__x86_64__)
+  if (&k == &kAvx512Kernels) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+  }
+  if (&k == &kAvx2Kernels) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return &k == &kBaselineKernels;
+}
+
+const RowKernels* kernelsNamed(const char* name) {
+#if defined(__x86_64__)
+  if (strcmp(name, "avx512") == 0) return &kAvx512Kernels;
+  if (strcmp(name, "avx2") == 0) return &kAvx2Kernels;
+#endif
+  if (strcmp(name, "baseline") == 0) return &kBaselineKernels;
+  return nullptr;
+}
+
+int32_t fail(char* error, size_t size, int32_t status, const char* format, ...) {
+  if (error && size > 0) {
+    va_list args;
+    va_start(args, format);
+    vsnprintf(error, size, format, args);
+    va_end(args);
+  }
+  return status;
+}
+
+int resolveThreads(int32_t threads) { return threads > 0 ? threads : ThreadPool::hardwareThreads(); }
+
+// Rows per chunk handed to a thread: about 256K elements, but at least 4 chunks per thread.
+int64_t rowGrain(int64_t rows, int64_t vocab, int threads) {
+  int64_t grain = std::max<int64_t>(1, (int64_t)262144 / vocab);
+  const int64_t balanced = std::max<int64_t>(1, rows / ((int64_t)threads * 4));
+  return std::min(grain, balanced);
+}
+
+// Everything the kernels index with comes from JavaScript or a foreign caller: check it all.
+int32_t checkTokens(const fdpo_tokens* t, char* error, size_t size) {
+  if (!t) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "tokens is NULL");
+  if (t->dtype != FDPO_FLOAT32 && t->dtype != FDPO_BFLOAT16 && t->dtype != FDPO_FLOAT16) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "dtype %d is not a fdpo_dtype", (int)t->dtype);
+  }
+  if (t->rows < 0) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "rows is negative");
+  if (t->vocab < 1 || t->vocab > 0x7fffffff) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "vocab must be in [1, 2^31), got %lld", (long long)t->vocab);
+  }
+  if (t->rows > 0 && (!t->logits || !t->labels)) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "logits or labels is NULL");
+  }
+  if (t->num_seqs < 0 || !t->cu_seqlens) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "cu_seqlens is NULL");
+  if (t->cu_seqlens[0] != 0) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "cu_seqlens[0] must be 0");
+  for (int64_t s = 0; s < t->num_seqs; ++s) {
+    if (t->cu_seqlens[s + 1] < t->cu_seqlens[s]) {
+      return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "cu_seqlens decreases at %lld", (long long)(s + 1));
+    }
+  }
+  if (t->cu_seqlens[t->num_seqs] != t->rows) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "cu_seqlens must end at rows (%lld), got %d", (long long)t->rows,
+                (int)t->cu_seqlens[t->num_seqs]);
+  }
+  for (int64_t r = 0; r < t->rows; ++r) {
+    const int32_t y = t->labels[r];
+    if (y != t->ignore_index && (y < 0 || y >= t->vocab)) {
+      return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "labels[%lld] = %d is outside [0, %lld)", (long long)r, (int)y,
+                  (long long)t->vocab);
+    }
+  }
+  return FDPO_OK;
+}
+
+int32_t checkConfig(const fdpo_tokens* t, const fdpo_loss_config* c, const fdpo_loss_outputs* o, char* error,
+                    size_t size) {
+  if (!c || !o) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "config or outputs is NULL");
+  if (t->num_seqs < 2 || t->num_seqs % 2 != 0) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "num_seqs must be 2B with B >= 1, got %lld",
+                (long long)t->num_seqs);
+  }
+  if (c->num_losses < 1 || c->num_losses > FDPO_MAX_LOSSES) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "num_losses must be in [1, %d]", FDPO_MAX_LOSSES);
+  }
+  bool needsRef = false;
+  for (int k = 0; k < c->num_losses; ++k) {
+    const int kind = c->kinds[k];
+    if (kind < 0 || kind >= FDPO_LOSS_COUNT) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "unknown loss kind %d", kind);
+    needsRef = needsRef || (kind != FDPO_LOSS_SFT && kind != FDPO_LOSS_SIMPO && kind != FDPO_LOSS_ORPO);
+  }
+  if (needsRef && (!c->ref_chosen || !c->ref_rejected)) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "a loss in the list needs ref_chosen and ref_rejected");
+  }
+  if (!o->seq_logps || !o->seq_counts || !o->pair_losses || !o->chosen_rewards || !o->rejected_rewards || !o->stats) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "an output array is NULL");
+  }
+  return FDPO_OK;
+}
+
+void forwardPass(const RowKernels& k, const fdpo_tokens& t, RowForward* rows, int threads) {
+  ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
+    k.forward(t.logits, t.dtype, t.vocab, t.labels, t.ignore_index, b, e, rows);
+  });
+}
+
+}  // namespace
+
+const RowKernels& selectRowKernels() {
+  const RowKernels* k = gKernels.load();
+  if (k) return *k;
+  const RowKernels* choice = &kBaselineKernels;
+#if defined(__x86_64__)
+  if (cpuSupports(kAvx2Kernels)) choice = &kAvx2Kernels;
+  if (cpuSupports(kAvx512Kernels)) choice = &kAvx512Kernels;
+#endif
+  const char* forced = getenv("FDPO_SIMD");
+  if (forced && *forced) {
+    const RowKernels* named = kernelsNamed(forced);
+    if (named && cpuSupports(*named)) choice = named;
+  }
+  gKernels.store(choice);
+  return *choice;
+}
+
+}  // namespace fdpo
+
+using namespace fdpo;
+
+extern "C" {
+
+int32_t fdpo_abi_version(void) { return FDPO_ABI_VERSION; }
+
+const char* fdpo_cpu_simd_level(void) { return selectRowKernels().name; }
+
+int32_t fdpo_cpu_force_simd_level(const char* name, char* error, size_t error_size) {
+  const RowKernels* k = name ? kernelsNamed(name) : nullptr;
+  if (!k) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "unknown SIMD level '%s'", name ? name : "(null)");
+  if (!cpuSupports(*k)) {
+    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "this CPU cannot run the '%s' kernels", name);
+  }
+  gKernels.store(k);
+  return FDPO_OK;
+}
+
+int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n) {
+  if (n < 0 || (n > 0 && (!in || !out))) return FDPO_ERR_INVALID_ARGUMENT;
+  selectRowKernels().exp(in, out, n);
+  return FDPO_OK;
+}
+
+int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
+                            int32_t threads, char* error, size_t error_size) {
+  try {
+    int32_t status = checkTokens(tokens, error, error_size);
+    if (status != FDPO_OK) return status;
+    if (!logps || !counts) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "logps or counts is NULL");
+    std::vector<RowForward> rows(tokens->rows);
+    forwardPass(selectRowKernels(), *tokens, rows.data(), resolveThreads(threads));
+    sumSequences(*tokens, rows.data(), 0, logps, counts, nullptr);
+    if (average) {
+      for (int64_t s = 0; s < tokens->num_seqs; ++s) logps[s] /= counts[s] > 0 ? counts[s] : 1;
+    }
+    return FDPO_OK;
+  } catch (const std::bad_alloc&) {
+    return fail(error, error_size, FDPO_ERR_OUT_OF_MEMORY, "out of memory");
+  } catch (...) {
+    return fail(error, error_size, FDPO_ERR_INTERNAL, "internal error");
+  }
+}
+
+int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
+                      int32_t threads, char* error, size_t error_size) {
+  try {
+    int32_t status = checkTokens(tokens, error, error_size);
+    if (status == FDPO_OK) status = checkConfig(tokens, config, outputs, error, error_size);
+    if (status != FDPO_OK) return status;
+    const fdpo_tokens& t = *tokens;
+    const RowKernels& kernels = selectRowKernels();
+    const int nThreads = resolveThreads(threads);
+    const int64_t numPairs = t.num_seqs / 2;
+
+    std::vector<RowForward> rows(t.rows);
+    forwardPass(kernels, t, rows.data(), nThreads);
+
+    std::fill(outputs->stats, outputs->stats + FDPO_STAT_COUNT, 0.0);
+    sumSequences(t, rows.data(), numPairs, outputs->seq_logps, outputs->seq_counts, outputs->stats);
+    std::vector<double> seqGrad(t.num_seqs);
+    pairLosses(*config, numPairs, outputs->seq_logps, outputs->seq_counts, outputs->pair_losses,
+               outputs->chosen_rewards, outputs->rejected_rewards, seqGrad.data(), outputs->stats);
+    if (outputs->seq_grad) std::copy(seqGrad.begin(), seqGrad.end(), outputs->seq_grad);
+    if (!outputs->grad) return FDPO_OK;
+
+    // Per-row scale for pass B: G of the row's sequence, 0 for ignored rows (written as zeros).
+    std::vector<float> rowScale(t.rows, 0.0f);
+    for (int64_t s = 0; s < t.num_seqs; ++s) {
+      for (int64_t r = t.cu_seqlens[s]; r < t.cu_seqlens[s + 1]; ++r) {
+        if (t.labels[r] != t.ignore_index) rowScale[r] = (float)seqGrad[s];
+      }
+    }
+    ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, nThreads), nThreads,
+                                       [&](int64_t b, int64_t e) {
+                                         kernels.backward(t.logits, outputs->grad, t.dtype, t.vocab, t.labels,
+                                                          rowScale.data(), rows.data(), b, e);
+                                       });
+    return FDPO_OK;
+  } catch (const std::bad_alloc&) {
+    return fail(error, error_size, FDPO_ERR_OUT_OF_MEMORY, "out of memory");
+  } catch (...) {
+    return fail(error, error_size, FDPO_ERR_INTERNAL, "internal error");
+  }
+}
+
+}  // extern "C"

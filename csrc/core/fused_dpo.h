@@ -1,0 +1,135 @@
+/*
+ * fused-dpo C ABI: the DPO-family loss and its logits gradient, for any caller (the Node
+ * binding, C/C++ trainers, Rust, Python ctypes). Plain C, no exceptions cross it: every entry
+ * point returns a status code and, on failure, writes a message into the caller's buffer.
+ *
+ * Layout: logits are R rows x V columns, row-major, in fp32, bf16 or fp16. Sequences are row
+ * ranges given by cu_seqlens[num_seqs + 1] (sequence s = rows cu_seqlens[s]..cu_seqlens[s+1]-1).
+ * For the loss, num_seqs = 2B: sequences 0..B-1 are the chosen completions, B..2B-1 the
+ * rejected ones. The math every backend meets is SPEC.md at the package root.
+ */
+#ifndef FUSED_DPO_H
+#define FUSED_DPO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FDPO_ABI_VERSION 1
+#define FDPO_MAX_LOSSES 8
+
+typedef enum {
+  FDPO_OK = 0,
+  FDPO_ERR_INVALID_ARGUMENT = 1,
+  FDPO_ERR_OUT_OF_MEMORY = 2,
+  FDPO_ERR_INTERNAL = 3
+} fdpo_status;
+
+typedef enum { FDPO_FLOAT32 = 0, FDPO_BFLOAT16 = 1, FDPO_FLOAT16 = 2 } fdpo_dtype;
+
+/* Loss kinds, in the order of SPEC.md's table. */
+typedef enum {
+  FDPO_LOSS_SIGMOID = 0,
+  FDPO_LOSS_HINGE,
+  FDPO_LOSS_IPO,
+  FDPO_LOSS_ROBUST,
+  FDPO_LOSS_EXO_PAIR,
+  FDPO_LOSS_NCA_PAIR,
+  FDPO_LOSS_BCO_PAIR,
+  FDPO_LOSS_SPPO_HARD,
+  FDPO_LOSS_APO_ZERO,
+  FDPO_LOSS_APO_DOWN,
+  FDPO_LOSS_DISCOPOP,
+  FDPO_LOSS_SIGMOID_NORM,
+  FDPO_LOSS_AOT,
+  FDPO_LOSS_AOT_UNPAIRED,
+  FDPO_LOSS_SFT,
+  FDPO_LOSS_SIMPO,
+  FDPO_LOSS_ORPO,
+  FDPO_LOSS_COUNT
+} fdpo_loss_kind;
+
+/* The token-level input: what sequenceLogps needs, and the first half of the loss input. */
+typedef struct {
+  const void* logits;        /* rows * vocab elements of dtype */
+  int32_t dtype;             /* fdpo_dtype */
+  int64_t rows;
+  int64_t vocab;
+  const int32_t* labels;     /* rows; each in [0, vocab) or == ignore_index */
+  const int32_t* cu_seqlens; /* num_seqs + 1, non-decreasing, from 0 to rows */
+  int64_t num_seqs;
+  int32_t ignore_index;
+} fdpo_tokens;
+
+typedef struct {
+  int32_t num_losses;                    /* 1..FDPO_MAX_LOSSES */
+  int32_t kinds[FDPO_MAX_LOSSES];        /* fdpo_loss_kind */
+  double weights[FDPO_MAX_LOSSES];
+  double beta;
+  double label_smoothing;
+  double simpo_gamma;
+  double discopop_tau;
+  double scale;                          /* 1/B (mean), 1 (sum) or 1/normalizer */
+  const double* ref_chosen;              /* B reference sums, or NULL when no loss needs them */
+  const double* ref_rejected;
+} fdpo_loss_config;
+
+/* Indexes into fdpo_loss_outputs.stats. */
+typedef enum {
+  FDPO_STAT_LOSS = 0,
+  FDPO_STAT_CHOSEN_LOGIT_SUM,    /* sum over chosen completion tokens of the row's mean logit */
+  FDPO_STAT_CHOSEN_TOKENS,
+  FDPO_STAT_REJECTED_LOGIT_SUM,
+  FDPO_STAT_REJECTED_TOKENS,
+  FDPO_STAT_ENTROPY_SUM,         /* over all completion tokens */
+  FDPO_STAT_CHOSEN_CORRECT,      /* chosen completion tokens whose argmax is the label */
+  FDPO_STAT_COUNT
+} fdpo_stat;
+
+typedef struct {
+  double* seq_logps;        /* num_seqs: policy sums pi_s */
+  int32_t* seq_counts;      /* num_seqs: N_s */
+  double* seq_grad;         /* num_seqs: G_s = dloss/dpi_s, or NULL */
+  double* pair_losses;      /* B */
+  double* chosen_rewards;   /* B */
+  double* rejected_rewards; /* B */
+  double* stats;            /* FDPO_STAT_COUNT */
+  void* grad;               /* rows * vocab of the logits dtype (may equal logits: in place), or NULL */
+} fdpo_loss_outputs;
+
+/* Version of this ABI (FDPO_ABI_VERSION) the library was built with. */
+int32_t fdpo_abi_version(void);
+
+/* Name of the SIMD level the CPU backend dispatched to ("avx512", "avx2" or "baseline"). */
+const char* fdpo_cpu_simd_level(void);
+
+/*
+ * Diagnostics: force the CPU kernels to "avx512", "avx2" or "baseline" (fails when the CPU
+ * cannot run them; FDPO_SIMD in the environment does the same at first use), and run the
+ * kernels' vectorised exp over n floats (for accuracy tests).
+ */
+int32_t fdpo_cpu_force_simd_level(const char* name, char* error, size_t error_size);
+int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n);
+
+/*
+ * Forward only, one read of the logits: per-sequence log-prob sums (or averages) and counts.
+ * threads <= 0 means all cores.
+ */
+int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
+                            int32_t threads, char* error, size_t error_size);
+
+/*
+ * The loss, its metrics and (when outputs->grad is not NULL) the gradient with respect to the
+ * logits: one read for the forward, one read and one write for the gradient.
+ */
+int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
+                      int32_t threads, char* error, size_t error_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FUSED_DPO_H */

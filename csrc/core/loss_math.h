@@ -1,0 +1,224 @@
+// The DPO-family pair losses and their derivatives, written once for every backend (the CPU
+// backend includes this as plain C++, the CUDA backend as __host__ __device__). Each function
+// is a formula of SPEC.md's table in fp64, evaluated in log space where the textbook form
+// overflows. Derivatives are with respect to the SUM scores pi_c, pi_r; averaged losses fold
+// the 1/max(N,1) in here so callers never care which score a loss uses.
+#ifndef FUSED_DPO_LOSS_MATH_H
+#define FUSED_DPO_LOSS_MATH_H
+
+#include <math.h>
+
+#include "fused_dpo.h"
+
+#if defined(__CUDACC__)
+#define FDPO_HD __host__ __device__ inline
+#else
+#define FDPO_HD inline
+#endif
+
+namespace fdpo {
+
+struct LossParams {
+  double beta;
+  double eps;    // label smoothing
+  double gamma;  // simpo margin
+  double tau;    // discopop temperature
+};
+
+// What one pair contributes: its loss and the derivatives with respect to pi_c and pi_r.
+struct PairTerm {
+  double loss;
+  double dChosen;
+  double dRejected;
+};
+
+// Per-pair scores (SPEC.md, "Per pair").
+struct PairScores {
+  double piChosen, piRejected;    // policy sums
+  double refChosen, refRejected;  // reference sums (0 when absent)
+  double nChosen, nRejected;      // max(N, 1)
+};
+
+FDPO_HD double sigmoid(double x) {
+  if (x >= 0) return 1.0 / (1.0 + exp(-x));
+  const double e = exp(x);
+  return e / (1.0 + e);
+}
+
+// log(1 + e^x) without overflow or loss of small values.
+FDPO_HD double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+
+FDPO_HD double logSigmoid(double x) { return -softplus(-x); }
+
+// log(1 - e^x) for x < 0, accurate near 0 and for very negative x.
+FDPO_HD double log1mExp(double x) { return x > -0.6931471805599453 ? log(-expm1(x)) : log1p(-exp(x)); }
+
+// The label-smoothed logistic loss -(1-eps)*log sig(u) - eps*log sig(-u) and d/du.
+struct UnaryTerm {
+  double loss;
+  double dU;
+};
+
+FDPO_HD UnaryTerm smoothedLogistic(double u, double eps) {
+  UnaryTerm t;
+  t.loss = -(1.0 - eps) * logSigmoid(u) - eps * logSigmoid(-u);
+  t.dU = -(1.0 - eps) * sigmoid(-u) + eps * sigmoid(u);
+  return t;
+}
+
+FDPO_HD bool isAveragedLoss(int kind) {
+  return kind == FDPO_LOSS_IPO || kind == FDPO_LOSS_SIGMOID_NORM || kind == FDPO_LOSS_SIMPO || kind == FDPO_LOSS_ORPO;
+}
+
+FDPO_HD bool isBatchCoupledLoss(int kind) {
+  return kind == FDPO_LOSS_AOT || kind == FDPO_LOSS_AOT_UNPAIRED || kind == FDPO_LOSS_SFT;
+}
+
+// ORPO's log-odds ratio term -beta*log sig(lo(x_c) - lo(x_r)), lo(x) = x - log(1 - e^x), on the
+// averaged log-probs. x is clamped below 0 so a certain (or empty) sequence stays finite.
+FDPO_HD PairTerm orpoOddsTerm(double beta, double xc, double xr) {
+  const double kMaxLogp = -1e-15;
+  xc = xc < kMaxLogp ? xc : kMaxLogp;
+  xr = xr < kMaxLogp ? xr : kMaxLogp;
+  const double d = (xc - log1mExp(xc)) - (xr - log1mExp(xr));
+  PairTerm t;
+  t.loss = -beta * logSigmoid(d);
+  const double dD = -beta * sigmoid(-d);
+  // d lo(x)/dx = 1 / (1 - e^x) = -1 / expm1(x)
+  t.dChosen = dD * (-1.0 / expm1(xc));
+  t.dRejected = -dD * (-1.0 / expm1(xr));
+  return t;
+}
+
+// A pair-local loss (every kind but the batch-coupled ones, and orpo without its NLL part).
+FDPO_HD PairTerm pairLoss(int kind, const LossParams& p, const PairScores& s) {
+  const double beta = p.beta, eps = p.eps;
+  const double a = s.piChosen - s.refChosen;
+  const double b = s.piRejected - s.refRejected;
+  const double delta = a - b;
+  const double u = beta * delta;
+  const double deltaAvg = a / s.nChosen - b / s.nRejected;
+  PairTerm t = {0.0, 0.0, 0.0};
+  // For losses of u = beta*Delta: dC = beta*dU, dR = -beta*dU.
+  double dU = 0.0;
+  bool ofU = true;
+  switch (kind) {
+    case FDPO_LOSS_SIGMOID: {
+      const UnaryTerm l = smoothedLogistic(u, eps);
+      t.loss = l.loss;
+      dU = l.dU;
+      break;
+    }
+    case FDPO_LOSS_HINGE:
+      // Written so a NaN u gives a NaN loss, not 0.
+      t.loss = u >= 1.0 ? 0.0 : 1.0 - u;
+      dU = u >= 1.0 ? 0.0 : -1.0;
+      break;
+    case FDPO_LOSS_ROBUST:
+      t.loss = (-(1.0 - eps) * logSigmoid(u) + eps * logSigmoid(-u)) / (1.0 - 2.0 * eps);
+      dU = (-(1.0 - eps) * sigmoid(-u) - eps * sigmoid(u)) / (1.0 - 2.0 * eps);
+      break;
+    case FDPO_LOSS_EXO_PAIR: {
+      const double e = eps == 0.0 ? 1e-3 : eps;
+      const double sp = sigmoid(u), sn = sigmoid(-u);
+      t.loss = sp * (logSigmoid(u) - log1p(-e)) + sn * (logSigmoid(-u) - log(e));
+      dU = sp * sn * (u - log1p(-e) + log(e));
+      break;
+    }
+    case FDPO_LOSS_APO_DOWN: {
+      const double sa = sigmoid(beta * a), su = sigmoid(u);
+      t.loss = sa + (1.0 - su);
+      ofU = false;
+      t.dChosen = beta * sa * (1.0 - sa) - beta * su * (1.0 - su);
+      t.dRejected = beta * su * (1.0 - su);
+      break;
+    }
+    case FDPO_LOSS_DISCOPOP: {
+      const double tau = p.tau;
+      const double modN = sigmoid(-u / tau);  // 1 - sigmoid(u/tau)
+      const double modP = sigmoid(u / tau);
+      const double sp = softplus(-u);         // -log sig(u)
+      const double expTerm = exp(-u + logSigmoid(u / tau));
+      t.loss = sp * modN + expTerm;
+      dU = -sigmoid(-u) * modN - sp * modP * modN / tau + expTerm * (-1.0 + modN / tau);
+      break;
+    }
+    case FDPO_LOSS_IPO: {
+      const double r = deltaAvg - 1.0 / (2.0 * beta);
+      t.loss = r * r;
+      ofU = false;
+      t.dChosen = 2.0 * r / s.nChosen;
+      t.dRejected = -2.0 * r / s.nRejected;
+      break;
+    }
+    case FDPO_LOSS_SIGMOID_NORM: {
+      const double v = beta * deltaAvg;
+      t.loss = softplus(-v);
+      ofU = false;
+      const double dV = -sigmoid(-v);
+      t.dChosen = beta * dV / s.nChosen;
+      t.dRejected = -beta * dV / s.nRejected;
+      break;
+    }
+    case FDPO_LOSS_NCA_PAIR: {
+      const double ra = beta * a, rb = beta * b;
+      t.loss = -logSigmoid(ra) - 0.5 * logSigmoid(-ra) - 0.5 * logSigmoid(-rb);
+      ofU = false;
+      t.dChosen = beta * (-sigmoid(-ra) + 0.5 * sigmoid(ra));
+      t.dRejected = beta * 0.5 * sigmoid(rb);
+      break;
+    }
+    case FDPO_LOSS_BCO_PAIR: {
+      const double ra = beta * a, rb = beta * b;
+      t.loss = -logSigmoid(ra) - logSigmoid(-rb);
+      ofU = false;
+      t.dChosen = -beta * sigmoid(-ra);
+      t.dRejected = beta * sigmoid(rb);
+      break;
+    }
+    case FDPO_LOSS_SPPO_HARD: {
+      const double rc = a - 0.5 / beta, rr = b + 0.5 / beta;
+      t.loss = rc * rc + rr * rr;
+      ofU = false;
+      t.dChosen = 2.0 * rc;
+      t.dRejected = 2.0 * rr;
+      break;
+    }
+    case FDPO_LOSS_APO_ZERO: {
+      const double sa = sigmoid(beta * a), sb = sigmoid(beta * b);
+      t.loss = (1.0 - sa) + sb;
+      ofU = false;
+      t.dChosen = -beta * sa * (1.0 - sa);
+      t.dRejected = beta * sb * (1.0 - sb);
+      break;
+    }
+    case FDPO_LOSS_SIMPO: {
+      const double v = beta * (s.piChosen / s.nChosen - s.piRejected / s.nRejected) - p.gamma;
+      const UnaryTerm l = smoothedLogistic(v, eps);
+      t.loss = l.loss;
+      ofU = false;
+      t.dChosen = beta * l.dU / s.nChosen;
+      t.dRejected = -beta * l.dU / s.nRejected;
+      break;
+    }
+    case FDPO_LOSS_ORPO: {
+      t = orpoOddsTerm(beta, s.piChosen / s.nChosen, s.piRejected / s.nRejected);
+      t.dChosen /= s.nChosen;
+      t.dRejected /= s.nRejected;
+      ofU = false;
+      break;
+    }
+    default:
+      ofU = false;
+      break;
+  }
+  if (ofU) {
+    t.dChosen = beta * dU;
+    t.dRejected = -beta * dU;
+  }
+  return t;
+}
+
+}  // namespace fdpo
+
+#endif  // FUSED_DPO_LOSS_MATH_H

@@ -1,0 +1,25 @@
+// The O(rows) middle of the loss: per-sequence sums in a fixed order, then the pair losses,
+// rewards and per-sequence gradient scalars G_s, all in fp64 (SPEC.md, "Per sequence" onward).
+#ifndef FUSED_DPO_REDUCE_H
+#define FUSED_DPO_REDUCE_H
+
+#include <stdint.h>
+
+#include "fused_dpo.h"
+#include "row_kernels.h"
+
+namespace fdpo {
+
+// Sums logp over each sequence's non-ignored rows, in row order, into logps/counts; when stats is
+// not NULL also accumulates the token metrics (fdpo_stat) with sequences < numChosen as chosen.
+void sumSequences(const fdpo_tokens& tokens, const RowForward* rows, int64_t numChosen, double* logps, int32_t* counts,
+                  double* stats);
+
+// From the sequence sums: pair losses, the total loss (stats[FDPO_STAT_LOSS]), rewards and
+// seqGrad[s] = dloss/dpi_s. The loss is NaN when any sequence sum is.
+void pairLosses(const fdpo_loss_config& config, int64_t numPairs, const double* logps, const int32_t* counts,
+                double* pairLoss, double* chosenRewards, double* rejectedRewards, double* seqGrad, double* stats);
+
+}  // namespace fdpo
+
+#endif

@@ -1,0 +1,103 @@
+// The AVX-512 level (F, BW, DQ, VL): 16 fp32 lanes, masked argmax, F16C-style conversions.
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "row_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
+#endif
+
+namespace fdpo {
+namespace {
+#include "half_convert.h"
+
+struct Avx512Ops {
+  static constexpr int W = 16;
+  using F = __m512;
+  using I = __m512i;
+  using M = __mmask16;
+  static F set1(float v) { return _mm512_set1_ps(v); }
+  static I iota(int32_t base) {
+    return _mm512_add_epi32(_mm512_set1_epi32(base),
+                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  }
+  static I addi(I a, int32_t b) { return _mm512_add_epi32(a, _mm512_set1_epi32(b)); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F min(F a, F b) { return _mm512_min_ps(a, b); }
+  static F max(F a, F b) { return _mm512_max_ps(a, b); }
+  static M lessThan(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static F zeroWhere(M m, F v) { return _mm512_maskz_mov_ps((M)~m, v); }
+  static F exp2i(F n) {
+    const I e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+  }
+  static float hmax(F v) { return _mm512_reduce_max_ps(v); }
+  static float hsum(F v) { return _mm512_reduce_add_ps(v); }
+  static void gtSelect(F z, I idx, F& best, I& bestIdx) {
+    const M gt = _mm512_cmp_ps_mask(z, best, _CMP_GT_OQ);
+    best = _mm512_mask_mov_ps(best, gt, z);
+    bestIdx = _mm512_mask_mov_epi32(bestIdx, gt, idx);
+  }
+  static int32_t argmaxLane(F best, I bestIdx, float m, int32_t none) {
+    const M eq = _mm512_cmp_ps_mask(best, _mm512_set1_ps(m), _CMP_EQ_OQ);
+    return eq ? _mm512_mask_reduce_min_epi32(eq, bestIdx) : none;
+  }
+  static F setLane(F v, int lane, float value) { return _mm512_mask_mov_ps(v, (M)(1u << lane), _mm512_set1_ps(value)); }
+  static void fence() { _mm_sfence(); }
+
+  static __m256i toBf16(F v) {
+    const I bits = _mm512_castps_si512(v);
+    const I lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    I rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const M nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(rounded);
+  }
+  static __m256i toF16(F v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+  template <int DT>
+  static F load(const void* p, int64_t i) {
+    if (DT == FDPO_FLOAT32) return _mm512_loadu_ps((const float*)p + i);
+    const __m256i h = _mm256_loadu_si256((const __m256i*)((const uint16_t*)p + i));
+    if (DT == FDPO_BFLOAT16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+  }
+  template <int DT>
+  static void store(void* p, int64_t i, F v) {
+    if (DT == FDPO_FLOAT32) return _mm512_storeu_ps((float*)p + i, v);
+    _mm256_storeu_si256((__m256i*)((uint16_t*)p + i), DT == FDPO_BFLOAT16 ? toBf16(v) : toF16(v));
+  }
+  // Non-temporal: the gradient is written once and not read back by us, so skip the cache.
+  template <int DT>
+  static void stream(void* p, int64_t i, F v) {
+    if (DT == FDPO_FLOAT32) return _mm512_stream_ps((float*)p + i, v);
+    _mm256_stream_si256((__m256i*)((uint16_t*)p + i), DT == FDPO_BFLOAT16 ? toBf16(v) : toF16(v));
+  }
+};
+
+#include "row_kernels_impl.h"
+}  // namespace
+
+const RowKernels kAvx512Kernels = makeRowKernels<Avx512Ops>("avx512");
+
+}  // namespace fdpo
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#endif  // __x86_64__

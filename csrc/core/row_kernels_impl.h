@@ -1,0 +1,291 @@
+// The row kernels, written once over a vector-ops type O (AVX-512, AVX2 or scalar). Included by
+// exactly one translation unit per SIMD level, inside an anonymous namespace and under that
+// level's target pragma: nothing here has external linkage, so no code compiled for a wider ISA
+// can leak into a caller on a narrower CPU.
+//
+// O provides: W (lanes), F (float vector), I (int32 vector), set1, iota, addi, add, sub, mul,
+// fma (a*b+c), max, hmax, hsum, gtSelect (lanes where z > best take z and idx), argmaxLane,
+// exp2i (2^n for integral n), setLane, and load/store/stream per element type.
+//
+// Requires: <math.h>, <stdint.h>, <string.h>, "row_kernels.h", "half_convert.h".
+
+// Rows are processed in chunks that stay in L1: each chunk is read once from memory for its max,
+// then again from L1 for the exps, so the online max costs one rescale per chunk, not per element.
+constexpr int64_t kChunk = 2048;
+
+// exp(x) for x in [-87.3, 88]: x = n*ln2 + r, |r| <= ln2/2, e^r by its degree-7 Taylor polynomial
+// (truncation < 0.1 ulp), times 2^n. Below -87.3 the result is 0 (it would be subnormal and
+// adds nothing next to the row's s >= 1). NaN stays NaN.
+template <class O>
+inline typename O::F vexp(typename O::F x) {
+  using F = typename O::F;
+  const F lo = O::set1(-87.3f);
+  const typename O::M below = O::lessThan(x, lo);
+  x = O::min(O::set1(88.0f), x);  // x86 min returns its second operand for NaN: keep x
+  // Round x*log2(e) to the nearest integer with the 1.5*2^23 trick (valid for |v| < 2^22).
+  const F magic = O::set1(12582912.0f);
+  const F n = O::sub(O::fma(x, O::set1(1.44269504088896341f), magic), magic);
+  // Cody-Waite: ln2 split so n*ln2Hi is exact.
+  F r = O::fma(n, O::set1(-0.693145751953125f), x);
+  r = O::fma(n, O::set1(-1.42860682030941723212e-6f), r);
+  F p = O::set1(1.0f / 5040.0f);
+  p = O::fma(p, r, O::set1(1.0f / 720.0f));
+  p = O::fma(p, r, O::set1(1.0f / 120.0f));
+  p = O::fma(p, r, O::set1(1.0f / 24.0f));
+  p = O::fma(p, r, O::set1(1.0f / 6.0f));
+  p = O::fma(p, r, O::set1(0.5f));
+  p = O::fma(p, r, O::set1(1.0f));
+  p = O::fma(p, r, O::set1(1.0f));
+  return O::zeroWhere(below, O::mul(p, O::exp2i(n)));
+}
+
+// Scalar twin of the vector ops, used for row tails in every level and as the baseline level.
+struct ScalarOps {
+  static constexpr int W = 1;
+  using F = float;
+  using I = int32_t;
+  using M = bool;
+  static F set1(float v) { return v; }
+  static I iota(int32_t base) { return base; }
+  static I addi(I a, int32_t b) { return a + b; }
+  static F add(F a, F b) { return a + b; }
+  static F sub(F a, F b) { return a - b; }
+  static F mul(F a, F b) { return a * b; }
+  static F fma(F a, F b, F c) { return a * b + c; }
+  // Same NaN behaviour as x86 minps/maxps: the second operand when either is NaN.
+  static F min(F a, F b) { return a < b ? a : b; }
+  static F max(F a, F b) { return a > b ? a : b; }
+  static M lessThan(F a, F b) { return a < b; }
+  static F zeroWhere(M m, F v) { return m ? 0.0f : v; }
+  static F exp2i(F n) {
+    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+  }
+  static float hmax(F v) { return v; }
+  static float hsum(F v) { return v; }
+  static void gtSelect(F z, I idx, F& best, I& bestIdx) {
+    if (z > best) {
+      best = z;
+      bestIdx = idx;
+    }
+  }
+  static int32_t argmaxLane(F best, I bestIdx, float m, int32_t none) { return best == m ? bestIdx : none; }
+  static F setLane(F, int, float value) { return value; }
+  static void fence() {}
+  template <int DT>
+  static F load(const void* p, int64_t i) {
+    return loadElement<DT>(p, i);
+  }
+  template <int DT>
+  static void store(void* p, int64_t i, F v) {
+    storeElement<DT>(p, i, v);
+  }
+  template <int DT>
+  static void stream(void* p, int64_t i, F v) {
+    storeElement<DT>(p, i, v);
+  }
+};
+
+template <int DT>
+constexpr int64_t elementSize() {
+  return DT == FDPO_FLOAT32 ? 4 : 2;
+}
+
+// Elements before p + i reaches the alignment O's streaming store needs.
+template <class O, int DT>
+inline int64_t headToAlignment(const void* p, int64_t n) {
+  const int64_t align = O::W * elementSize<DT>();
+  if (align <= elementSize<DT>()) return 0;
+  const int64_t mis = (int64_t)((uintptr_t)p % (uintptr_t)align);
+  const int64_t head = mis == 0 ? 0 : (align - mis) / elementSize<DT>();
+  return head < n ? head : n;
+}
+
+template <class O, int DT>
+void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) {
+  using F = typename O::F;
+  using I = typename O::I;
+  using S = ScalarOps;
+  const float inf = __builtin_inff();
+  const int64_t vecEnd = vocab - vocab % O::W;
+
+  F best = O::set1(-inf), sum = O::set1(0.0f), nonFinite = O::set1(0.0f);
+  F sumExp = O::set1(0.0f), sumExpX = O::set1(0.0f);
+  I bestIdx = O::iota(0), idx = O::iota(0);
+  float tBest = -inf, tSum = 0.0f, tNonFinite = 0.0f, tSumExp = 0.0f, tSumExpX = 0.0f;
+  int32_t tBestIdx = -1;
+  float m = -inf;
+  bool started = false;
+
+  for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
+    const int64_t c1 = c0 + kChunk < vocab ? c0 + kChunk : vocab;
+    const int64_t v1 = c1 < vecEnd ? c1 : vecEnd;
+    // Sweep 1 (from memory): max and its first index, the logit sum, and z*0 (NaN for inf/NaN).
+    for (int64_t i = c0; i < v1; i += O::W) {
+      const F z = O::template load<DT>(row, i);
+      O::gtSelect(z, idx, best, bestIdx);
+      sum = O::add(sum, z);
+      nonFinite = O::fma(z, O::set1(0.0f), nonFinite);
+      idx = O::addi(idx, O::W);
+    }
+    for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
+      const float z = S::load<DT>(row, i);
+      S::gtSelect(z, (int32_t)i, tBest, tBestIdx);
+      tSum += z;
+      tNonFinite = z * 0.0f + tNonFinite;
+    }
+    const float chunkMax = S::max(O::hmax(best), tBest);
+    if (!started) {
+      m = chunkMax;
+      started = true;
+    } else if (chunkMax > m) {
+      // Rebase the running sums from m to chunkMax: e' = e*alpha and (z - m') = (z - m) + d.
+      const float d = m - chunkMax;
+      const float alpha = expf(d);
+      sumExpX = O::mul(O::set1(alpha), O::fma(O::set1(d), sumExp, sumExpX));
+      sumExp = O::mul(O::set1(alpha), sumExp);
+      tSumExpX = alpha * (d * tSumExp + tSumExpX);
+      tSumExp = alpha * tSumExp;
+      m = chunkMax;
+    }
+    // Sweep 2 (from L1): sum exp(z - m) and sum exp(z - m)*(z - m) for the entropy.
+    const F vm = O::set1(m);
+    for (int64_t i = c0; i < v1; i += O::W) {
+      const F x = O::sub(O::template load<DT>(row, i), vm);
+      const F e = vexp<O>(x);
+      sumExp = O::add(sumExp, e);
+      sumExpX = O::fma(e, x, sumExpX);
+    }
+    for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
+      const float x = S::load<DT>(row, i) - m;
+      const float e = vexp<S>(x);
+      tSumExp += e;
+      tSumExpX = e * x + tSumExpX;
+    }
+  }
+
+  const float s = O::hsum(sumExp) + tSumExp;
+  const float logSum = logf(s);
+  int32_t argmax = O::argmaxLane(best, bestIdx, m, -1);
+  if (argmax < 0) argmax = tBestIdx;
+  const bool finite = (O::hsum(nonFinite) + tNonFinite) == 0.0f;
+  out.max = m;
+  out.logSum = logSum;
+  out.logp = finite ? (S::load<DT>(row, label) - m) - logSum : __builtin_nanf("");
+  out.entropy = logSum - (O::hsum(sumExpX) + tSumExpX) / s;
+  out.meanLogit = (O::hsum(sum) + tSum) / (float)vocab;
+  out.correct = argmax == label ? 1 : 0;
+}
+
+// Writes one row of the output through O's streaming stores: a scalar head up to the store
+// alignment, full vectors, a scalar tail. (Functors, not lambdas: GCC does not give a lambda the
+// target of the pragma around it.)
+template <class O, int DT, class Values>
+inline void writeRow(void* dst, int64_t vocab, const Values& values) {
+  const int64_t head = headToAlignment<O, DT>(dst, vocab);
+  int64_t i = 0;
+  for (; i < head; ++i) storeElement<DT>(dst, i, values.scalar(i));
+  for (; i + O::W <= vocab; i += O::W) O::template stream<DT>(dst, i, values.vector(i));
+  for (; i < vocab; ++i) storeElement<DT>(dst, i, values.scalar(i));
+}
+
+template <class O>
+struct ZeroValues {
+  typename O::F vector(int64_t) const { return O::set1(0.0f); }
+  float scalar(int64_t) const { return 0.0f; }
+};
+
+// scale * (onehot - p) for one row; the label lane is the precomputed labelGrad.
+template <class O, int DT>
+struct GradValues {
+  using F = typename O::F;
+  const void* row;
+  int64_t label;
+  float m, logSum, negScale, labelGrad;
+  F vm, vLogSum, vNegScale;
+  GradValues(const void* row_, int32_t label_, float scale, const RowForward& f)
+      : row(row_), label(label_), m(f.max), logSum(f.logSum), negScale(-scale),
+        // True class: scale*(1 - p_y) = -scale*expm1(logp), exact for confident tokens.
+        labelGrad(-scale * expm1f(f.logp)), vm(O::set1(f.max)), vLogSum(O::set1(f.logSum)), vNegScale(O::set1(-scale)) {}
+  F vector(int64_t i) const {
+    const F x = O::sub(O::sub(O::template load<DT>(row, i), vm), vLogSum);
+    F g = O::mul(vNegScale, vexp<O>(x));
+    if (label >= i && label < i + O::W) g = O::setLane(g, (int)(label - i), labelGrad);
+    return g;
+  }
+  float scalar(int64_t i) const {
+    if (i == label) return labelGrad;
+    return negScale * vexp<ScalarOps>((loadElement<DT>(row, i) - m) - logSum);
+  }
+};
+
+template <class O, int DT>
+void backwardRow(const void* row, void* dst, int64_t vocab, int32_t label, float scale, const RowForward& f) {
+  // Ignored token or a pair with zero gradient: exact zeros, and the logits are not read.
+  if (scale == 0.0f) return writeRow<O, DT>(dst, vocab, ZeroValues<O>());
+  writeRow<O, DT>(dst, vocab, GradValues<O, DT>(row, label, scale, f));
+}
+
+template <class O, int DT>
+const void* rowPointer(const void* base, int64_t row, int64_t vocab) {
+  return (const char*)base + row * vocab * elementSize<DT>();
+}
+
+template <class O, int DT>
+void forwardRowsTyped(const void* logits, int64_t vocab, const int32_t* labels, int32_t ignoreIndex, int64_t begin,
+                      int64_t end, RowForward* out) {
+  for (int64_t r = begin; r < end; ++r) {
+    if (labels[r] == ignoreIndex) continue;
+    forwardRow<O, DT>(rowPointer<O, DT>(logits, r, vocab), vocab, labels[r], out[r]);
+  }
+}
+
+template <class O, int DT>
+void backwardRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, const float* rowScale,
+                       const RowForward* rows, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    void* dst = (char*)grad + r * vocab * elementSize<DT>();
+    backwardRow<O, DT>(rowPointer<O, DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r]);
+  }
+}
+
+template <class O>
+void forwardRows(const void* logits, int32_t dtype, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
+                 int64_t begin, int64_t end, RowForward* out) {
+  switch (dtype) {
+    case FDPO_FLOAT32: return forwardRowsTyped<O, FDPO_FLOAT32>(logits, vocab, labels, ignoreIndex, begin, end, out);
+    case FDPO_BFLOAT16: return forwardRowsTyped<O, FDPO_BFLOAT16>(logits, vocab, labels, ignoreIndex, begin, end, out);
+    case FDPO_FLOAT16: return forwardRowsTyped<O, FDPO_FLOAT16>(logits, vocab, labels, ignoreIndex, begin, end, out);
+  }
+}
+
+template <class O>
+void backwardRows(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
+                  const float* rowScale, const RowForward* rows, int64_t begin, int64_t end) {
+  switch (dtype) {
+    case FDPO_FLOAT32:
+      backwardRowsTyped<O, FDPO_FLOAT32>(logits, grad, vocab, labels, rowScale, rows, begin, end);
+      break;
+    case FDPO_BFLOAT16:
+      backwardRowsTyped<O, FDPO_BFLOAT16>(logits, grad, vocab, labels, rowScale, rows, begin, end);
+      break;
+    case FDPO_FLOAT16:
+      backwardRowsTyped<O, FDPO_FLOAT16>(logits, grad, vocab, labels, rowScale, rows, begin, end);
+      break;
+  }
+  O::fence();
+}
+
+template <class O>
+void expValues(const float* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + O::W <= n; i += O::W) O::template store<FDPO_FLOAT32>(out, i, vexp<O>(O::template load<FDPO_FLOAT32>(in, i)));
+  for (; i < n; ++i) out[i] = vexp<ScalarOps>(in[i]);
+}
+
+template <class O>
+constexpr RowKernels makeRowKernels(const char* name) {
+  return RowKernels{name, &forwardRows<O>, &backwardRows<O>, &expValues<O>};
+}

@@ -1,0 +1,51 @@
+// A fixed pool of worker threads for the CPU backend. Work is a range of rows handed out in
+// chunks from an atomic counter; which thread runs a chunk never changes a result, because every
+// row is computed independently and all cross-row sums happen afterwards in a fixed order.
+#ifndef FUSED_DPO_THREAD_POOL_H
+#define FUSED_DPO_THREAD_POOL_H
+
+#include <stdint.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace fdpo {
+
+class ThreadPool {
+ public:
+  static ThreadPool& instance();
+  ~ThreadPool();
+
+  // Runs body(begin, end) over [0, n) in chunks of `grain`, on up to `threads` threads (the
+  // caller is one of them). Calls from several threads at once take turns.
+  void parallelFor(int64_t n, int64_t grain, int threads, const std::function<void(int64_t, int64_t)>& body);
+
+  static int hardwareThreads();
+
+ private:
+  ThreadPool() = default;
+  void workerLoop(int index);
+  void runChunks();
+  void ensureWorkers(int count);
+
+  std::mutex callMutex_;  // one parallelFor at a time
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  std::vector<std::thread> workers_;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  int participants_ = 0;  // workers taking part in the current job
+  int running_ = 0;       // workers still inside the current job
+  const std::function<void(int64_t, int64_t)>* body_ = nullptr;
+  int64_t n_ = 0, grain_ = 1;
+  std::atomic<int64_t> next_{0};
+};
+
+}  // namespace fdpo
+
+#endif

@@ -1,0 +1,29 @@
+/** Every error fused-dpo throws carries one of these codes. */
+export type FusedDpoErrorCode = 'ERR_FDPO_INVALID_ARGUMENT' | 'ERR_FDPO_OUT_OF_MEMORY' | 'ERR_FDPO_INTERNAL';
+
+export interface FusedDpoError extends Error {
+  code: FusedDpoErrorCode;
+}
+
+/** A bad argument: says which argument, what was expected and what was given. */
+export function invalidArgument(name: string, expected: string, given: unknown, Kind: typeof TypeError = RangeError): FusedDpoError {
+  const error = new Kind(`fused-dpo: ${name} must be ${expected}, got ${describe(given)}`) as FusedDpoError;
+  error.code = 'ERR_FDPO_INVALID_ARGUMENT';
+  return error;
+}
+
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (Array.isArray(value)) {
+    const items = value.slice(0, 8).map(describe).join(', ');
+    return `[${items}${value.length > 8 ? ', …' : ''}]`;
+  }
+  if (ArrayBuffer.isView(value)) {
+    return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;
+  }
+  if (typeof value === 'function') return 'a function';
+  return `an object (${Object.prototype.toString.call(value).slice(8, -1)})`;
+}

@@ -1,0 +1,622 @@
+/**
+ * Float64 reference implementation of SPEC.md. Written for reading, not for speed: every
+ * backend is checked against this file, so each formula appears once, in the SPEC's terms.
+ */
+import { LOSS_TYPES, NEEDS_REF, REPORTS_AVERAGED } from './types.js';
+import type { DpoMetrics, LossType } from './types.js';
+
+export interface ReferenceInput {
+  logits: Float64Array; // R*V, already decoded to float64
+  rows: number;
+  vocab: number;
+  labels: Int32Array; // R
+  cuSeqlens: Int32Array; // S+1, S = 2B
+  ignoreIndex: number;
+  ref?: { chosen: Float64Array; rejected: Float64Array } | null; // B each, sums
+  beta: number;
+  lossTypes: readonly LossType[];
+  lossWeights: readonly number[];
+  labelSmoothing: number;
+  simpoGamma: number;
+  discopopTau: number;
+  scale: number; // 1/B for mean, 1 for sum, 1/normalizer
+}
+
+export interface ReferenceOutput {
+  loss: number;
+  losses: Float64Array; // B, per-pair ℓ_i (weighted sum over loss types)
+  seqLogps: Float64Array; // S, π_s (sums)
+  seqCounts: Int32Array; // S, N_s
+  chosenLogps: Float64Array; // B, as SPEC "Rewards and metrics"
+  rejectedLogps: Float64Array;
+  chosenRewards: Float64Array; // B
+  rejectedRewards: Float64Array;
+  metrics: DpoMetrics;
+  seqGrad: Float64Array; // S, G_s = ∂loss/∂π_s
+  grad: Float64Array; // R*V
+}
+
+export type PairLossConfig = Omit<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex'>;
+
+// ---------------------------------------------------------------------------------------------
+// Scalar helpers (stable in float64)
+
+/** softplus(x) = log(1 + e^x) */
+function softplus(x: number): number {
+  return Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x)));
+}
+
+/** logσ(x) = −softplus(−x) */
+function logSigmoid(x: number): number {
+  return -softplus(-x);
+}
+
+/** σ(x) = 1/(1+e^{−x}) */
+function sigmoid(x: number): number {
+  if (x >= 0) return 1 / (1 + Math.exp(-x));
+  const e = Math.exp(x);
+  return e / (1 + e);
+}
+
+/** σ'(x) = σ(x)·σ(−x) */
+function sigmoidPrime(x: number): number {
+  return sigmoid(x) * sigmoid(-x);
+}
+
+/** sigmoid's formula: −(1−ε)·logσ(u) − ε·logσ(−u) */
+function smoothedLogistic(u: number, eps: number): number {
+  return -(1 - eps) * logSigmoid(u) - eps * logSigmoid(-u);
+}
+
+/** d/du of smoothedLogistic: −(1−ε)·σ(−u) + ε·σ(u)  (uses d logσ(x)/dx = σ(−x)) */
+function smoothedLogisticPrime(u: number, eps: number): number {
+  return -(1 - eps) * sigmoid(-u) + eps * sigmoid(u);
+}
+
+/** log(1 − e^x) for x ≤ 0 */
+function log1mexp(x: number): number {
+  return x > -Math.LN2 ? Math.log(-Math.expm1(x)) : Math.log1p(-Math.exp(x));
+}
+
+/** ORPO's log-odds ℓo(x) = x − log(1 − e^x) */
+function logOdds(x: number): number {
+  return x - log1mexp(x);
+}
+
+/** ℓo'(x) = 1 + e^x/(1 − e^x) = 1/(1 − e^x) = −1/expm1(x) */
+function logOddsPrime(x: number): number {
+  return -1 / Math.expm1(x);
+}
+
+/** Pair order sorting `keys` ascending, ties by lower index first, NaN last. */
+function argsortAscending(keys: Float64Array): number[] {
+  const order = Array.from(keys, (_, i) => i);
+  order.sort((i, j) => {
+    const x = keys[i]!;
+    const y = keys[j]!;
+    const xn = Number.isNaN(x);
+    const yn = Number.isNaN(y);
+    if (xn !== yn) return xn ? 1 : -1;
+    if (x < y) return -1;
+    if (x > y) return 1;
+    return i - j;
+  });
+  return order;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per token
+
+export function referenceTokenStats(
+  logits: Float64Array,
+  rows: number,
+  vocab: number,
+  labels: Int32Array,
+  ignoreIndex: number,
+): {
+  logp: Float64Array;
+  entropy: Float64Array;
+  rowMeanLogit: Float64Array;
+  correct: Uint8Array;
+  probs(r: number): Float64Array;
+} {
+  if (logits.length !== rows * vocab) throw new RangeError(`logits has ${logits.length} elements, expected ${rows}*${vocab}`);
+  if (labels.length !== rows) throw new RangeError(`labels has ${labels.length} elements, expected ${rows}`);
+
+  // Ignored rows are left at 0 in every output: they contribute nothing anywhere.
+  const logp = new Float64Array(rows);
+  const entropy = new Float64Array(rows);
+  const rowMeanLogit = new Float64Array(rows);
+  const correct = new Uint8Array(rows);
+
+  /** m = max_v z, s = Σ_v exp(z − m), log(s), and whether the row is all finite. */
+  const rowMaxLogSum = (r: number): { m: number; s: number; logS: number; finite: boolean } => {
+    const z = logits.subarray(r * vocab, (r + 1) * vocab);
+    let m = -Infinity;
+    let finite = true;
+    for (let v = 0; v < vocab; v++) {
+      if (!Number.isFinite(z[v]!)) finite = false;
+      if (z[v]! > m) m = z[v]!;
+    }
+    let s = 0;
+    for (let v = 0; v < vocab; v++) s += Math.exp(z[v]! - m);
+    return { m, s, logS: Math.log(s), finite };
+  };
+
+  for (let r = 0; r < rows; r++) {
+    const y = labels[r]!;
+    if (y === ignoreIndex) continue;
+    if (!Number.isInteger(y) || y < 0 || y >= vocab) throw new RangeError(`label ${y} at row ${r} is outside [0, ${vocab})`);
+    const z = logits.subarray(r * vocab, (r + 1) * vocab);
+    const { m, s, logS, finite } = rowMaxLogSum(r);
+
+    let sumZ = 0;
+    let sumExpTimesShifted = 0; // Σ_v exp(z−m)·(z−m)
+    let argmax = 0;
+    for (let v = 0; v < vocab; v++) {
+      const shifted = z[v]! - m;
+      sumExpTimesShifted += Math.exp(shifted) * shifted;
+      sumZ += z[v]!;
+      if (z[v]! > z[argmax]!) argmax = v; // strict: first index of the maximum
+    }
+
+    rowMeanLogit[r] = sumZ / vocab;
+    if (finite) {
+      logp[r] = (z[y]! - m) - logS;
+      entropy[r] = logS - sumExpTimesShifted / s;
+      correct[r] = argmax === y ? 1 : 0;
+    } else {
+      // A non-finite logit (±inf or NaN) in a scored row poisons that row: NaN log-prob and
+      // entropy, so the loss is NaN (a −inf alone would otherwise give a finite softmax).
+      logp[r] = NaN;
+      entropy[r] = NaN;
+      correct[r] = 0;
+    }
+  }
+
+  /** p[r, v] = exp((z[r,v] − m) − log(s)) for one row (any row, ignored or not). */
+  const probs = (r: number): Float64Array => {
+    const z = logits.subarray(r * vocab, (r + 1) * vocab);
+    const { m, logS, finite } = rowMaxLogSum(r);
+    const p = new Float64Array(vocab);
+    for (let v = 0; v < vocab; v++) p[v] = finite ? Math.exp((z[v]! - m) - logS) : NaN;
+    return p;
+  };
+
+  return { logp, entropy, rowMeanLogit, correct, probs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per sequence
+
+function checkCuSeqlens(cuSeqlens: Int32Array, rows: number): number {
+  const S = cuSeqlens.length - 1;
+  if (S < 2 || S % 2 !== 0) throw new RangeError(`cuSeqlens must have 2B+1 entries with B >= 1, got ${cuSeqlens.length}`);
+  if (cuSeqlens[0] !== 0) throw new RangeError('cuSeqlens[0] must be 0');
+  if (cuSeqlens[S] !== rows) throw new RangeError(`cuSeqlens[S] must equal rows (${rows}), got ${cuSeqlens[S]}`);
+  for (let s = 0; s < S; s++) {
+    if (cuSeqlens[s + 1]! < cuSeqlens[s]!) throw new RangeError('cuSeqlens must be non-decreasing');
+  }
+  return S;
+}
+
+/** π_s = Σ logp over the non-ignored rows of s, in row order; N_s = their count. */
+function sumBySequence(
+  logp: Float64Array,
+  labels: Int32Array,
+  cuSeqlens: Int32Array,
+  ignoreIndex: number,
+): { sums: Float64Array; counts: Int32Array } {
+  const S = cuSeqlens.length - 1;
+  const sums = new Float64Array(S);
+  const counts = new Int32Array(S);
+  for (let s = 0; s < S; s++) {
+    for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
+      if (labels[r] === ignoreIndex) continue;
+      sums[s] += logp[r]!;
+      counts[s] += 1;
+    }
+  }
+  return { sums, counts };
+}
+
+export function referenceSequenceLogps(
+  input: Pick<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex'>,
+  average: boolean,
+): { logps: Float64Array; counts: Int32Array } {
+  checkCuSeqlens(input.cuSeqlens, input.rows);
+  const { logp } = referenceTokenStats(input.logits, input.rows, input.vocab, input.labels, input.ignoreIndex);
+  const { sums, counts } = sumBySequence(logp, input.labels, input.cuSeqlens, input.ignoreIndex);
+  if (average) for (let s = 0; s < sums.length; s++) sums[s] = sums[s]! / Math.max(counts[s]!, 1);
+  return { logps: sums, counts };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per pair: the loss as a function of the per-sequence sums π_s, with its analytic gradient
+
+/**
+ * One loss type over the batch. `l[i]` is ℓ_i; `gc[j]` and `gr[j]` are ∂(Σ_i ℓ_i)/∂π_{c_j} and
+ * ∂(Σ_i ℓ_i)/∂π_{r_j} (for the paired losses only pair j's own ℓ_j depends on them).
+ */
+function lossTerm(
+  type: LossType,
+  pi: Float64Array,
+  counts: Int32Array,
+  refC: Float64Array,
+  refR: Float64Array,
+  cfg: PairLossConfig,
+): { l: Float64Array; gc: Float64Array; gr: Float64Array } {
+  const B = pi.length / 2;
+  const beta = cfg.beta;
+  const eps = cfg.labelSmoothing;
+  const l = new Float64Array(B);
+  const gc = new Float64Array(B);
+  const gr = new Float64Array(B);
+
+  // Scores of pair i, as the SPEC names them.
+  const piC = (i: number) => pi[i]!;
+  const piR = (i: number) => pi[B + i]!;
+  const nC = (i: number) => Math.max(counts[i]!, 1); // max(N_c, 1)
+  const nR = (i: number) => Math.max(counts[B + i]!, 1);
+  const a = (i: number) => piC(i) - refC[i]!; // a = π_c − ρ_c
+  const b = (i: number) => piR(i) - refR[i]!; // b = π_r − ρ_r
+
+  switch (type) {
+    case 'sigmoid':
+      for (let i = 0; i < B; i++) {
+        const u = beta * (a(i) - b(i));
+        l[i] = smoothedLogistic(u, eps);
+        const dDelta = beta * smoothedLogisticPrime(u, eps); // dℓ/dΔ
+        gc[i] = dDelta;
+        gr[i] = -dDelta;
+      }
+      break;
+
+    case 'hinge':
+      for (let i = 0; i < B; i++) {
+        const u = beta * (a(i) - b(i));
+        l[i] = Math.max(0, 1 - u);
+        // dℓ/du = −1 inside the margin, 0 beyond it and at the kink (NaN stays NaN).
+        const dDelta = u < 1 ? -beta : u >= 1 ? 0 : NaN;
+        gc[i] = dDelta;
+        gr[i] = -dDelta;
+      }
+      break;
+
+    case 'ipo':
+      for (let i = 0; i < B; i++) {
+        const deltaBar = a(i) / nC(i) - b(i) / nR(i); // Δ̄ = ā − b̄
+        const t = deltaBar - 1 / (2 * beta);
+        l[i] = t * t;
+        gc[i] = (2 * t) / nC(i); // ∂Δ̄/∂π_c = 1/max(N_c,1)
+        gr[i] = (-2 * t) / nR(i);
+      }
+      break;
+
+    case 'robust':
+      if (!(eps < 0.5)) throw new RangeError(`robust needs labelSmoothing < 0.5, got ${eps}`);
+      for (let i = 0; i < B; i++) {
+        const u = beta * (a(i) - b(i));
+        l[i] = (-(1 - eps) * logSigmoid(u) + eps * logSigmoid(-u)) / (1 - 2 * eps);
+        const dU = (-(1 - eps) * sigmoid(-u) - eps * sigmoid(u)) / (1 - 2 * eps);
+        gc[i] = beta * dU;
+        gr[i] = -beta * dU;
+      }
+      break;
+
+    case 'exo_pair': {
+      const e = eps === 0 ? 1e-3 : eps; // ε'
+      for (let i = 0; i < B; i++) {
+        const u = beta * (a(i) - b(i));
+        l[i] = sigmoid(u) * (logSigmoid(u) - Math.log(1 - e)) + sigmoid(-u) * (logSigmoid(-u) - Math.log(e));
+        // d/du: σ'(u)·(logσ(u) − log(1−ε')) + σ(u)σ(−u) − σ'(u)·(logσ(−u) − log ε') − σ(−u)σ(u)
+        //     = σ'(u)·(logσ(u) − logσ(−u) − log(1−ε') + log ε'),  and logσ(u) − logσ(−u) = u.
+        const dU = sigmoidPrime(u) * (u - Math.log(1 - e) + Math.log(e));
+        gc[i] = beta * dU;
+        gr[i] = -beta * dU;
+      }
+      break;
+    }
+
+    case 'nca_pair':
+      for (let i = 0; i < B; i++) {
+        const ua = beta * a(i);
+        const ub = beta * b(i);
+        l[i] = -logSigmoid(ua) - 0.5 * logSigmoid(-ua) - 0.5 * logSigmoid(-ub);
+        gc[i] = beta * (-sigmoid(-ua) + 0.5 * sigmoid(ua));
+        gr[i] = beta * 0.5 * sigmoid(ub);
+      }
+      break;
+
+    case 'bco_pair':
+      for (let i = 0; i < B; i++) {
+        const ua = beta * a(i);
+        const ub = beta * b(i);
+        l[i] = -logSigmoid(ua) - logSigmoid(-ub);
+        gc[i] = -beta * sigmoid(-ua);
+        gr[i] = beta * sigmoid(ub);
+      }
+      break;
+
+    case 'sppo_hard':
+      for (let i = 0; i < B; i++) {
+        const tc = a(i) - 1 / (2 * beta);
+        const tr = b(i) + 1 / (2 * beta);
+        l[i] = tc * tc + tr * tr;
+        gc[i] = 2 * tc;
+        gr[i] = 2 * tr;
+      }
+      break;
+
+    case 'apo_zero':
+      for (let i = 0; i < B; i++) {
+        const ua = beta * a(i);
+        const ub = beta * b(i);
+        l[i] = 1 - sigmoid(ua) + sigmoid(ub);
+        gc[i] = -beta * sigmoidPrime(ua);
+        gr[i] = beta * sigmoidPrime(ub);
+      }
+      break;
+
+    case 'apo_down':
+      for (let i = 0; i < B; i++) {
+        const ua = beta * a(i);
+        const u = beta * (a(i) - b(i));
+        l[i] = sigmoid(ua) + (1 - sigmoid(u));
+        gc[i] = beta * sigmoidPrime(ua) - beta * sigmoidPrime(u);
+        gr[i] = beta * sigmoidPrime(u);
+      }
+      break;
+
+    case 'discopop': {
+      const tau = cfg.discopopTau;
+      for (let i = 0; i < B; i++) {
+        const u = beta * (a(i) - b(i));
+        const g = sigmoid(u / tau); // σ(u/τ)
+        const oneMinusG = sigmoid(-u / tau); // 1 − σ(u/τ)
+        const expTerm = Math.exp(-u + logSigmoid(u / tau)); // e^{−u}·σ(u/τ)
+        l[i] = -logSigmoid(u) * oneMinusG + expTerm;
+        // d/du[−logσ(u)·(1−g)] = −σ(−u)·(1−g) + logσ(u)·g',  g' = g(1−g)/τ
+        // d/du[e^{−u}·g]       = e^{−u}·g·((1−g)/τ − 1)
+        const gPrime = (g * oneMinusG) / tau;
+        const dU = -sigmoid(-u) * oneMinusG + logSigmoid(u) * gPrime + expTerm * (oneMinusG / tau - 1);
+        gc[i] = beta * dU;
+        gr[i] = -beta * dU;
+      }
+      break;
+    }
+
+    case 'sigmoid_norm':
+      for (let i = 0; i < B; i++) {
+        const u = beta * (a(i) / nC(i) - b(i) / nR(i)); // βΔ̄
+        l[i] = -logSigmoid(u);
+        const dDeltaBar = -beta * sigmoid(-u);
+        gc[i] = dDeltaBar / nC(i);
+        gr[i] = -dDeltaBar / nR(i);
+      }
+      break;
+
+    case 'aot': {
+      // L_i = π_c,i − π_r,i sorted (pair order p_k); Q_i = ρ_c,i − ρ_r,i sorted (values).
+      const L = Float64Array.from({ length: B }, (_, i) => piC(i) - piR(i));
+      const Q = Float64Array.from({ length: B }, (_, i) => refC[i]! - refR[i]!);
+      const p = argsortAscending(L);
+      const qSorted = argsortAscending(Q).map((i) => Q[i]!);
+      for (let k = 0; k < B; k++) {
+        const u = beta * (L[p[k]!]! - qSorted[k]!);
+        l[p[k]!] = smoothedLogistic(u, eps);
+        const dD = beta * smoothedLogisticPrime(u, eps);
+        gc[p[k]!] += dD;
+        gr[p[k]!] -= dD;
+      }
+      break;
+    }
+
+    case 'aot_unpaired': {
+      // a sorted (pair order p_k) against b sorted (pair order q_k).
+      const A = Float64Array.from({ length: B }, (_, i) => a(i));
+      const Bv = Float64Array.from({ length: B }, (_, i) => b(i));
+      const p = argsortAscending(A);
+      const q = argsortAscending(Bv);
+      for (let k = 0; k < B; k++) {
+        const u = beta * (A[p[k]!]! - Bv[q[k]!]!);
+        l[p[k]!] = smoothedLogistic(u, eps);
+        const dD = beta * smoothedLogisticPrime(u, eps);
+        gc[p[k]!] += dD;
+        gr[q[k]!] -= dD;
+      }
+      break;
+    }
+
+    case 'sft':
+    case 'orpo': {
+      // Token-mean NLL of all chosen tokens, the same value for every pair:
+      // nll = −(Σ_j π_{c_j}) / max(Σ_j N_{c_j}, 1), so ∂(Σ_i ℓ_i)/∂π_{c_j} = −B / max(Σ_j N_{c_j}, 1).
+      let sumPi = 0;
+      let sumN = 0;
+      for (let j = 0; j < B; j++) {
+        sumPi += piC(j);
+        sumN += counts[j]!;
+      }
+      const denom = Math.max(sumN, 1);
+      const nll = -sumPi / denom;
+      for (let i = 0; i < B; i++) {
+        l[i] = nll;
+        gc[i] = -B / denom;
+      }
+      if (type === 'orpo') {
+        const clampMax = -1e-15;
+        for (let i = 0; i < B; i++) {
+          const barC = piC(i) / nC(i);
+          const barR = piR(i) / nR(i);
+          const xc = Math.min(barC, clampMax);
+          const xr = Math.min(barR, clampMax);
+          const D = logOdds(xc) - logOdds(xr);
+          l[i] += -beta * logSigmoid(D);
+          const dD = -beta * sigmoid(-D); // d(−β·logσ(D))/dD
+          // The clamp passes the derivative only where π̄ < −1e-15.
+          gc[i] += (dD * (barC < clampMax ? logOddsPrime(xc) : 0)) / nC(i);
+          gr[i] += (-dD * (barR < clampMax ? logOddsPrime(xr) : 0)) / nR(i);
+        }
+      }
+      break;
+    }
+
+    case 'simpo':
+      for (let i = 0; i < B; i++) {
+        const v = beta * (piC(i) / nC(i) - piR(i) / nR(i)) - cfg.simpoGamma;
+        l[i] = smoothedLogistic(v, eps);
+        const dV = smoothedLogisticPrime(v, eps);
+        gc[i] = (beta * dV) / nC(i);
+        gr[i] = (-beta * dV) / nR(i);
+      }
+      break;
+
+    default:
+      throw new TypeError(`unknown loss type '${String(type)}'`);
+  }
+  return { l, gc, gr };
+}
+
+export function referencePairLoss(
+  seqLogps: Float64Array,
+  seqCounts: Int32Array,
+  cfg: PairLossConfig,
+): { loss: number; losses: Float64Array; seqGrad: Float64Array } {
+  const S = seqLogps.length;
+  if (S < 2 || S % 2 !== 0) throw new RangeError(`need 2B sequence scores with B >= 1, got ${S}`);
+  if (seqCounts.length !== S) throw new RangeError('seqCounts must have one entry per sequence');
+  const B = S / 2;
+  const types = cfg.lossTypes;
+  if (types.length === 0) throw new RangeError('lossTypes is empty');
+  for (const t of types) if (!(LOSS_TYPES as readonly string[]).includes(t)) throw new TypeError(`unknown loss type '${t}'`);
+  const weights = cfg.lossWeights.length === 0 ? types.map(() => 1) : cfg.lossWeights;
+  if (weights.length !== types.length) throw new RangeError('lossWeights must match lossTypes in length');
+
+  let refC = new Float64Array(B);
+  let refR = new Float64Array(B);
+  if (cfg.ref) {
+    if (cfg.ref.chosen.length !== B || cfg.ref.rejected.length !== B) throw new RangeError(`ref.chosen and ref.rejected need ${B} entries`);
+    refC = cfg.ref.chosen;
+    refR = cfg.ref.rejected;
+  } else {
+    const needing = types.filter((t) => NEEDS_REF.has(t));
+    if (needing.length > 0) throw new TypeError(`loss type(s) ${needing.join(', ')} need reference log-probs`);
+  }
+
+  // ℓ_i = Σ_k w_k·ℓ_{k,i};  loss = scale·Σ_i ℓ_i;  G_s = scale·Σ_k w_k·∂(Σ_i ℓ_{k,i})/∂π_s.
+  const losses = new Float64Array(B);
+  const seqGrad = new Float64Array(S);
+  types.forEach((type, k) => {
+    const w = weights[k]!;
+    const { l, gc, gr } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg);
+    for (let i = 0; i < B; i++) {
+      losses[i] += w * l[i]!;
+      seqGrad[i] += cfg.scale * w * gc[i]!;
+      seqGrad[B + i] += cfg.scale * w * gr[i]!;
+    }
+  });
+  let total = 0;
+  for (let i = 0; i < B; i++) total += losses[i]!;
+  return { loss: cfg.scale * total, losses, seqGrad };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Everything: loss, logits gradient, rewards, metrics
+
+export function referenceDpo(input: ReferenceInput): ReferenceOutput {
+  const { logits, rows, vocab, labels, cuSeqlens, ignoreIndex, beta } = input;
+  const S = checkCuSeqlens(cuSeqlens, rows);
+  const B = S / 2;
+
+  const stats = referenceTokenStats(logits, rows, vocab, labels, ignoreIndex);
+  const { sums: seqLogps, counts: seqCounts } = sumBySequence(stats.logp, labels, cuSeqlens, ignoreIndex);
+  const pair = referencePairLoss(seqLogps, seqCounts, input);
+
+  // A non-finite logit in any scored row makes the loss NaN, even for losses that do not read
+  // that row's sequence (e.g. sft never reads the rejected sequences).
+  let loss = pair.loss;
+  for (let r = 0; r < rows; r++) if (labels[r] !== ignoreIndex && Number.isNaN(stats.logp[r]!)) loss = NaN;
+
+  // grad[r, v] = G_{seq(r)}·(1[v = y_r] − p[r, v]); the true-class term 1 − p_y = −expm1(logp).
+  const grad = new Float64Array(rows * vocab); // ignored rows stay exactly 0
+  for (let s = 0; s < S; s++) {
+    const G = pair.seqGrad[s]!;
+    for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
+      const y = labels[r]!;
+      if (y === ignoreIndex) continue;
+      const p = stats.probs(r);
+      for (let v = 0; v < vocab; v++) grad[r * vocab + v] = -G * p[v]!;
+      grad[r * vocab + y] = G * -Math.expm1(stats.logp[r]!);
+    }
+  }
+
+  // Rewards and logps as TRL reports them: averaged when simpo/orpo is in the list.
+  const averaged = input.lossTypes.some((t) => REPORTS_AVERAGED.has(t));
+  const chosenLogps = new Float64Array(B);
+  const rejectedLogps = new Float64Array(B);
+  const chosenRewards = new Float64Array(B);
+  const rejectedRewards = new Float64Array(B);
+  for (let i = 0; i < B; i++) {
+    const dc = averaged ? Math.max(seqCounts[i]!, 1) : 1;
+    const dr = averaged ? Math.max(seqCounts[B + i]!, 1) : 1;
+    const rhoC = input.ref ? input.ref.chosen[i]! : 0;
+    const rhoR = input.ref ? input.ref.rejected[i]! : 0;
+    chosenLogps[i] = seqLogps[i]! / dc;
+    rejectedLogps[i] = seqLogps[B + i]! / dr;
+    chosenRewards[i] = (beta * (seqLogps[i]! - rhoC)) / dc;
+    rejectedRewards[i] = (beta * (seqLogps[B + i]! - rhoR)) / dr;
+  }
+
+  const mean = (xs: ArrayLike<number>) => {
+    let t = 0;
+    for (let i = 0; i < xs.length; i++) t += xs[i]!;
+    return xs.length === 0 ? 0 : t / xs.length;
+  };
+
+  // Token-level metrics over non-ignored rows.
+  const chosenEnd = cuSeqlens[B]!; // rows [0, chosenEnd) belong to chosen sequences
+  let chosenLogitSum = 0, chosenRows = 0, rejectedLogitSum = 0, rejectedRows = 0;
+  let entropySum = 0, correctChosen = 0, numTokens = 0;
+  for (let r = 0; r < rows; r++) {
+    if (labels[r] === ignoreIndex) continue;
+    numTokens += 1;
+    entropySum += stats.entropy[r]!;
+    if (r < chosenEnd) {
+      chosenLogitSum += stats.rowMeanLogit[r]!;
+      chosenRows += 1;
+      correctChosen += stats.correct[r]!;
+    } else {
+      rejectedLogitSum += stats.rowMeanLogit[r]!;
+      rejectedRows += 1;
+    }
+  }
+
+  const metrics: DpoMetrics = {
+    'rewards/chosen': mean(chosenRewards),
+    'rewards/rejected': mean(rejectedRewards),
+    'rewards/accuracies': mean(Array.from(chosenRewards, (c, i) => (c > rejectedRewards[i]! ? 1 : 0))),
+    'rewards/margins': mean(Array.from(chosenRewards, (c, i) => c - rejectedRewards[i]!)),
+    'logps/chosen': mean(chosenLogps),
+    'logps/rejected': mean(rejectedLogps),
+    'logits/chosen': chosenRows === 0 ? 0 : chosenLogitSum / chosenRows,
+    'logits/rejected': rejectedRows === 0 ? 0 : rejectedLogitSum / rejectedRows,
+    entropy: numTokens === 0 ? 0 : entropySum / numTokens,
+    meanTokenAccuracy: chosenRows === 0 ? 0 : correctChosen / chosenRows,
+    numTokens,
+  };
+
+  return {
+    loss,
+    losses: pair.losses,
+    seqLogps,
+    seqCounts,
+    chosenLogps,
+    rejectedLogps,
+    chosenRewards,
+    rejectedRewards,
+    metrics,
+    seqGrad: pair.seqGrad,
+    grad,
+  };
+}
