@@ -73,7 +73,7 @@ export function toFloat16(src: Float32Array | ArrayLike<number>): Uint16Array {
       let h = m >>> shift;
       const rest = m & ((1 << shift) - 1);
       const half = 1 << (shift - 1);
-      if (rest >= half) h += 1; // may become the smallest normal
+      if (rest > half || (rest === half && (h & 1) === 1)) h += 1; // may become the smallest normal
       out[i] = sign | h;
     } else {
       out[i] = sign; // |x| < 2^-25 (float32 subnormals included): rounds to ±0

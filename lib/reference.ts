@@ -213,8 +213,8 @@ function sumBySequence(
   for (let s = 0; s < S; s++) {
     for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
       if (labels[r] === ignoreIndex) continue;
-      sums[s] += logp[r]!;
-      counts[s] += 1;
+      sums[s] = sums[s]! + logp[r]!;
+      counts[s] = counts[s]! + 1;
     }
   }
   return { sums, counts };
@@ -403,11 +403,12 @@ function lossTerm(
       const p = argsortAscending(L);
       const qSorted = argsortAscending(Q).map((i) => Q[i]!);
       for (let k = 0; k < B; k++) {
-        const u = beta * (L[p[k]!]! - qSorted[k]!);
-        l[p[k]!] = smoothedLogistic(u, eps);
+        const pk = p[k]!;
+        const u = beta * (L[pk]! - qSorted[k]!);
+        l[pk] = smoothedLogistic(u, eps);
         const dD = beta * smoothedLogisticPrime(u, eps);
-        gc[p[k]!] += dD;
-        gr[p[k]!] -= dD;
+        gc[pk] = gc[pk]! + dD;
+        gr[pk] = gr[pk]! - dD;
       }
       break;
     }
@@ -419,11 +420,13 @@ function lossTerm(
       const p = argsortAscending(A);
       const q = argsortAscending(Bv);
       for (let k = 0; k < B; k++) {
-        const u = beta * (A[p[k]!]! - Bv[q[k]!]!);
-        l[p[k]!] = smoothedLogistic(u, eps);
+        const pk = p[k]!;
+        const qk = q[k]!;
+        const u = beta * (A[pk]! - Bv[qk]!);
+        l[pk] = smoothedLogistic(u, eps);
         const dD = beta * smoothedLogisticPrime(u, eps);
-        gc[p[k]!] += dD;
-        gr[q[k]!] -= dD;
+        gc[pk] = gc[pk]! + dD;
+        gr[qk] = gr[qk]! - dD;
       }
       break;
     }
@@ -452,11 +455,12 @@ function lossTerm(
           const xc = Math.min(barC, clampMax);
           const xr = Math.min(barR, clampMax);
           const D = logOdds(xc) - logOdds(xr);
-          l[i] += -beta * logSigmoid(D);
+          l[i] = l[i]! - beta * logSigmoid(D);
           const dD = -beta * sigmoid(-D); // d(−β·logσ(D))/dD
-          // The clamp passes the derivative only where π̄ < −1e-15.
-          gc[i] += (dD * (barC < clampMax ? logOddsPrime(xc) : 0)) / nC(i);
-          gr[i] += (-dD * (barR < clampMax ? logOddsPrime(xr) : 0)) / nR(i);
+          // At the clamp the derivative is the unclamped formula's at x = −1e-15: the continuous
+          // extension (σ(−D) vanishes as fast as 1 − e^x, so the product stays finite).
+          gc[i] = gc[i]! + (dD * logOddsPrime(xc)) / nC(i);
+          gr[i] = gr[i]! + (-dD * logOddsPrime(xr)) / nR(i);
         }
       }
       break;
@@ -493,8 +497,8 @@ export function referencePairLoss(
   const weights = cfg.lossWeights.length === 0 ? types.map(() => 1) : cfg.lossWeights;
   if (weights.length !== types.length) throw new RangeError('lossWeights must match lossTypes in length');
 
-  let refC = new Float64Array(B);
-  let refR = new Float64Array(B);
+  let refC: Float64Array = new Float64Array(B); // ρ = 0 when no ref is given
+  let refR: Float64Array = new Float64Array(B);
   if (cfg.ref) {
     if (cfg.ref.chosen.length !== B || cfg.ref.rejected.length !== B) throw new RangeError(`ref.chosen and ref.rejected need ${B} entries`);
     refC = cfg.ref.chosen;
@@ -511,9 +515,9 @@ export function referencePairLoss(
     const w = weights[k]!;
     const { l, gc, gr } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg);
     for (let i = 0; i < B; i++) {
-      losses[i] += w * l[i]!;
-      seqGrad[i] += cfg.scale * w * gc[i]!;
-      seqGrad[B + i] += cfg.scale * w * gr[i]!;
+      losses[i] = losses[i]! + w * l[i]!;
+      seqGrad[i] = seqGrad[i]! + cfg.scale * w * gc[i]!;
+      seqGrad[B + i] = seqGrad[B + i]! + cfg.scale * w * gr[i]!;
     }
   });
   let total = 0;

@@ -233,8 +233,8 @@ function checkGradient(what: string, f: (x: Float64Array) => number, x: Float64A
     if (skip(j)) continue;
     const xp = Float64Array.from(x);
     const xm = Float64Array.from(x);
-    xp[j] += h;
-    xm[j] -= h;
+    xp[j] = xp[j]! + h;
+    xm[j] = xm[j]! - h;
     const fd = (f(xp) - f(xm)) / (2 * h);
     const an = g[j]!;
     if (!(Math.abs(fd - an) <= 1e-6 * Math.max(Math.abs(an), Math.abs(fd)) + atol)) {
@@ -290,8 +290,8 @@ test('pair loss: weighted combinations are the weighted sums, and their gradient
       types.forEach((t, k) => {
         const single = referencePairLoss(sc.pi, sc.counts, { ...cfg, lossTypes: [t], lossWeights: [1] });
         expectLoss += weights[k]! * single.loss;
-        single.losses.forEach((l, i) => (expectLosses[i] += weights[k]! * l));
-        single.seqGrad.forEach((g, s) => (expectGrad[s] += weights[k]! * g));
+        single.losses.forEach((l, i) => (expectLosses[i] = expectLosses[i]! + weights[k]! * l));
+        single.seqGrad.forEach((g, s) => (expectGrad[s] = expectGrad[s]! + weights[k]! * g));
       });
       const what = `${types.join('+')} ${scaleKind}`;
       near(out.loss, expectLoss, 1e-12 * (1 + Math.abs(expectLoss)), `${what} loss`);
@@ -377,6 +377,38 @@ test('pair loss: hand-computed values', () => {
   {
     const out = referencePairLoss(pi, counts, pairConfig(['simpo'], [1], null, { beta: 1 }));
     near(out.loss, Math.log1p(Math.exp(0.75)), 1e-15, 'simpo');
+  }
+
+  // aot: L = π_c − π_r sorted (pair order p), Q = ρ_c − ρ_r sorted; pair p_k gets sigmoid(β(L_{p_k} − Q_(k)))
+  {
+    const sp = (x: number) => Math.log1p(Math.exp(x)); // −logσ(d) = softplus(−d)
+    const sg = (x: number) => 1 / (1 + Math.exp(-x));
+    const pi3 = new Float64Array([2, -1, 0.5, 0, 0, 0]); // L = [2, −1, 0.5]: p = [1, 2, 0]
+    const ref = { chosen: new Float64Array([0.3, -0.7, 1.1]), rejected: new Float64Array(3) }; // Q sorted [−0.7, 0.3, 1.1]
+    const out = referencePairLoss(pi3, new Int32Array(6).fill(3), pairConfig(['aot'], [1], ref, { beta: 1 }));
+    const d = [2 - 1.1, -1 + 0.7, 0.5 - 0.3]; // d for pairs 0, 1, 2
+    d.forEach((di, i) => near(out.losses[i]!, sp(-di), 1e-15, `aot ℓ_${i}`));
+    d.forEach((di, i) => near(out.seqGrad[i]!, -sg(-di), 1e-15, `aot G_c${i}`));
+    d.forEach((di, i) => near(out.seqGrad[3 + i]!, sg(-di), 1e-15, `aot G_r${i}`));
+
+    // ties in L: the lower pair index comes first
+    const tie = referencePairLoss(new Float64Array([1, 1, 0, 0]), new Int32Array(4).fill(1),
+      pairConfig(['aot'], [1], { chosen: new Float64Array([2, 0]), rejected: new Float64Array(2) }, { beta: 1 }));
+    near(tie.losses[0]!, sp(-(1 - 0)), 1e-15, 'aot tie ℓ_0');
+    near(tie.losses[1]!, sp(-(1 - 2)), 1e-15, 'aot tie ℓ_1');
+
+    // aot_unpaired: a = [1, −2, 0.5] (p = [1, 2, 0]), b = [0, 3, −1] (q = [2, 0, 1]); d = [−1, 0.5, −2]
+    const piU = new Float64Array([1, -2, 0.5, 0, 3, -1]);
+    const outU = referencePairLoss(piU, new Int32Array(6).fill(3),
+      pairConfig(['aot_unpaired'], [1], { chosen: new Float64Array(3), rejected: new Float64Array(3) }, { beta: 1 }));
+    const dk = [-1, 0.5, -2];
+    const p = [1, 2, 0];
+    const q = [2, 0, 1];
+    dk.forEach((x, k) => {
+      near(outU.losses[p[k]!]!, sp(-x), 1e-15, `aot_unpaired ℓ_${p[k]}`);
+      near(outU.seqGrad[p[k]!]!, -sg(-x), 1e-15, `aot_unpaired G_c${p[k]}`);
+      near(outU.seqGrad[3 + q[k]!]!, sg(-x), 1e-15, `aot_unpaired G_r${q[k]}`);
+    });
   }
 
   // robust needs ε < 0.5; reference-needing losses need ref

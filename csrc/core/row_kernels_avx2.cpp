@@ -18,17 +18,13 @@
 namespace fdpo {
 namespace {
 #include "half_convert.h"
+#include "row_kernels_impl.h"
 
 struct Avx2Ops {
   static constexpr int W = 8;
   using F = __m256;
-  using I = __m256i;
   using M = __m256;
   static F set1(float v) { return _mm256_set1_ps(v); }
-  static I iota(int32_t base) {
-    return _mm256_add_epi32(_mm256_set1_epi32(base), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  }
-  static I addi(I a, int32_t b) { return _mm256_add_epi32(a, _mm256_set1_epi32(b)); }
   static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
@@ -38,7 +34,7 @@ struct Avx2Ops {
   static M lessThan(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static F zeroWhere(M m, F v) { return _mm256_andnot_ps(m, v); }
   static F exp2i(F n) {
-    const I e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
   }
   static float hmax(F v) {
@@ -53,22 +49,11 @@ struct Avx2Ops {
     x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
     return _mm_cvtss_f32(x);
   }
-  static void gtSelect(F z, I idx, F& best, I& bestIdx) {
-    const F gt = _mm256_cmp_ps(z, best, _CMP_GT_OQ);
-    best = _mm256_blendv_ps(best, z, gt);
-    bestIdx = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bestIdx), _mm256_castsi256_ps(idx), gt));
+  static int firstEqual(F z, float m) {
+    const int eq = _mm256_movemask_ps(_mm256_cmp_ps(z, _mm256_set1_ps(m), _CMP_EQ_OQ));
+    return eq ? __builtin_ctz((unsigned)eq) : -1;
   }
-  static int32_t argmaxLane(F best, I bestIdx, float m, int32_t none) {
-    alignas(32) float values[8];
-    alignas(32) int32_t indexes[8];
-    _mm256_store_ps(values, best);
-    _mm256_store_si256((__m256i*)indexes, bestIdx);
-    int32_t found = none;
-    for (int lane = 0; lane < 8; ++lane) {
-      if (values[lane] == m && (found == none || indexes[lane] < found)) found = indexes[lane];
-    }
-    return found;
-  }
+  static F exp(F x) { return expPortable<Avx2Ops>(x); }
   static F setLane(F v, int lane, float value) {
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, v);
@@ -78,12 +63,12 @@ struct Avx2Ops {
   static void fence() { _mm_sfence(); }
 
   static __m128i toBf16(F v) {
-    const I bits = _mm256_castps_si256(v);
-    const I lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-    const I rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-    const I quietNan = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+    const __m256i quietNan = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
     const F nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-    const I out = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quietNan), nan));
+    const __m256i out = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quietNan), nan));
     return _mm_packus_epi32(_mm256_castsi256_si128(out), _mm256_extracti128_si256(out, 1));
   }
   static __m128i toF16(F v) { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -108,7 +93,6 @@ struct Avx2Ops {
   }
 };
 
-#include "row_kernels_impl.h"
 }  // namespace
 
 const RowKernels kAvx2Kernels = makeRowKernels<Avx2Ops>("avx2");

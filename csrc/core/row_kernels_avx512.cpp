@@ -19,18 +19,13 @@
 namespace fdpo {
 namespace {
 #include "half_convert.h"
+#include "row_kernels_impl.h"
 
 struct Avx512Ops {
   static constexpr int W = 16;
   using F = __m512;
-  using I = __m512i;
   using M = __mmask16;
   static F set1(float v) { return _mm512_set1_ps(v); }
-  static I iota(int32_t base) {
-    return _mm512_add_epi32(_mm512_set1_epi32(base),
-                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-  }
-  static I addi(I a, int32_t b) { return _mm512_add_epi32(a, _mm512_set1_epi32(b)); }
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
@@ -40,27 +35,31 @@ struct Avx512Ops {
   static M lessThan(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static F zeroWhere(M m, F v) { return _mm512_maskz_mov_ps((M)~m, v); }
   static F exp2i(F n) {
-    const I e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
     return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
   }
   static float hmax(F v) { return _mm512_reduce_max_ps(v); }
   static float hsum(F v) { return _mm512_reduce_add_ps(v); }
-  static void gtSelect(F z, I idx, F& best, I& bestIdx) {
-    const M gt = _mm512_cmp_ps_mask(z, best, _CMP_GT_OQ);
-    best = _mm512_mask_mov_ps(best, gt, z);
-    bestIdx = _mm512_mask_mov_epi32(bestIdx, gt, idx);
+  static int firstEqual(F z, float m) {
+    const unsigned eq = _mm512_cmp_ps_mask(z, _mm512_set1_ps(m), _CMP_EQ_OQ);
+    return eq ? __builtin_ctz(eq) : -1;
   }
-  static int32_t argmaxLane(F best, I bestIdx, float m, int32_t none) {
-    const M eq = _mm512_cmp_ps_mask(best, _mm512_set1_ps(m), _CMP_EQ_OQ);
-    return eq ? _mm512_mask_reduce_min_epi32(eq, bestIdx) : none;
+  // The portable exp with AVX-512's single-instruction rounding and scaling: roundscale for n,
+  // and a zero-masked scalef for 2^n that also zeroes the results below -87.3.
+  static F exp(F x) {
+    const M below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  // second operand on NaN: keep x
+    const F n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_maskz_scalef_ps((M)~below, expReduced<Avx512Ops>(x, n), n);
   }
   static F setLane(F v, int lane, float value) { return _mm512_mask_mov_ps(v, (M)(1u << lane), _mm512_set1_ps(value)); }
   static void fence() { _mm_sfence(); }
 
   static __m256i toBf16(F v) {
-    const I bits = _mm512_castps_si512(v);
-    const I lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    I rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
     const M nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40)));
     return _mm512_cvtepi32_epi16(rounded);
@@ -87,7 +86,6 @@ struct Avx512Ops {
   }
 };
 
-#include "row_kernels_impl.h"
 }  // namespace
 
 const RowKernels kAvx512Kernels = makeRowKernels<Avx512Ops>("avx512");

@@ -3,9 +3,9 @@
 // level's target pragma: nothing here has external linkage, so no code compiled for a wider ISA
 // can leak into a caller on a narrower CPU.
 //
-// O provides: W (lanes), F (float vector), I (int32 vector), set1, iota, addi, add, sub, mul,
-// fma (a*b+c), max, hmax, hsum, gtSelect (lanes where z > best take z and idx), argmaxLane,
-// exp2i (2^n for integral n), setLane, and load/store/stream per element type.
+// O provides: W (lanes), F (float vector), M (lane mask), set1, add, sub, mul, fma (a*b+c), min,
+// max, lessThan, zeroWhere, exp2i (2^n for integral n), exp, hmax, hsum, firstEqual (first lane
+// equal to a value, or -1), setLane, fence, and load/store/stream per element type.
 //
 // Requires: <math.h>, <stdint.h>, <string.h>, "row_kernels.h", "half_convert.h".
 
@@ -13,19 +13,15 @@
 // then again from L1 for the exps, so the online max costs one rescale per chunk, not per element.
 constexpr int64_t kChunk = 2048;
 
-// exp(x) for x in [-87.3, 88]: x = n*ln2 + r, |r| <= ln2/2, e^r by its degree-7 Taylor polynomial
-// (truncation < 0.1 ulp), times 2^n. Below -87.3 the result is 0 (it would be subnormal and
-// adds nothing next to the row's s >= 1). NaN stays NaN.
+// exp(x) = 2^n * e^r with x = n*ln2 + r, |r| <= ln2/2, and e^r by its degree-7 Taylor
+// polynomial (truncation < 0.1 ulp). Below -87.3 the result is 0 (it would be subnormal and adds
+// nothing next to a row's s >= 1). NaN stays NaN.
+
+// e^r for |r| <= ln2/2, given n = round(x*log2(e)): Cody-Waite reduction (ln2 split so n*ln2Hi
+// is exact), then the polynomial. Shared by every level's exp.
 template <class O>
-inline typename O::F vexp(typename O::F x) {
+inline typename O::F expReduced(typename O::F x, typename O::F n) {
   using F = typename O::F;
-  const F lo = O::set1(-87.3f);
-  const typename O::M below = O::lessThan(x, lo);
-  x = O::min(O::set1(88.0f), x);  // x86 min returns its second operand for NaN: keep x
-  // Round x*log2(e) to the nearest integer with the 1.5*2^23 trick (valid for |v| < 2^22).
-  const F magic = O::set1(12582912.0f);
-  const F n = O::sub(O::fma(x, O::set1(1.44269504088896341f), magic), magic);
-  // Cody-Waite: ln2 split so n*ln2Hi is exact.
   F r = O::fma(n, O::set1(-0.693145751953125f), x);
   r = O::fma(n, O::set1(-1.42860682030941723212e-6f), r);
   F p = O::set1(1.0f / 5040.0f);
@@ -35,19 +31,32 @@ inline typename O::F vexp(typename O::F x) {
   p = O::fma(p, r, O::set1(1.0f / 6.0f));
   p = O::fma(p, r, O::set1(0.5f));
   p = O::fma(p, r, O::set1(1.0f));
-  p = O::fma(p, r, O::set1(1.0f));
-  return O::zeroWhere(below, O::mul(p, O::exp2i(n)));
+  return O::fma(p, r, O::set1(1.0f));
+}
+
+// The portable exp: n by the 1.5*2^23 rounding trick (valid for |v| < 2^22), 2^n through the
+// exponent bits.
+template <class O>
+inline typename O::F expPortable(typename O::F x) {
+  using F = typename O::F;
+  const typename O::M below = O::lessThan(x, O::set1(-87.3f));
+  x = O::min(O::set1(88.0f), x);  // x86 min returns its second operand for NaN: keep x
+  const F magic = O::set1(12582912.0f);
+  const F n = O::sub(O::fma(x, O::set1(1.44269504088896341f), magic), magic);
+  return O::zeroWhere(below, O::mul(expReduced<O>(x, n), O::exp2i(n)));
+}
+
+template <class O>
+inline typename O::F vexp(typename O::F x) {
+  return O::exp(x);
 }
 
 // Scalar twin of the vector ops, used for row tails in every level and as the baseline level.
 struct ScalarOps {
   static constexpr int W = 1;
   using F = float;
-  using I = int32_t;
   using M = bool;
   static F set1(float v) { return v; }
-  static I iota(int32_t base) { return base; }
-  static I addi(I a, int32_t b) { return a + b; }
   static F add(F a, F b) { return a + b; }
   static F sub(F a, F b) { return a - b; }
   static F mul(F a, F b) { return a * b; }
@@ -65,13 +74,8 @@ struct ScalarOps {
   }
   static float hmax(F v) { return v; }
   static float hsum(F v) { return v; }
-  static void gtSelect(F z, I idx, F& best, I& bestIdx) {
-    if (z > best) {
-      best = z;
-      bestIdx = idx;
-    }
-  }
-  static int32_t argmaxLane(F best, I bestIdx, float m, int32_t none) { return best == m ? bestIdx : none; }
+  static int firstEqual(F z, float m) { return z == m ? 0 : -1; }
+  static F exp(F x) { return expPortable<ScalarOps>(x); }
   static F setLane(F, int, float value) { return value; }
   static void fence() {}
   template <int DT>
@@ -103,52 +107,62 @@ inline int64_t headToAlignment(const void* p, int64_t n) {
   return head < n ? head : n;
 }
 
+// First index in [begin, end) whose logit equals m, or -1.
+template <class O, int DT>
+int32_t firstIndexOf(const void* row, int64_t begin, int64_t end, float m) {
+  int64_t i = begin;
+  for (; i + O::W <= end; i += O::W) {
+    const int lane = O::firstEqual(O::template load<DT>(row, i), m);
+    if (lane >= 0) return (int32_t)(i + lane);
+  }
+  for (; i < end; ++i) {
+    if (loadElement<DT>(row, i) == m) return (int32_t)i;
+  }
+  return -1;
+}
+
 template <class O, int DT>
 void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) {
   using F = typename O::F;
-  using I = typename O::I;
   using S = ScalarOps;
   const float inf = __builtin_inff();
   const int64_t vecEnd = vocab - vocab % O::W;
 
   F best = O::set1(-inf), sum = O::set1(0.0f), nonFinite = O::set1(0.0f);
   F sumExp = O::set1(0.0f), sumExpX = O::set1(0.0f);
-  I bestIdx = O::iota(0), idx = O::iota(0);
   float tBest = -inf, tSum = 0.0f, tNonFinite = 0.0f, tSumExp = 0.0f, tSumExpX = 0.0f;
-  int32_t tBestIdx = -1;
   float m = -inf;
-  bool started = false;
+  int64_t maxChunk = 0;  // the first chunk that holds the row max: the argmax is found there at the end
 
   for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
     const int64_t c1 = c0 + kChunk < vocab ? c0 + kChunk : vocab;
     const int64_t v1 = c1 < vecEnd ? c1 : vecEnd;
-    // Sweep 1 (from memory): max and its first index, the logit sum, and z*0 (NaN for inf/NaN).
+    // Sweep 1 (from memory): the max, the logit sum, and z*0 (NaN exactly for inf/NaN logits).
     for (int64_t i = c0; i < v1; i += O::W) {
       const F z = O::template load<DT>(row, i);
-      O::gtSelect(z, idx, best, bestIdx);
+      best = O::max(z, best);
       sum = O::add(sum, z);
       nonFinite = O::fma(z, O::set1(0.0f), nonFinite);
-      idx = O::addi(idx, O::W);
     }
     for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
       const float z = S::load<DT>(row, i);
-      S::gtSelect(z, (int32_t)i, tBest, tBestIdx);
+      tBest = S::max(z, tBest);
       tSum += z;
       tNonFinite = z * 0.0f + tNonFinite;
     }
-    const float chunkMax = S::max(O::hmax(best), tBest);
-    if (!started) {
-      m = chunkMax;
-      started = true;
-    } else if (chunkMax > m) {
-      // Rebase the running sums from m to chunkMax: e' = e*alpha and (z - m') = (z - m) + d.
-      const float d = m - chunkMax;
+    const float runningMax = S::max(O::hmax(best), tBest);
+    if (c0 == 0) {
+      m = runningMax;
+    } else if (runningMax > m) {
+      // Rebase the running sums from m to the new max: e' = e*alpha and (z - m') = (z - m) + d.
+      const float d = m - runningMax;
       const float alpha = expf(d);
       sumExpX = O::mul(O::set1(alpha), O::fma(O::set1(d), sumExp, sumExpX));
       sumExp = O::mul(O::set1(alpha), sumExp);
       tSumExpX = alpha * (d * tSumExp + tSumExpX);
       tSumExp = alpha * tSumExp;
-      m = chunkMax;
+      m = runningMax;
+      maxChunk = c0;
     }
     // Sweep 2 (from L1): sum exp(z - m) and sum exp(z - m)*(z - m) for the entropy.
     const F vm = O::set1(m);
@@ -168,15 +182,14 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) 
 
   const float s = O::hsum(sumExp) + tSumExp;
   const float logSum = logf(s);
-  int32_t argmax = O::argmaxLane(best, bestIdx, m, -1);
-  if (argmax < 0) argmax = tBestIdx;
+  const int64_t maxChunkEnd = maxChunk + kChunk < vocab ? maxChunk + kChunk : vocab;
   const bool finite = (O::hsum(nonFinite) + tNonFinite) == 0.0f;
   out.max = m;
   out.logSum = logSum;
   out.logp = finite ? (S::load<DT>(row, label) - m) - logSum : __builtin_nanf("");
   out.entropy = logSum - (O::hsum(sumExpX) + tSumExpX) / s;
   out.meanLogit = (O::hsum(sum) + tSum) / (float)vocab;
-  out.correct = argmax == label ? 1 : 0;
+  out.correct = firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label ? 1 : 0;
 }
 
 // Writes one row of the output through O's streaming stores: a scalar head up to the store
