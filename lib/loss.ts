@@ -120,7 +120,7 @@ function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
     );
   }
   const numPairs = tokens.numSeqs / 2;
-  const settings = checkLossSettings(options as Record<string, unknown>, numPairs);
+  const settings = checkLossSettings(options as unknown as Record<string, unknown>, numPairs);
   const gradData = gradTarget(options.grad, tokens);
   const args: NativeLossArgs = {
     ...tokenArgs(tokens),
