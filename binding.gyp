@@ -7,6 +7,7 @@
         "csrc/core/cpu_backend.cpp",
         "csrc/core/reduce.cpp",
         "csrc/core/thread_pool.cpp",
+        "csrc/core/unfused_passes.cpp",
         "csrc/core/row_kernels_baseline.cpp",
         "csrc/core/row_kernels_avx2.cpp",
         "csrc/core/row_kernels_avx512.cpp"

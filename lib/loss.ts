@@ -212,4 +212,14 @@ export async function dpoLossAsync(options: DpoLossOptions): Promise<DpoLossResu
   return prepared.finish();
 }
 
+/**
+ * The same results through the unfused native baseline (log-softmax to a full buffer, then one
+ * op per pass). For the benchmark: not exported from the package.
+ */
+export function dpoLossUnfused(options: DpoLossOptions): DpoLossResult {
+  const prepared = prepareDpoLoss(options);
+  native().dpoLossUnfused(prepared.args);
+  return prepared.finish();
+}
+
 export type { LabelTensor, Tensor };

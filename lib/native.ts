@@ -46,6 +46,7 @@ export interface NativeAddon {
   sequenceLogpsAsync(args: NativeSequenceArgs): Promise<void>;
   dpoLoss(args: NativeLossArgs): void;
   dpoLossAsync(args: NativeLossArgs): Promise<void>;
+  dpoLossUnfused(args: NativeLossArgs): void;
   info(): { abiVersion: number; simd: string };
   setSimdLevel(level: string): void;
   vectorExp(input: Float32Array): Float32Array;

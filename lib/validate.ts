@@ -52,6 +52,14 @@ export function checkFinite(name: string, value: unknown, rule: string, ok: (v: 
   return value;
 }
 
+// A resizable or growable buffer could shrink under a running async call: refuse it.
+function checkFixedBuffer(name: string, view: ArrayBufferView): void {
+  const buffer = view.buffer as ArrayBufferLike & { resizable?: boolean; growable?: boolean };
+  if (buffer.resizable || buffer.growable) {
+    throw invalidArgument(name, 'a typed array over a fixed-length buffer', 'a resizable/growable buffer', TypeError);
+  }
+}
+
 function checkShape(name: string, shape: unknown): number[] {
   if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number' || !Number.isInteger(d) || d < 0)) {
     throw invalidArgument(`${name}.shape`, 'an array of non-negative integers', shape, TypeError);
@@ -77,6 +85,7 @@ export function checkTensor(name: string, tensor: unknown): { data: Float32Array
   } else {
     throw invalidArgument(`${name}.data`, 'a Float32Array, or a Uint16Array of bfloat16/float16 bits', data, TypeError);
   }
+  checkFixedBuffer(`${name}.data`, data);
   const size = shape.reduce((a, b) => a * b, 1);
   if (size !== data.length) {
     throw invalidArgument(`${name}.data`, `${size} elements (the product of shape [${shape.join(', ')}])`, data);
@@ -86,6 +95,7 @@ export function checkTensor(name: string, tensor: unknown): { data: Float32Array
 
 function checkCuSeqlens(cu: unknown, rows: number): Int32Array {
   if (!(cu instanceof Int32Array)) throw invalidArgument('cuSeqlens', 'an Int32Array', cu, TypeError);
+  checkFixedBuffer('cuSeqlens', cu);
   if (cu.length < 2) throw invalidArgument('cuSeqlens', 'at least 2 entries (one sequence)', cu);
   if (cu[0] !== 0) throw invalidArgument('cuSeqlens[0]', '0', cu[0]);
   for (let s = 1; s < cu.length; s++) {
@@ -109,6 +119,7 @@ export function checkTokens(options: unknown): CheckedTokens {
   }
   const labelShape = checkShape('labels', labelsTensor.shape);
   const labels = labelsTensor.data;
+  checkFixedBuffer('labels.data', labels);
 
   const packed = options.cuSeqlens !== undefined;
   if (packed ? shape.length !== 2 : shape.length !== 3) {

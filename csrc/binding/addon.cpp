@@ -158,6 +158,12 @@ struct LossCall {
   int32_t run(char* error, size_t size) { return fdpo_dpo_loss(&tokens, &config, &outputs, threads, error, size); }
 };
 
+// The unfused baseline, for the benchmark only.
+struct UnfusedLossCall : LossCall {
+  using LossCall::LossCall;
+  int32_t run(char* error, size_t size) { return fdpo_dpo_loss_unfused(&tokens, &config, &outputs, threads, error, size); }
+};
+
 template <class Call>
 Napi::Value runSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -241,6 +247,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sequenceLogpsAsync", Napi::Function::New(env, runAsync<SequenceCall>));
   exports.Set("dpoLoss", Napi::Function::New(env, runSync<LossCall>));
   exports.Set("dpoLossAsync", Napi::Function::New(env, runAsync<LossCall>));
+  exports.Set("dpoLossUnfused", Napi::Function::New(env, runSync<UnfusedLossCall>));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel));
   exports.Set("vectorExp", Napi::Function::New(env, VectorExp));

@@ -15,6 +15,7 @@
 #include "reduce.h"
 #include "row_kernels.h"
 #include "thread_pool.h"
+#include "unfused_passes.h"
 
 namespace fdpo {
 namespace {
@@ -119,10 +120,82 @@ int32_t checkConfig(const fdpo_tokens* t, const fdpo_loss_config* c, const fdpo_
   return FDPO_OK;
 }
 
+// The labels and offsets the kernels index with, copied before they are checked: a caller that
+// mutates its arrays while an async call runs cannot turn a checked index into a bad one.
+struct TokenSnapshot {
+  std::vector<int32_t> labels, cuSeqlens;
+  fdpo_tokens tokens;
+
+  int32_t take(const fdpo_tokens* t, char* error, size_t size) {
+    if (!t) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "tokens is NULL");
+    tokens = *t;
+    if (t->rows < 0 || t->num_seqs < 0) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "rows or num_seqs is negative");
+    if ((t->rows > 0 && !t->labels) || !t->cu_seqlens) {
+      return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "labels or cu_seqlens is NULL");
+    }
+    labels.assign(t->labels, t->labels + t->rows);
+    cuSeqlens.assign(t->cu_seqlens, t->cu_seqlens + t->num_seqs + 1);
+    tokens.labels = labels.data();
+    tokens.cu_seqlens = cuSeqlens.data();
+    return checkTokens(&tokens, error, size);
+  }
+};
+
 void forwardPass(const RowKernels& k, const fdpo_tokens& t, RowForward* rows, int threads) {
   ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
     k.forward(t.logits, t.dtype, t.vocab, t.labels, t.ignore_index, b, e, rows);
   });
+}
+
+// Pass A and pass B of the fused path: the SIMD row kernels.
+struct FusedPasses {
+  const RowKernels& kernels;
+  void forward(const fdpo_tokens& t, RowForward* rows, int threads) { forwardPass(kernels, t, rows, threads); }
+  void backward(const fdpo_tokens& t, const float* rowScale, const RowForward* rows, void* grad, int threads) {
+    ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
+      kernels.backward(t.logits, grad, t.dtype, t.vocab, t.labels, rowScale, rows, b, e);
+    });
+  }
+};
+
+// The loss call around a pair of passes: checks, pass A, the fp64 reduce, pass B.
+template <class Passes>
+int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_config* config,
+                   fdpo_loss_outputs* outputs, int32_t threads, char* error, size_t error_size) {
+  try {
+    TokenSnapshot snapshot;
+    int32_t status = snapshot.take(tokens, error, error_size);
+    if (status == FDPO_OK) status = checkConfig(&snapshot.tokens, config, outputs, error, error_size);
+    if (status != FDPO_OK) return status;
+    const fdpo_tokens& t = snapshot.tokens;
+    const int nThreads = resolveThreads(threads);
+    const int64_t numPairs = t.num_seqs / 2;
+
+    std::vector<RowForward> rows(t.rows);
+    passes.forward(t, rows.data(), nThreads);
+
+    std::fill(outputs->stats, outputs->stats + FDPO_STAT_COUNT, 0.0);
+    sumSequences(t, rows.data(), numPairs, outputs->seq_logps, outputs->seq_counts, outputs->stats);
+    std::vector<double> seqGrad(t.num_seqs);
+    pairLosses(*config, numPairs, outputs->seq_logps, outputs->seq_counts, outputs->pair_losses,
+               outputs->chosen_rewards, outputs->rejected_rewards, seqGrad.data(), outputs->stats);
+    if (outputs->seq_grad) std::copy(seqGrad.begin(), seqGrad.end(), outputs->seq_grad);
+    if (!outputs->grad) return FDPO_OK;
+
+    // Per-row scale for pass B: G of the row's sequence, 0 for ignored rows (written as zeros).
+    std::vector<float> rowScale(t.rows, 0.0f);
+    for (int64_t s = 0; s < t.num_seqs; ++s) {
+      for (int64_t r = t.cu_seqlens[s]; r < t.cu_seqlens[s + 1]; ++r) {
+        if (t.labels[r] != t.ignore_index) rowScale[r] = (float)seqGrad[s];
+      }
+    }
+    passes.backward(t, rowScale.data(), rows.data(), outputs->grad, nThreads);
+    return FDPO_OK;
+  } catch (const std::bad_alloc&) {
+    return fail(error, error_size, FDPO_ERR_OUT_OF_MEMORY, "out of memory");
+  } catch (...) {
+    return fail(error, error_size, FDPO_ERR_INTERNAL, "internal error");
+  }
 }
 
 }  // namespace
@@ -173,14 +246,16 @@ int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n) {
 int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
                             int32_t threads, char* error, size_t error_size) {
   try {
-    int32_t status = checkTokens(tokens, error, error_size);
+    TokenSnapshot snapshot;
+    const int32_t status = snapshot.take(tokens, error, error_size);
     if (status != FDPO_OK) return status;
     if (!logps || !counts) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "logps or counts is NULL");
-    std::vector<RowForward> rows(tokens->rows);
-    forwardPass(selectRowKernels(), *tokens, rows.data(), resolveThreads(threads));
-    sumSequences(*tokens, rows.data(), 0, logps, counts, nullptr);
+    const fdpo_tokens& t = snapshot.tokens;
+    std::vector<RowForward> rows(t.rows);
+    forwardPass(selectRowKernels(), t, rows.data(), resolveThreads(threads));
+    sumSequences(t, rows.data(), 0, logps, counts, nullptr);
     if (average) {
-      for (int64_t s = 0; s < tokens->num_seqs; ++s) logps[s] /= counts[s] > 0 ? counts[s] : 1;
+      for (int64_t s = 0; s < t.num_seqs; ++s) logps[s] /= counts[s] > 0 ? counts[s] : 1;
     }
     return FDPO_OK;
   } catch (const std::bad_alloc&) {
@@ -192,44 +267,14 @@ int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* 
 
 int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                       int32_t threads, char* error, size_t error_size) {
-  try {
-    int32_t status = checkTokens(tokens, error, error_size);
-    if (status == FDPO_OK) status = checkConfig(tokens, config, outputs, error, error_size);
-    if (status != FDPO_OK) return status;
-    const fdpo_tokens& t = *tokens;
-    const RowKernels& kernels = selectRowKernels();
-    const int nThreads = resolveThreads(threads);
-    const int64_t numPairs = t.num_seqs / 2;
+  FusedPasses passes{selectRowKernels()};
+  return runDpoLoss(passes, tokens, config, outputs, threads, error, error_size);
+}
 
-    std::vector<RowForward> rows(t.rows);
-    forwardPass(kernels, t, rows.data(), nThreads);
-
-    std::fill(outputs->stats, outputs->stats + FDPO_STAT_COUNT, 0.0);
-    sumSequences(t, rows.data(), numPairs, outputs->seq_logps, outputs->seq_counts, outputs->stats);
-    std::vector<double> seqGrad(t.num_seqs);
-    pairLosses(*config, numPairs, outputs->seq_logps, outputs->seq_counts, outputs->pair_losses,
-               outputs->chosen_rewards, outputs->rejected_rewards, seqGrad.data(), outputs->stats);
-    if (outputs->seq_grad) std::copy(seqGrad.begin(), seqGrad.end(), outputs->seq_grad);
-    if (!outputs->grad) return FDPO_OK;
-
-    // Per-row scale for pass B: G of the row's sequence, 0 for ignored rows (written as zeros).
-    std::vector<float> rowScale(t.rows, 0.0f);
-    for (int64_t s = 0; s < t.num_seqs; ++s) {
-      for (int64_t r = t.cu_seqlens[s]; r < t.cu_seqlens[s + 1]; ++r) {
-        if (t.labels[r] != t.ignore_index) rowScale[r] = (float)seqGrad[s];
-      }
-    }
-    ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, nThreads), nThreads,
-                                       [&](int64_t b, int64_t e) {
-                                         kernels.backward(t.logits, outputs->grad, t.dtype, t.vocab, t.labels,
-                                                          rowScale.data(), rows.data(), b, e);
-                                       });
-    return FDPO_OK;
-  } catch (const std::bad_alloc&) {
-    return fail(error, error_size, FDPO_ERR_OUT_OF_MEMORY, "out of memory");
-  } catch (...) {
-    return fail(error, error_size, FDPO_ERR_INTERNAL, "internal error");
-  }
+int32_t fdpo_dpo_loss_unfused(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
+                              int32_t threads, char* error, size_t error_size) {
+  UnfusedPasses passes;
+  return runDpoLoss(passes, tokens, config, outputs, threads, error, error_size);
 }
 
 }  // extern "C"

@@ -128,6 +128,14 @@ int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* 
 int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                       int32_t threads, char* error, size_t error_size);
 
+/*
+ * The same results computed the way a direct port would: log-softmax written to a full
+ * rows x vocab float32 buffer, then gathered, summed, the loss, and the backward from that
+ * buffer. Scalar code, for benchmarks (what fusion buys); every other argument as fdpo_dpo_loss.
+ */
+int32_t fdpo_dpo_loss_unfused(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
+                              int32_t threads, char* error, size_t error_size);
+
 #ifdef __cplusplus
 }
 #endif
