@@ -1,116 +1,307 @@
-// `npm run bench`: fused-dpo's CPU path on the sizes users train at, with the machine's own
-// memory-copy bandwidth as the ceiling. Effective GB/s counts the bytes a call must move at
-// least: the logits read once, plus the gradient written once when there is one.
+// `npm run bench [-- --full] [--tokens 128,2048] [--vocab 512,32000] [--dtypes float32,bfloat16]
+//                [--peers all|none|<name>,...] [--threads N] [--time ms]`
+//
+// One run, the same inputs for every path: fused-dpo's fused calls, the unfused native baseline,
+// plain TypeScript (the float64 reference and a float32 loop), and the JavaScript peers (bench/
+// peers), against the machine's own ceilings measured in the same run: copy bandwidth and exp
+// rate. Effective GB/s counts the floor traffic of the call (logits read once, plus the gradient
+// written once when there is one); "of floor" is the floor time those ceilings imply for that
+// traffic and one exp per element, divided by the measured time.
 import { execSync } from 'node:child_process';
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { cpus, availableParallelism } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
 
-import { backendInfo, dpoLoss, sequenceLogps } from '../lib/index.js';
+import { backendInfo, dpoLoss, dpoLossAsync, sequenceLogps, toBfloat16 } from '../lib/index.js';
+import { dpoLossUnfused } from '../lib/loss.js';
+import { native } from '../lib/native.js';
+import { referenceDpo } from '../lib/reference.js';
+import type { DType } from '../lib/types.js';
+import { peakExtraBytes } from './memory.js';
+import { PEERS } from './peers/index.js';
+import { plainJsDpo } from './plain-js.js';
 
-interface Size {
-  B: number;
-  T: number;
-  V: number;
-}
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-const SIZES: Size[] = [
-  { B: 4, T: 256, V: 32000 },
-  { B: 2, T: 256, V: 128256 },
-];
-
-function makeInputs({ B, T, V }: Size) {
-  const n = 2 * B * T * V;
-  const logits = new Float32Array(n);
-  for (let i = 0; i < n; i++) logits[i] = Math.sin(i * 0.7) * 4;
-  const labels = new Int32Array(2 * B * T).map((_, i) => (i % T < 16 ? -100 : (i * 7919) % V));
-  const ref = { chosen: new Float64Array(B).fill(-300), rejected: new Float64Array(B).fill(-310) };
-  return {
-    logits: { data: logits, shape: [2 * B, T, V] },
-    labels: { data: labels, shape: [2 * B, T] },
-    ref,
-    grad: { data: new Float32Array(n), shape: [2 * B, T, V] },
-  };
-}
+const { values: args } = parseArgs({
+  options: {
+    full: { type: 'boolean', default: false },
+    tokens: { type: 'string' },
+    vocab: { type: 'string' },
+    dtypes: { type: 'string' },
+    peers: { type: 'string', default: 'all' },
+    threads: { type: 'string' },
+    time: { type: 'string' },
+  },
+});
+const list = (s: string | undefined, fallback: number[]) => (s ? s.split(',').map(Number) : fallback);
+const TOKENS = list(args.tokens, args.full ? [128, 512, 2048, 4096] : [128, 2048]);
+const VOCABS = list(args.vocab, [512, 32000, 128256]);
+const DTYPES = (args.dtypes ? args.dtypes.split(',') : ['float32', 'bfloat16']) as DType[];
+const THREADS = args.threads ? Number(args.threads) : availableParallelism();
+const TIME_MS = args.time ? Number(args.time) : args.full ? 2000 : 400;
+// In the default set a slow path (one run over this) is timed once and skipped at larger sizes.
+const SLOW_MS = args.full ? Infinity : 2500;
+const peerFilter = args.peers === 'all' ? null : args.peers === 'none' ? [] : args.peers.split(',');
 
 interface Row {
   size: string;
-  task: string;
-  threads: number;
-  medianMs: number;
-  p75Ms: number;
-  p25Ms: number;
-  bytes: number;
-  gbPerS: number;
-  ofCeiling: number;
+  dtype: DType;
+  rows: number;
+  vocab: number;
+  path: string;
+  status: 'ok' | 'failed' | 'skipped';
+  note?: string;
+  samples?: number;
+  medianMs?: number;
+  p25Ms?: number;
+  p75Ms?: number;
+  gbPerS?: number;
+  ofFloor?: number;
+  peakExtraMB?: number | null;
+  fusedSpeedup?: number;
 }
 
-async function main() {
-  const rows: Row[] = [];
-  const threadCounts = [...new Set([1, availableParallelism()])];
-  let ceiling = 0;
-  for (const size of SIZES) {
-    const inputs = makeInputs(size);
-    const n = inputs.logits.data.length;
-    const copyTarget = new Float32Array(n);
-    const bench = new Bench({ time: 1500, warmupTime: 300 });
-    const bytes: Record<string, number> = {};
-    bench.add('memory copy (ceiling)', () => copyTarget.set(inputs.logits.data));
-    bytes['memory copy (ceiling)'] = 2 * 4 * n;
-    for (const threads of threadCounts) {
-      const loss = `loss+grad fp32, ${threads} thread${threads > 1 ? 's' : ''}`;
-      bench.add(loss, () => void dpoLoss({ ...inputs, threads }));
-      bytes[loss] = 2 * 4 * n;
-      const fwd = `sequenceLogps fp32, ${threads} thread${threads > 1 ? 's' : ''}`;
-      bench.add(fwd, () => void sequenceLogps({ ...inputs, threads }));
-      bytes[fwd] = 4 * n;
-    }
-    await bench.run();
-    for (const task of bench.tasks) {
-      const r = task.result as unknown as { latency: { p50: number; p75: number; p25?: number; min: number } };
-      const medianMs = r.latency.p50;
-      const gb = bytes[task.name] / medianMs / 1e6;
-      if (task.name.startsWith('memory copy')) ceiling = Math.max(ceiling, gb);
-      rows.push({
-        size: `B=${size.B} T=${size.T} V=${size.V}`,
-        task: task.name,
-        threads: Number(/(\d+) thread/.exec(task.name)?.[1] ?? 1),
-        medianMs,
-        p25Ms: r.latency.p25 ?? r.latency.min,
-        p75Ms: r.latency.p75,
-        bytes: bytes[task.name],
-        gbPerS: gb,
-        ofCeiling: 0,
-      });
-    }
-  }
-  for (const row of rows) row.ofCeiling = row.gbPerS / ceiling;
+interface Case {
+  B: number;
+  T: number;
+  V: number;
+  dtype: DType;
+  logits: Float32Array | Uint16Array;
+  logits32: Float32Array;
+  labels: Int32Array;
+  ref: { chosen: Float64Array; rejected: Float64Array };
+}
 
-  console.log(`fused-dpo bench · ${cpus()[0]?.model ?? 'cpu'} · ${availableParallelism()} threads · ${backendInfo().simd}`);
-  console.table(
-    rows.map((r) => ({
-      size: r.size,
-      task: r.task,
-      'median ms': r.medianMs.toFixed(1),
-      'p25–p75 ms': `${r.p25Ms.toFixed(1)}–${r.p75Ms.toFixed(1)}`,
-      'GB/s': r.gbPerS.toFixed(1),
-      'of copy bw': `${Math.round(r.ofCeiling * 100)}%`,
-    })),
-  );
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+function makeCase(rows: number, V: number, dtype: DType): Case {
+  const T = Math.min(256, rows / 2);
+  const B = rows / (2 * T);
+  const logits32 = new Float32Array(rows * V);
+  let state = 12345;
+  for (let i = 0; i < logits32.length; i++) {
+    state = (Math.imul(state, 1103515245) + 12345) | 0;
+    logits32[i] = ((state >>> 8) / 16777216 - 0.5) * 8;
+  }
+  // The first quarter of each sequence is prompt (ignored), the rest completion.
+  const labels = Int32Array.from({ length: rows }, (_, r) => (r % T < T / 4 ? -100 : (r * 7919) % V));
+  const ref = { chosen: new Float64Array(B).fill(-3 * T), rejected: new Float64Array(B).fill(-3.1 * T) };
+  return { B, T, V, dtype, logits: dtype === 'float32' ? logits32 : toBfloat16(logits32), logits32, labels, ref };
+}
+
+async function time(fn: () => unknown): Promise<{ samples: number; median: number; p25: number; p75: number }> {
+  const first = performance.now();
+  await fn();
+  const once = performance.now() - first;
+  if (once > SLOW_MS) return { samples: 1, median: once, p25: once, p75: once };
+  const bench = new Bench({ time: TIME_MS, warmup: false, iterations: 3 });
+  bench.add('x', fn);
+  await bench.run();
+  const r = bench.tasks[0].result as unknown as { latency: { p50: number; p25?: number; p75: number; min: number; samplesCount?: number; samples?: number[] } };
+  const count = (bench.tasks[0].result as unknown as { latency: { samplesCount?: number } }).latency.samplesCount;
+  return { samples: count ?? 0, median: r.latency.p50, p25: r.latency.p25 ?? r.latency.min, p75: r.latency.p75 };
+}
+
+function machine() {
+  const info = readFileSync('/proc/cpuinfo', 'utf8');
+  const flags = (/^flags\s*:\s*(.*)$/m.exec(info)?.[1] ?? '').split(' ').filter((f) => /^(avx|fma|f16c|sse4)/.test(f));
   let commit = 'unknown';
   try {
     commit = execSync('git rev-parse --short HEAD', { cwd: root }).toString().trim();
   } catch {}
-  const out = join(root, 'bench', 'results', 'latest.json');
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(
-    out,
-    JSON.stringify({ date: new Date().toISOString(), commit, cpu: cpus()[0]?.model, threads: availableParallelism(), backend: backendInfo(), node: process.version, rows }, null, 2),
+  const version = (p: string) => {
+    try {
+      return JSON.parse(readFileSync(join(root, p, 'package.json'), 'utf8')).version as string;
+    } catch {
+      return 'not installed';
+    }
+  };
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: availableParallelism(),
+    memoryGB: Math.round(totalmem() / 2 ** 30),
+    flags,
+    node: process.version,
+    fusedDpo: version('.'),
+    backend: backendInfo(),
+    peers: {
+      '@tensorflow/tfjs': version('bench/node_modules/@tensorflow/tfjs'),
+      '@tensorflow/tfjs-backend-wasm': version('bench/node_modules/@tensorflow/tfjs-backend-wasm'),
+      'onnxruntime-node': version('bench/node_modules/onnxruntime-node'),
+    },
+    commit,
+  };
+}
+
+async function main() {
+  const m = machine();
+  console.log(`fused-dpo bench · ${m.cpu} · ${m.cores} threads · ${m.backend.simd} · node ${m.node} · ${m.commit}`);
+
+  // The ceilings, measured now on this machine.
+  const big = new Float32Array(64 << 20);
+  const bigOut = new Float32Array(big.length);
+  const copy = await time(() => native().copy(bigOut, big, THREADS));
+  const copyBytesPerMs = (2 * big.byteLength) / copy.median;
+  const expCount = 2e8;
+  const exps = await time(() => native().expThroughput(expCount, THREADS));
+  const expsPerMs = expCount / exps.median;
+  console.log(
+    `ceilings: copy ${(copyBytesPerMs / 1e6).toFixed(1)} GB/s (read + write, ${THREADS} threads), exp ${(expsPerMs / 1e6).toFixed(2)} G/s`,
   );
-  console.log(`written ${out}`);
+
+  const rows: Row[] = [];
+  const tooSlow = new Map<string, string>(); // path -> why it is skipped from here on
+  const cases = TOKENS.flatMap((R) => VOCABS.map((V) => ({ R, V }))).sort((a, b) => a.R * a.V - b.R * b.V);
+  for (const { R, V } of cases) {
+    for (const dtype of DTYPES) {
+      const c = makeCase(R, V, dtype);
+      const n = R * V;
+      const esize = dtype === 'float32' ? 4 : 2;
+      const size = `B=${c.B} T=${c.T} V=${V}`;
+      const grad = { data: dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n), shape: [2 * c.B, c.T, V], dtype };
+      const base = {
+        logits: { data: c.logits, shape: [2 * c.B, c.T, V], dtype },
+        labels: { data: c.labels, shape: [2 * c.B, c.T] },
+        ref: c.ref,
+        beta: 0.1,
+        threads: THREADS,
+      };
+      const scratch = dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n);
+      const floorMs = (bytes: number) => Math.max(bytes / copyBytesPerMs, n / expsPerMs);
+
+      const paths: { name: string; bytes: number; fp32Only?: boolean; slow?: boolean; run: () => unknown; setup?: () => Promise<{ run: () => unknown; dispose: () => unknown }> }[] = [
+        { name: 'fused loss+grad (sync, preallocated grad)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad }) },
+        { name: 'fused loss+grad (async)', bytes: 2 * n * esize, run: () => dpoLossAsync({ ...base, grad }) },
+        {
+          name: 'fused loss+grad (in place)',
+          bytes: 2 * n * esize,
+          run: () => {
+            scratch.set(c.logits);
+            dpoLoss({ ...base, logits: { ...base.logits, data: scratch }, grad: 'inplace' });
+          },
+        },
+        { name: 'fused loss+grad (new grad array)', bytes: 2 * n * esize, run: () => dpoLoss(base) },
+        { name: 'fused forward only (sequenceLogps)', bytes: n * esize, run: () => sequenceLogps(base) },
+        { name: 'unfused native (log-softmax buffer)', bytes: 2 * n * esize, slow: true, run: () => dpoLossUnfused({ ...base, grad }) },
+        {
+          name: 'plain TypeScript float32 loop',
+          bytes: 2 * n * esize,
+          fp32Only: true,
+          slow: true,
+          run: () => plainJsDpo({ B: c.B, T: c.T, V, logits: c.logits32, labels: c.labels, refChosen: c.ref.chosen, refRejected: c.ref.rejected, beta: 0.1 }, grad.data as Float32Array),
+        },
+        {
+          name: 'float64 TypeScript reference',
+          bytes: 2 * n * esize,
+          fp32Only: true,
+          slow: true,
+          run: () =>
+            referenceDpo({
+              logits: Float64Array.from(c.logits32),
+              rows: R,
+              vocab: V,
+              labels: c.labels,
+              cuSeqlens: Int32Array.from({ length: 2 * c.B + 1 }, (_, s) => s * c.T),
+              ignoreIndex: -100,
+              ref: c.ref,
+              beta: 0.1,
+              lossTypes: ['sigmoid'],
+              lossWeights: [1],
+              labelSmoothing: 0,
+              simpoGamma: 0.5,
+              discopopTau: 0.05,
+              scale: 1 / c.B,
+            }),
+        },
+        ...PEERS.filter((p) => peerFilter === null || peerFilter.includes(p.name)).map((peer) => ({
+          name: peer.name,
+          bytes: 2 * n * esize,
+          fp32Only: true,
+          slow: true,
+          run: () => undefined,
+          setup: async () => {
+            const session = await peer.setup({ B: c.B, T: c.T, V, logits: c.logits32, labels: c.labels, refChosen: c.ref.chosen, refRejected: c.ref.rejected, beta: 0.1 });
+            return { run: () => session.run(), dispose: () => session.dispose() };
+          },
+        })),
+      ];
+
+      let fusedMs = 0;
+      for (const path of paths) {
+        const row: Row = { size, dtype, rows: R, vocab: V, path: path.name, status: 'ok' };
+        rows.push(row);
+        if (path.fp32Only && dtype !== 'float32') {
+          row.status = 'skipped';
+          row.note = 'float32 only';
+          continue;
+        }
+        if (tooSlow.has(path.name)) {
+          row.status = 'skipped';
+          row.note = tooSlow.get(path.name);
+          continue;
+        }
+        let dispose: (() => unknown) | undefined;
+        try {
+          let run = path.run;
+          if (path.setup) {
+            const session = await path.setup();
+            run = session.run;
+            dispose = session.dispose;
+          }
+          const peak = await peakExtraBytes(run);
+          const t = await time(run);
+          row.samples = t.samples;
+          row.medianMs = t.median;
+          row.p25Ms = t.p25;
+          row.p75Ms = t.p75;
+          row.gbPerS = path.bytes / t.median / 1e6;
+          row.ofFloor = floorMs(path.bytes) / t.median;
+          row.peakExtraMB = peak === null ? null : peak / 2 ** 20;
+          if (!fusedMs) fusedMs = t.median;
+          if (path.bytes === 2 * n * esize) row.fusedSpeedup = t.median / fusedMs;
+          if (path.slow && t.median > SLOW_MS) tooSlow.set(path.name, `took ${(t.median / 1000).toFixed(1)} s at ${size}; --full runs it`);
+        } catch (error) {
+          row.status = 'failed';
+          const message = error instanceof Error ? error.message : String(error);
+          row.note = /memory|alloc|OOM/i.test(message) ? `out of memory: ${message.slice(0, 120)}` : message.slice(0, 160);
+        } finally {
+          await dispose?.();
+        }
+      }
+      printCase(rows.filter((r) => r.size === size && r.dtype === dtype));
+    }
+  }
+
+  const dir = join(root, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const result = { date: new Date().toISOString(), machine: m, options: { full: args.full, threads: THREADS, timeMs: TIME_MS }, ceilings: { copyGBps: copyBytesPerMs / 1e6, expGps: expsPerMs / 1e6 }, rows };
+  const file = join(dir, `${result.date.slice(0, 10)}-${m.commit}${args.full ? '-full' : ''}.json`);
+  writeFileSync(file, JSON.stringify(result, null, 2));
+  writeFileSync(join(dir, 'latest.json'), JSON.stringify(result, null, 2));
+  console.log(`\nwritten ${file} and bench/results/latest.json`);
+  if (!existsSync(join(root, 'bench', 'node_modules'))) console.log('peers not installed: run `npm run bench:install` once');
+}
+
+function printCase(rows: Row[]) {
+  const first = rows[0];
+  const ok = rows.filter((r) => r.status === 'ok' && r.fusedSpeedup !== undefined);
+  const winner = ok.reduce<Row | undefined>((best, r) => (!best || r.medianMs! < best.medianMs! ? r : best), undefined);
+  console.log(`\n${first.size} · ${first.dtype} · ${first.rows} rows × ${first.vocab}  (fastest loss+grad: ${winner?.path ?? 'none'})`);
+  console.table(
+    rows.map((r) => ({
+      path: r.path,
+      'median ms': r.medianMs?.toFixed(r.medianMs < 10 ? 2 : 1) ?? '',
+      'p25–p75': r.p25Ms !== undefined ? `${r.p25Ms.toFixed(1)}–${r.p75Ms!.toFixed(1)}` : '',
+      n: r.samples ?? '',
+      'GB/s': r.gbPerS?.toFixed(1) ?? '',
+      'of floor': r.ofFloor !== undefined ? `${Math.round(r.ofFloor * 100)}%` : '',
+      'peak extra MB': r.peakExtraMB === undefined || r.peakExtraMB === null ? '' : r.peakExtraMB.toFixed(0),
+      'vs fused': r.fusedSpeedup !== undefined ? `${r.fusedSpeedup.toFixed(r.fusedSpeedup < 10 ? 2 : 0)}×` : '',
+      status: r.status === 'ok' ? '' : `${r.status}: ${r.note}`,
+    })),
+  );
 }
 
 await main();

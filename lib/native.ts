@@ -50,6 +50,8 @@ export interface NativeAddon {
   info(): { abiVersion: number; simd: string };
   setSimdLevel(level: string): void;
   vectorExp(input: Float32Array): Float32Array;
+  copy(dst: ArrayBufferView, src: ArrayBufferView, threads: number): void;
+  expThroughput(count: number, threads: number): number;
 }
 
 /** Indexes of the binding's stats array (fdpo_stat in csrc/core/fused_dpo.h). */

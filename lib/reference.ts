@@ -162,7 +162,15 @@ export function referenceTokenStats(
 
     rowMeanLogit[r] = sumZ / vocab;
     if (finite) {
-      logp[r] = (z[y]! - m) - logS;
+      // When the label holds the max, log p_y = −log1p(Σ_{v≠y} e^{z_v − m}) keeps a confident
+      // token's digits (its 1 − p_y can be far below float64's resolution next to 1).
+      if (z[y]! === m) {
+        let others = 0;
+        for (let v = 0; v < vocab; v++) if (v !== y) others += Math.exp(z[v]! - m);
+        logp[r] = -Math.log1p(others);
+      } else {
+        logp[r] = (z[y]! - m) - logS;
+      }
       entropy[r] = logS - sumExpTimesShifted / s;
       correct[r] = argmax === y ? 1 : 0;
     } else {

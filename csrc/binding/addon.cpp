@@ -242,6 +242,26 @@ Napi::Value VectorExp(const Napi::CallbackInfo& info) {
   return output;
 }
 
+// The benchmark's ceilings: a multi-threaded copy and the exp rate (fdpo_cpu_copy, fdpo_cpu_exp_throughput).
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber()) {
+    invalid(env, "expected (dst, src, threads)");
+  }
+  Napi::TypedArray dst = info[0].As<Napi::TypedArray>(), src = info[1].As<Napi::TypedArray>();
+  if (dst.ByteLength() != src.ByteLength()) invalid(env, "dst and src must have the same byte length");
+  fdpo_cpu_copy(dataOf<void>(dst), dataOf<void>(src), (int64_t)src.ByteLength(), info[2].As<Napi::Number>().Int32Value());
+  return env.Undefined();
+}
+
+Napi::Value ExpThroughput(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) invalid(env, "expected (count, threads)");
+  const double count = info[0].As<Napi::Number>().DoubleValue();
+  if (!(count >= 0 && count <= 1e13)) invalid(env, "count is out of range");
+  return Napi::Number::New(env, fdpo_cpu_exp_throughput((int64_t)count, info[1].As<Napi::Number>().Int32Value()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sequenceLogps", Napi::Function::New(env, runSync<SequenceCall>));
   exports.Set("sequenceLogpsAsync", Napi::Function::New(env, runAsync<SequenceCall>));
@@ -250,6 +270,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dpoLossUnfused", Napi::Function::New(env, runSync<UnfusedLossCall>));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel));
+  exports.Set("copy", Napi::Function::New(env, Copy));
+  exports.Set("expThroughput", Napi::Function::New(env, ExpThroughput));
   exports.Set("vectorExp", Napi::Function::New(env, VectorExp));
   return exports;
 }

@@ -243,6 +243,38 @@ int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n) {
   return FDPO_OK;
 }
 
+int32_t fdpo_cpu_copy(void* dst, const void* src, int64_t bytes, int32_t threads) {
+  if (bytes < 0 || (bytes > 0 && (!dst || !src))) return FDPO_ERR_INVALID_ARGUMENT;
+  const int64_t block = (int64_t)1 << 20;
+  ThreadPool::instance().parallelFor((bytes + block - 1) / block, 1, resolveThreads(threads), [&](int64_t b, int64_t e) {
+    const int64_t begin = b * block, end = std::min(bytes, e * block);
+    memcpy((char*)dst + begin, (const char*)src + begin, (size_t)(end - begin));
+  });
+  return FDPO_OK;
+}
+
+double fdpo_cpu_exp_throughput(int64_t count, int32_t threads) {
+  const int64_t kBlock = 4096;  // 16 KB in, 16 KB out: stays in L1
+  const int n = resolveThreads(threads);
+  std::vector<double> partial(n, 0.0);
+  const RowKernels& k = selectRowKernels();
+  ThreadPool::instance().parallelFor(n, 1, n, [&](int64_t b, int64_t e) {
+    std::vector<float> in(kBlock), out(kBlock);
+    for (int64_t i = 0; i < kBlock; ++i) in[i] = -20.0f * (float)i / (float)kBlock;
+    for (int64_t part = b; part < e; ++part) {
+      double checksum = 0.0;
+      for (int64_t done = 0; done < count / n; done += kBlock) {
+        k.exp(in.data(), out.data(), kBlock);
+        checksum += out[(done / kBlock) % kBlock];
+      }
+      partial[part] = checksum;
+    }
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
 int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
                             int32_t threads, char* error, size_t error_size) {
   try {

@@ -115,6 +115,14 @@ int32_t fdpo_cpu_force_simd_level(const char* name, char* error, size_t error_si
 int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n);
 
 /*
+ * The ceilings the benchmark compares against, on the backend's threads: copy `bytes` from src
+ * to dst (memory bandwidth), and evaluate the kernels' exp `count` times on cache-resident data
+ * (returns a checksum so the work cannot be elided).
+ */
+int32_t fdpo_cpu_copy(void* dst, const void* src, int64_t bytes, int32_t threads);
+double fdpo_cpu_exp_throughput(int64_t count, int32_t threads);
+
+/*
  * Forward only, one read of the logits: per-sequence log-prob sums (or averages) and counts.
  * threads <= 0 means all cores.
  */
