@@ -164,36 +164,39 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) 
       m = runningMax;
       maxChunk = c0;
     }
-    // Sweep 2 (from L1): sum exp(z - m) over v != label (the label's own term is added at the
-    // end, so a confident token's 1 - p_y survives), and sum exp(z - m)*(z - m) for the entropy.
+    // Sweep 2 (from L1): over v != label, sum exp(z - m) and exp(z - m)*(z - m) (for the
+    // entropy). The label's own terms are added at the end, so a confident token's 1 - p_y is not
+    // lost next to e_y = 1.
     const F vm = O::set1(m);
     for (int64_t i = c0; i < v1; i += O::W) {
       const F x = O::sub(O::template load<DT>(row, i), vm);
       F e = vexp<O>(x);
-      sumExpX = O::fma(e, x, sumExpX);
       if (label >= i && label < i + O::W) e = O::setLane(e, (int)(label - i), 0.0f);
       sumExp = O::add(sumExp, e);
+      sumExpX = O::fma(e, x, sumExpX);
     }
     for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
+      if (i == label) continue;
       const float x = S::load<DT>(row, i) - m;
       const float e = vexp<S>(x);
+      tSumExp += e;
       tSumExpX = e * x + tSumExpX;
-      if (i != label) tSumExp += e;
     }
   }
 
-  // s = e_y + sum over the others. When the label holds the max (e_y = 1), log p_y = -log1p(others)
-  // keeps every digit of a confident token; otherwise p_y <= 1/2 and (z_y - m) - log(s) is exact.
+  // s = e_y + the others. When the label holds the max (e_y = 1), log p_y = -log1p(others) keeps
+  // every digit of a confident token; otherwise p_y <= 1/2 and (z_y - m) - log(s) is exact.
   const float labelX = S::load<DT>(row, label) - m;
+  const float labelExp = expf(labelX);
   const float others = O::hsum(sumExp) + tSumExp;
-  const float s = others + expf(labelX);
+  const float s = others + labelExp;
   const float logSum = logf(s);
   const int64_t maxChunkEnd = maxChunk + kChunk < vocab ? maxChunk + kChunk : vocab;
   const bool finite = (O::hsum(nonFinite) + tNonFinite) == 0.0f;
   out.max = m;
   out.logSum = logSum;
   out.logp = !finite ? __builtin_nanf("") : labelX == 0.0f ? -log1pf(others) : labelX - logSum;
-  out.entropy = logSum - (O::hsum(sumExpX) + tSumExpX) / s;
+  out.entropy = logSum - (O::hsum(sumExpX) + tSumExpX + labelExp * labelX) / s;
   out.meanLogit = (O::hsum(sum) + tSum) / (float)vocab;
   out.correct = firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label ? 1 : 0;
 }

@@ -1,0 +1,217 @@
+// Every SIMD level this CPU runs (baseline, avx2, avx512) against the float64 reference, on
+// vocab sizes that hit the vector tails and the 2048-element row chunks, plus the accuracy of
+// the kernels' vectorised exp.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+
+import { backendInfo, setSimdLevel } from '../lib/index.js';
+import { native } from '../lib/native.js';
+import { LOSS_TYPES, type LossType } from '../lib/types.js';
+import { checkDpo, DTYPES, encode, IGNORE, makeCase, ulpDist32, type TokenCase } from './helpers/cases.js';
+import { makeRng, testSeed, type Rng } from './helpers/random.js';
+
+const SEED = testSeed();
+const LEVELS = ['baseline', 'avx2', 'avx512'] as const;
+type Level = (typeof LEVELS)[number];
+
+const levels = suite('simd levels');
+const initial = backendInfo().simd as Level;
+const usable: Level[] = [];
+
+levels.before(() => {
+  for (const level of LEVELS) {
+    try {
+      setSimdLevel(level);
+      assert.is(backendInfo().simd, level, `backendInfo().simd after setSimdLevel('${level}')`);
+      usable.push(level);
+    } catch (error) {
+      assert.is((error as { code?: string }).code, 'ERR_FDPO_INVALID_ARGUMENT', `setSimdLevel('${level}') failed oddly: ${String(error)}`);
+      console.log(`  (this CPU cannot run '${level}': ${(error as Error).message})`);
+    }
+  }
+  setSimdLevel(initial);
+  assert.ok(usable.includes('baseline'), 'baseline always runs');
+});
+
+levels.after(() => {
+  setSimdLevel(initial);
+  assert.is(backendInfo().simd, initial, 'the default level is restored');
+});
+
+levels('the default level is the widest this CPU runs', () => {
+  assert.is(initial, usable[usable.length - 1], `default ${initial}, usable ${usable.join(', ')}`);
+});
+
+levels('setSimdLevel rejects unknown names', () => {
+  assert.throws(() => setSimdLevel('sse9' as Level), (e: Error & { code?: string }) => e.code === 'ERR_FDPO_INVALID_ARGUMENT' && /level/.test(e.message));
+  assert.is(backendInfo().simd, initial);
+});
+
+/** Plants the row's maximum in a later chunk, and ties of it, so the argmax and the rebase of the running sums are exercised. */
+function plantMaxima(c: TokenCase, rng: Rng): void {
+  const V = c.vocab;
+  if (V < 2048) return;
+  const f32 = new Float32Array(Array.from(c.decoded));
+  for (let r = 0; r < c.rows; r++) {
+    const row = f32.subarray(r * V, (r + 1) * V);
+    // just above the row's maximum: 1 − p_y stays far above float32 resolution (see
+    // orpo-confident.test.ts for what happens when it does not)
+    const top = Math.fround(Math.max(...row) + 0.5 + rng.next());
+    switch (r % 4) {
+      case 0: // max in the last chunk only
+        row[V - 1 - rng.int(Math.min(V - 2048, 40))] = top;
+        break;
+      case 1: {
+        // tie between the first and the last chunk: argmax is the first
+        const first = rng.int(2048);
+        const last = 2048 + rng.int(V - 2048);
+        row[first] = top;
+        row[last] = top;
+        if (c.labels.data[r] !== IGNORE) c.labels.data[r] = rng.next() < 0.5 ? first : last;
+        break;
+      }
+      case 2: // a larger value in chunk 0 and a smaller bump in the last chunk
+        row[rng.int(2048)] = top;
+        row[2048 + rng.int(V - 2048)] = top - 0.25;
+        break;
+      default: {
+        // the label holds chunk 0's max and the row max comes later: the running sums are rebased
+        // after the label's term was added
+        const at = rng.int(2048);
+        row[at] = top - 1;
+        row[2048 + rng.int(V - 2048)] = top;
+        if (c.labels.data[r] !== IGNORE) c.labels.data[r] = at;
+        break;
+      }
+    }
+    if (r % 4 === 0 && c.labels.data[r] !== IGNORE) c.labels.data[r] = row.indexOf(Math.max(...row));
+  }
+  const { data, decoded } = encode(f32, c.dtype);
+  c.logits = { ...c.logits, data };
+  c.decoded = decoded;
+}
+
+const TYPES: LossType[] = ['sigmoid', 'simpo', 'ipo', 'orpo'];
+
+levels('entropy and log-probs when the row max rises in a chunk after the label', () => {
+  // V = 4099: chunks [0, 2048), [2048, 4096), [4096, 4099). Every row: 0.5·normal, the label's logit
+  // 5, another 5 at 3000, and the row max 8 at `maxAt`. When the max comes in a chunk after the
+  // label's, the running sums (Σe, Σe·x) are rebased after the label's term went in.
+  const rng = makeRng(SEED + 33);
+  for (const level of usable) {
+    setSimdLevel(level);
+    for (const dtype of DTYPES) {
+      for (const [label, maxAt] of [[5, 100], [3000, 4000], [4000, 4000], [5, 4000], [5, 4097], [2100, 4098]] as const) {
+        const c = makeCase(rng, { B: 1, vocab: 4099, T: 2, dtype, ignoreProb: 0, logit: (g) => 0.5 * g.normal() });
+        const f32 = new Float32Array(Array.from(c.decoded));
+        for (let r = 0; r < c.rows; r++) {
+          f32[r * c.vocab + label] = 5;
+          f32[r * c.vocab + 3000] = 5;
+          f32[r * c.vocab + maxAt] = 8;
+          c.labels.data[r] = label;
+        }
+        const { data, decoded } = encode(f32, dtype);
+        c.logits = { ...c.logits, data };
+        c.decoded = decoded;
+        checkDpo(c, { lossType: 'sigmoid', ref: c.ref }, true, `${level}: label ${label}, row max at ${maxAt} (seed=${SEED})`);
+      }
+    }
+  }
+  setSimdLevel(initial);
+});
+
+levels('each level against the reference: V = 1, 7, 33, 2050, 2067, 4099, every dtype', () => {
+  const rng = makeRng(SEED + 30);
+  for (const level of usable) {
+    setSimdLevel(level);
+    let k = 0;
+    for (const dtype of DTYPES) {
+      for (const V of [1, 7, 33, 2050, 2067, 4099]) {
+        for (const layout of ['padded', 'packed'] as const) {
+          k++;
+          const c = makeCase(rng, { B: 2, vocab: V, T: V > 100 ? 2 : 4, dtype, layout, ignoreProb: 0.15 });
+          plantMaxima(c, rng);
+          const type = k % 3 === 0 ? LOSS_TYPES[rng.int(LOSS_TYPES.length)]! : TYPES[k % TYPES.length]!;
+          checkDpo(c, { lossType: type, ref: c.ref, beta: 0.4 }, k % 2 === 0 ? true : 'inplace', `${level}: ${type} (seed=${SEED})`);
+        }
+      }
+    }
+  }
+  setSimdLevel(initial);
+});
+
+/** Float32 inputs for exp: uniform in [-87, 0], a grid with every fractional offset, and special points. */
+function expInputs(rng: Rng): Float32Array {
+  const xs: number[] = [];
+  for (let i = 0; i < 150_000; i++) xs.push(-87 * rng.next());
+  for (let i = 0; i <= 8700; i++) xs.push(-i / 100);
+  for (let i = 0; i < 2000; i++) xs.push(-(2 ** (-30 * rng.next()))); // small magnitudes
+  for (let i = 0; i < 500; i++) xs.push(88 * rng.next()); // a few positive ones
+  xs.push(0, -0, 88, -87, -87.29, 1e-30, -1e-30, Math.LN2 / 2, -Math.LN2 / 2, Math.LN2, -Math.LN2, 1, -1);
+  xs.push(1.5); // 161_215 in all: not a multiple of 16, so the scalar tail runs too
+  return Float32Array.from(xs);
+}
+
+levels('vectorExp: within 2 ulp of exp rounded to float32 on [-87, 88]; exp(-100) = 0; exp(NaN) is NaN', () => {
+  const rng = makeRng(SEED + 31);
+  const xs = expInputs(rng);
+  for (const level of usable) {
+    setSimdLevel(level);
+    // offsets 0..16 move each input through every lane and the scalar tail
+    for (const shift of [0, 5]) {
+      const input = new Float32Array(xs.length + shift);
+      input.set(xs, shift);
+      const out = native().vectorExp(input);
+      assert.is(out.length, input.length);
+      let worst = 0;
+      for (let i = shift; i < input.length; i++) {
+        const want = Math.fround(Math.exp(input[i]!));
+        const d = ulpDist32(out[i]!, want);
+        if (d > 2) assert.unreachable(`${level}: exp(${input[i]}) = ${out[i]}, expected ${want}: ${d} ulps apart`);
+        worst = Math.max(worst, d);
+      }
+      if (shift === 0) console.log(`  ${level}: worst exp error ${worst} ulp over ${xs.length} inputs`);
+    }
+    for (const n of [1, 3, 16, 17, 40]) {
+      // short arrays: all tail, or one vector and a tail; special values in every position
+      for (let at = 0; at < n; at++) {
+        const input = new Float32Array(n).fill(-1);
+        input[at] = -100;
+        const nanInput = new Float32Array(n).fill(-2);
+        nanInput[at] = NaN;
+        const out = native().vectorExp(input);
+        const nanOut = native().vectorExp(nanInput);
+        assert.is(out[at], 0, `${level}: exp(-100) at ${at} of ${n} is ${out[at]}`);
+        assert.ok(Number.isNaN(nanOut[at]!), `${level}: exp(NaN) at ${at} of ${n} is ${nanOut[at]}`);
+        for (let i = 0; i < n; i++) {
+          if (i === at) continue;
+          assert.ok(ulpDist32(out[i]!, Math.fround(Math.exp(-1))) <= 2, `${level}: neighbour ${i} of exp(-100) is ${out[i]}`);
+          assert.ok(ulpDist32(nanOut[i]!, Math.fround(Math.exp(-2))) <= 2, `${level}: neighbour ${i} of exp(NaN) is ${nanOut[i]}`);
+        }
+      }
+    }
+    assert.equal(Array.from(native().vectorExp(new Float32Array(0))), []);
+  }
+  setSimdLevel(initial);
+});
+
+levels('vectorExp: the vector lanes and the scalar tail give the same bits', () => {
+  // (the gradient pass mixes both within a row, depending on the output's alignment)
+  const rng = makeRng(SEED + 32);
+  const xs = Float32Array.from({ length: 60_000 }, (_, i) => (i % 7 === 0 ? 88 : 87.3) * (rng.next() - (i % 7 === 0 ? 0 : 1)));
+  for (const level of usable) {
+    setSimdLevel(level);
+    const vector = native().vectorExp(xs);
+    const lanes = level === 'avx512' ? 16 : level === 'avx2' ? 8 : 1;
+    if (lanes === 1) continue; // baseline: everything is the scalar path
+    for (let i = 0; i + lanes - 1 <= xs.length; i += lanes - 1) {
+      const tail = native().vectorExp(xs.subarray(i, i + lanes - 1)); // shorter than one vector: all scalar
+      for (let j = 0; j < lanes - 1; j++) {
+        if (!Object.is(tail[j], vector[i + j])) assert.unreachable(`${level}: exp(${xs[i + j]}) is ${vector[i + j]} in a vector lane but ${tail[j]} in the scalar tail`);
+      }
+    }
+  }
+  setSimdLevel(initial);
+});
+
+levels.run();
