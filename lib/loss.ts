@@ -2,7 +2,7 @@
 // shape the results.
 import { invalidArgument } from './errors.js';
 import { native, STAT, type NativeLossArgs, type NativeSequenceArgs } from './native.js';
-import { LOSS_TYPES, REPORTS_AVERAGED, type DpoMetrics, type DType, type LabelTensor, type LossType, type Tensor } from './types.js';
+import { LOSS_TYPES, REPORTS_AVERAGED, type DpoMetrics, type DType, type LossType, type Tensor } from './types.js';
 import { checkLossSettings, checkTensor, checkTokens, DTYPE_CODE, type CheckedTokens, type TokenOptions } from './validate.js';
 
 export interface SequenceLogpsOptions extends TokenOptions {
@@ -222,4 +222,3 @@ export function dpoLossUnfused(options: DpoLossOptions): DpoLossResult {
   return prepared.finish();
 }
 
-export type { LabelTensor, Tensor };

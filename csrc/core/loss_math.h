@@ -66,14 +66,6 @@ FDPO_HD UnaryTerm smoothedLogistic(double u, double eps) {
   return t;
 }
 
-FDPO_HD bool isAveragedLoss(int kind) {
-  return kind == FDPO_LOSS_IPO || kind == FDPO_LOSS_SIGMOID_NORM || kind == FDPO_LOSS_SIMPO || kind == FDPO_LOSS_ORPO;
-}
-
-FDPO_HD bool isBatchCoupledLoss(int kind) {
-  return kind == FDPO_LOSS_AOT || kind == FDPO_LOSS_AOT_UNPAIRED || kind == FDPO_LOSS_SFT;
-}
-
 // ORPO's log-odds ratio term -beta*log sig(lo(x_c) - lo(x_r)), lo(x) = x - log(1 - e^x), on the
 // averaged log-probs. x is clamped below 0 so a certain (or empty) sequence stays finite.
 FDPO_HD PairTerm orpoOddsTerm(double beta, double xc, double xr) {

@@ -32,12 +32,6 @@ struct Avx512Ops {
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F min(F a, F b) { return _mm512_min_ps(a, b); }
   static F max(F a, F b) { return _mm512_max_ps(a, b); }
-  static M lessThan(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
-  static F zeroWhere(M m, F v) { return _mm512_maskz_mov_ps((M)~m, v); }
-  static F exp2i(F n) {
-    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
-  }
   static float hmax(F v) { return _mm512_reduce_max_ps(v); }
   static float hsum(F v) { return _mm512_reduce_add_ps(v); }
   static int firstEqual(F z, float m) {

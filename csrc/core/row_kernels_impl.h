@@ -3,9 +3,10 @@
 // level's target pragma: nothing here has external linkage, so no code compiled for a wider ISA
 // can leak into a caller on a narrower CPU.
 //
-// O provides: W (lanes), F (float vector), M (lane mask), set1, add, sub, mul, fma (a*b+c), min,
-// max, lessThan, zeroWhere, exp2i (2^n for integral n), exp, hmax, hsum, firstEqual (first lane
-// equal to a value, or -1), setLane, fence, and load/store/stream per element type.
+// O provides: W (lanes), F (float vector), set1, add, sub, mul, fma (a*b+c), max, exp, hmax, hsum,
+// firstEqual (first lane equal to a value, or -1), setLane, fence, and load/store/stream per
+// element type; levels whose exp is expPortable also M (lane mask), min, lessThan, zeroWhere and
+// exp2i (2^n for integral n).
 //
 // Requires: <math.h>, <stdint.h>, <string.h>, "row_kernels.h", "half_convert.h".
 
@@ -167,14 +168,18 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) 
     // Sweep 2 (from L1): over v != label, sum exp(z - m) and exp(z - m)*(z - m) (for the
     // entropy). The label's own terms are added at the end, so a confident token's 1 - p_y is not
     // lost next to e_y = 1.
+    // Per-chunk partial sums keep the rounding error growing with the chunk, not the row.
     const F vm = O::set1(m);
+    F chunkExp = O::set1(0.0f), chunkExpX = O::set1(0.0f);
     for (int64_t i = c0; i < v1; i += O::W) {
       const F x = O::sub(O::template load<DT>(row, i), vm);
       F e = vexp<O>(x);
       if (label >= i && label < i + O::W) e = O::setLane(e, (int)(label - i), 0.0f);
-      sumExp = O::add(sumExp, e);
-      sumExpX = O::fma(e, x, sumExpX);
+      chunkExp = O::add(chunkExp, e);
+      chunkExpX = O::fma(e, x, chunkExpX);
     }
+    sumExp = O::add(sumExp, chunkExp);
+    sumExpX = O::add(sumExpX, chunkExpX);
     for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
       if (i == label) continue;
       const float x = S::load<DT>(row, i) - m;
