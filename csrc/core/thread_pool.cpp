@@ -3,8 +3,10 @@
 namespace fdpo {
 
 ThreadPool& ThreadPool::instance() {
-  static ThreadPool pool;
-  return pool;
+  // Never destroyed: at process exit a libuv thread may still be inside parallelFor, and a pool
+  // torn down under it would be worse than idle workers the OS reclaims.
+  static ThreadPool* pool = new ThreadPool();
+  return *pool;
 }
 
 int ThreadPool::hardwareThreads() {
@@ -12,20 +14,12 @@ int ThreadPool::hardwareThreads() {
   return n == 0 ? 1 : (int)n;
 }
 
-ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  for (std::thread& t : workers_) t.join();
-}
-
 void ThreadPool::ensureWorkers(int count) {
-  while ((int)workers_.size() < count) {
-    const int index = (int)workers_.size();
+  while (workers_ < count) {
+    const int index = workers_;
     try {
-      workers_.emplace_back([this, index] { workerLoop(index); });
+      std::thread([this, index] { workerLoop(index); }).detach();
+      ++workers_;
     } catch (...) {
       return;  // the system refused a thread: run with the ones we have
     }
@@ -46,8 +40,7 @@ void ThreadPool::workerLoop(int index) {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-      if (stopping_) return;
+      wake_.wait(lock, [&] { return generation_ != seen; });
       seen = generation_;
       if (index >= participants_) continue;
     }
@@ -72,7 +65,7 @@ void ThreadPool::parallelFor(int64_t n, int64_t grain, int threads,
   }
   std::lock_guard<std::mutex> call(callMutex_);
   ensureWorkers(helpers);
-  if (helpers > (int)workers_.size()) helpers = (int)workers_.size();
+  if (helpers > workers_) helpers = workers_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     body_ = &body;

@@ -11,14 +11,12 @@
 #include <functional>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 namespace fdpo {
 
 class ThreadPool {
  public:
   static ThreadPool& instance();
-  ~ThreadPool();
 
   // Runs body(begin, end) over [0, n) in chunks of `grain`, on up to `threads` threads (the
   // caller is one of them). Calls from several threads at once take turns.
@@ -28,7 +26,7 @@ class ThreadPool {
 
  private:
   ThreadPool() = default;
-  void workerLoop(int index);
+  [[noreturn]] void workerLoop(int index);
   void runChunks();
   void ensureWorkers(int count);
 
@@ -36,9 +34,8 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  std::vector<std::thread> workers_;
+  int workers_ = 0;  // detached threads, parked on wake_ between jobs
   uint64_t generation_ = 0;
-  bool stopping_ = false;
   int participants_ = 0;  // workers taking part in the current job
   int running_ = 0;       // workers still inside the current job
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
