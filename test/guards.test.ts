@@ -115,4 +115,23 @@ test('hinge beyond its margin: loss 0 and a gradient of exact zeros, no NaN', ()
   }
 });
 
+test('SharedArrayBuffer views (multi-threaded JS models) give the same bits as plain arrays', () => {
+  const rng = makeRng(SEED + 59);
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    const c = makeCase(rng, { B: 2, vocab: 37, T: 5, dtype, layout: 'padded' });
+    const n = c.logits.data.length;
+    const shared = (length: number) => {
+      const buffer = new SharedArrayBuffer((length + 3) * (dtype === 'float32' ? 4 : 2));
+      return dtype === 'float32' ? new Float32Array(buffer, 12, length) : new Uint16Array(buffer, 6, length);
+    };
+    const logits = shared(n);
+    logits.set(c.logits.data);
+    const grad = shared(n);
+    const plain = dpoLoss({ ...tokenOptions(c), ref: c.ref });
+    const viaShared = dpoLoss({ ...tokenOptions(c), logits: { ...c.logits, data: logits }, ref: c.ref, grad: { data: grad, shape: c.logits.shape, dtype } });
+    assert.ok(Object.is(plain.loss, viaShared.loss), `${dtype}: loss ${plain.loss} vs ${viaShared.loss} (seed=${SEED})`);
+    assert.ok(sameBytes(plain.grad!.data, grad), `${dtype}: gradient differs through shared memory (seed=${SEED})`);
+  }
+});
+
 test.run();

@@ -37,10 +37,17 @@ Napi::TypedArray typedArray(const Napi::Object& args, const char* name, napi_typ
   return array;
 }
 
+// The array's first element, for views over an ArrayBuffer or a SharedArrayBuffer alike.
 template <class T>
 T* dataOf(const Napi::TypedArray& array) {
-  Napi::ArrayBuffer buffer = array.ArrayBuffer();
-  return reinterpret_cast<T*>(static_cast<uint8_t*>(buffer.Data()) + array.ByteOffset());
+  napi_typedarray_type type;
+  size_t length = 0, offset = 0;
+  void* data = nullptr;
+  napi_value buffer;
+  if (napi_get_typedarray_info(array.Env(), array, &type, &length, &data, &buffer, &offset) != napi_ok) {
+    invalid(array.Env(), "cannot read a typed array");
+  }
+  return static_cast<T*>(data);
 }
 
 template <class T>

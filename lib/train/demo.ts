@@ -1,0 +1,148 @@
+// The demo: run the experiment with a progress bar and write runs/<name>/:
+//   metrics.jsonl  every record (config, SFT losses, pairs, DPO steps, evaluations), one per line;
+//                  no timings, so two runs with the same seed and settings give identical files
+//   frontier.svg   gold reward against KL to the reference, one line per β
+//   summary.json   the final numbers per β
+//   samples.md     reference and policy continuations of a few held-out prompts
+//   timing.json    wall-clock seconds per phase (the only file that changes between equal runs)
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+
+import { runExperiment, type ExperimentOptions, type ExperimentRecord, type ExperimentResult } from './experiment.js';
+import { frontierSvg } from './plot.js';
+import { ProgressBar } from './progress.js';
+
+export interface DemoOptions extends Partial<ExperimentOptions> {
+  /** Parent folder of the run (default 'runs'). */
+  out?: string;
+  /** The run's folder name (default `sentiment-<lossType>-seed<seed>`). */
+  name?: string;
+  /** No progress bar. */
+  quiet?: boolean;
+  /** Where the progress bar goes (default process.stderr). */
+  progressStream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+}
+
+export interface FinalNumbers {
+  beta: number;
+  step: number;
+  goldReward: number;
+  kl: number;
+  /** Reward accuracy on the training batches since the previous evaluation. */
+  trainAccuracy: number | null;
+  heldOutAccuracy: number;
+  heldOutLoss: number;
+}
+
+export interface DemoResult {
+  dir: string;
+  files: string[];
+  result: ExperimentResult;
+  final: FinalNumbers[];
+  referenceReward: number;
+  seconds: number;
+}
+
+/** Round to 6 significant digits for the JSON files (the math runs at full precision). */
+function roundNumbers(_key: string, value: unknown): unknown {
+  return typeof value === 'number' && Number.isFinite(value) && !Number.isInteger(value) ? Number(value.toPrecision(6)) : value;
+}
+
+function lossLabel(lossType: ExperimentOptions['lossType']): string {
+  return Array.isArray(lossType) ? lossType.join('+') : lossType;
+}
+
+export function finalNumbers(result: ExperimentResult): FinalNumbers[] {
+  return result.runs.map((run) => {
+    const last = run.evals[run.evals.length - 1]!;
+    return {
+      beta: run.beta,
+      step: last.step,
+      goldReward: last.goldReward,
+      kl: last.kl,
+      trainAccuracy: last.train?.accuracy ?? null,
+      heldOutAccuracy: last.heldOut.accuracy,
+      heldOutLoss: last.heldOut.loss,
+    };
+  });
+}
+
+/** Plot the frontier of an experiment's result. */
+export function frontierOf(result: ExperimentResult): string {
+  const o = result.options;
+  return frontierSvg(
+    result.runs.map((run) => ({
+      label: `β = ${run.beta}`,
+      points: run.evals.map((e) => ({ kl: e.kl, reward: e.goldReward, step: e.step })),
+    })),
+    {
+      title: 'DPO reward/KL frontier: controlled sentiment on the Brown corpus',
+      subtitle: `loss ${lossLabel(o.lossType)} · ${o.steps} steps × ${o.batchSize} pairs · ${result.pairs.train} training pairs · ${o.hidden} hidden units, ${result.vocabSize} tokens · seed ${o.seed}`,
+      referenceReward: result.reference.goldReward,
+    },
+  );
+}
+
+function samplesMarkdown(result: ExperimentResult): string {
+  const lines = ['# Continuations of held-out prompts', '', 'Gold reward in brackets. `<s>` is a sentence boundary, `<unk>` a word outside the vocabulary.', ''];
+  for (const run of result.runs) {
+    lines.push(`## β = ${run.beta}`, '', '| prompt | reference (SFT) | DPO policy |', '|---|---|---|');
+    for (const s of run.samples) {
+      const cell = (t: string) => t.replace(/\|/g, '\\|');
+      lines.push(`| ${cell(s.prompt)} | (${s.referenceReward}) ${cell(s.reference)} | (${s.policyReward}) ${cell(s.policy)} |`);
+    }
+    lines.push('');
+  }
+  return lines.join('\n');
+}
+
+/** Run the experiment and write its folder. */
+export function runDemo(options: DemoOptions = {}): DemoResult {
+  const { out = 'runs', name, quiet = false, progressStream, ...experiment } = options;
+  const bar = new ProgressBar({ stream: progressStream, silent: quiet });
+  const started = Date.now();
+  const phaseSeconds: Record<string, number> = {};
+  let phaseLabel = '';
+  let phaseStart = started;
+  const closePhase = () => {
+    if (phaseLabel) phaseSeconds[phaseLabel] = (Date.now() - phaseStart) / 1000;
+  };
+  const records: string[] = [];
+  const result = runExperiment(experiment, {
+    onRecord: (r: ExperimentRecord) => records.push(JSON.stringify(r, roundNumbers)),
+    onPhase: (_phase, label, total) => {
+      closePhase();
+      phaseLabel = label;
+      phaseStart = Date.now();
+      bar.start(label, total);
+    },
+    onProgress: (done, fields) => bar.update(done, fields),
+  });
+  closePhase();
+  bar.finish();
+  const seconds = (Date.now() - started) / 1000;
+
+  const o = result.options;
+  const dir = resolve(out, name ?? `sentiment-${lossLabel(o.lossType)}-seed${o.seed}`);
+  mkdirSync(dir, { recursive: true });
+  const final = finalNumbers(result);
+  const write = (file: string, text: string) => {
+    writeFileSync(join(dir, file), text);
+    return join(dir, file);
+  };
+  const files = [
+    write('metrics.jsonl', records.join('\n') + '\n'),
+    write('frontier.svg', frontierOf(result)),
+    write(
+      'summary.json',
+      JSON.stringify({ options: { ...o, threads: undefined }, vocabSize: result.vocabSize, reference: result.reference, pairs: result.pairs, final }, roundNumbers, 2) + '\n',
+    ),
+    write('samples.md', samplesMarkdown(result)),
+    write(
+      'timing.json',
+      JSON.stringify({ seconds, phases: phaseSeconds, node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length }, roundNumbers, 2) + '\n',
+    ),
+  ];
+  return { dir, files, result, final, referenceReward: result.reference.goldReward, seconds };
+}

@@ -1,0 +1,135 @@
+// The reward/KL frontier figure as a hand-written SVG: one line per β through the policy's
+// evaluations (step 0 is the reference at KL 0), gold reward on y, KL to the reference on x.
+
+export interface FrontierSeries {
+  label: string;
+  /** Points in training order; `step` labels the last one. */
+  points: { kl: number; reward: number; step: number }[];
+}
+
+export interface FrontierPlotOptions {
+  title?: string;
+  subtitle?: string;
+  /** The reference model's gold reward: a dashed line across the plot. */
+  referenceReward?: number;
+  width?: number;
+  height?: number;
+}
+
+// Okabe–Ito colours (distinguishable with the common colour-vision deficiencies)
+const COLOURS = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#000000', '#F0E442'];
+
+function escapeXml(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** About `count` round tick values covering [lo, hi]. */
+export function niceTicks(lo: number, hi: number, count = 6): number[] {
+  if (!(hi > lo)) hi = lo + 1;
+  const raw = (hi - lo) / count;
+  const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= raw) ?? 10 * magnitude;
+  const ticks: number[] = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) ticks.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  return ticks;
+}
+
+function formatTick(v: number): string {
+  return Number(v.toPrecision(6)).toString();
+}
+
+const fmt = (v: number) => Number(v.toFixed(2)).toString();
+
+export function frontierSvg(series: FrontierSeries[], options: FrontierPlotOptions = {}): string {
+  const width = options.width ?? 760;
+  const height = options.height ?? 500;
+  const m = { left: 74, right: 28, top: options.subtitle ? 70 : 52, bottom: 62 };
+  const plotW = width - m.left - m.right;
+  const plotH = height - m.top - m.bottom;
+
+  const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.kl) && Number.isFinite(p.reward));
+  const rewards = all.map((p) => p.reward).concat(options.referenceReward !== undefined ? [options.referenceReward] : []);
+  let xLo = Math.min(0, ...all.map((p) => p.kl));
+  let xHi = Math.max(...all.map((p) => p.kl), xLo + 1e-3);
+  let yLo = Math.min(...rewards);
+  let yHi = Math.max(...rewards);
+  if (!Number.isFinite(yLo) || !Number.isFinite(yHi)) (yLo = 0), (yHi = 1);
+  if (yHi - yLo < 1e-3) (yLo -= 0.5), (yHi += 0.5);
+  const xPad = (xHi - xLo) * 0.04, yPad = (yHi - yLo) * 0.08;
+  xHi += xPad;
+  xLo -= xLo < 0 ? xPad : 0;
+  yLo -= yPad;
+  yHi += yPad;
+  const xTicks = niceTicks(xLo, xHi);
+  const yTicks = niceTicks(yLo, yHi);
+  xLo = Math.min(xLo, xTicks[0]!);
+  xHi = Math.max(xHi, xTicks[xTicks.length - 1]!);
+  yLo = Math.min(yLo, yTicks[0]!);
+  yHi = Math.max(yHi, yTicks[yTicks.length - 1]!);
+  const X = (kl: number) => m.left + ((kl - xLo) / (xHi - xLo)) * plotW;
+  const Y = (r: number) => m.top + plotH - ((r - yLo) / (yHi - yLo)) * plotH;
+  const px = (v: number) => v.toFixed(1);
+
+  const out: string[] = [];
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
+  );
+  if (options.title) out.push(`<text x="${m.left}" y="26" font-size="16" font-weight="bold" fill="#222">${escapeXml(options.title)}</text>`);
+  if (options.subtitle) out.push(`<text x="${m.left}" y="46" font-size="12" fill="#555">${escapeXml(options.subtitle)}</text>`);
+
+  // grid and ticks
+  out.push('<g stroke="#e6e6e6" stroke-width="1">');
+  for (const t of xTicks) out.push(`<line x1="${px(X(t))}" y1="${m.top}" x2="${px(X(t))}" y2="${m.top + plotH}"/>`);
+  for (const t of yTicks) out.push(`<line x1="${m.left}" y1="${px(Y(t))}" x2="${m.left + plotW}" y2="${px(Y(t))}"/>`);
+  out.push('</g>');
+  out.push(`<rect x="${m.left}" y="${m.top}" width="${plotW}" height="${plotH}" fill="none" stroke="#444" stroke-width="1"/>`);
+  out.push('<g fill="#333" font-size="11">');
+  for (const t of xTicks) out.push(`<text x="${px(X(t))}" y="${m.top + plotH + 16}" text-anchor="middle">${formatTick(t)}</text>`);
+  for (const t of yTicks) out.push(`<text x="${m.left - 8}" y="${px(Y(t) + 4)}" text-anchor="end">${formatTick(t)}</text>`);
+  out.push('</g>');
+  out.push(
+    `<text x="${m.left + plotW / 2}" y="${height - 18}" text-anchor="middle" fill="#222">KL(π ‖ π_ref) of a continuation, nats (estimated from policy samples)</text>`,
+    `<text transform="translate(20 ${m.top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#222">gold reward: AFINN sentiment of a continuation</text>`,
+  );
+
+  if (options.referenceReward !== undefined && Number.isFinite(options.referenceReward)) {
+    const y = px(Y(options.referenceReward));
+    out.push(
+      `<line x1="${m.left}" y1="${y}" x2="${m.left + plotW}" y2="${y}" stroke="#888" stroke-width="1" stroke-dasharray="5 4"/>`,
+      `<text x="${m.left + plotW - 6}" y="${px(Y(options.referenceReward) + 15)}" text-anchor="end" fill="#666" font-size="11">reference (SFT) model: ${fmt(options.referenceReward)}</text>`,
+    );
+  }
+
+  // one line per series
+  series.forEach((s, i) => {
+    const colour = COLOURS[i % COLOURS.length]!;
+    const pts = s.points.filter((p) => Number.isFinite(p.kl) && Number.isFinite(p.reward));
+    if (pts.length === 0) return;
+    out.push(`<g fill="none" stroke="${colour}">`);
+    out.push(`<polyline stroke-width="2" stroke-linejoin="round" points="${pts.map((p) => `${px(X(p.kl))},${px(Y(p.reward))}`).join(' ')}"/>`);
+    out.push('</g>', `<g fill="${colour}" stroke="#ffffff" stroke-width="1">`);
+    for (const p of pts) out.push(`<circle cx="${px(X(p.kl))}" cy="${px(Y(p.reward))}" r="3.5"><title>${escapeXml(`${s.label}, step ${p.step}: KL ${fmt(p.kl)}, reward ${fmt(p.reward)}`)}</title></circle>`);
+    const last = pts[pts.length - 1]!;
+    out.push(`<circle cx="${px(X(last.kl))}" cy="${px(Y(last.reward))}" r="6"/>`, '</g>');
+  });
+
+  // legend
+  const legendX = m.left + 14, legendY = m.top + 12;
+  const rowH = 18;
+  out.push(
+    `<rect x="${legendX - 8}" y="${legendY - 10}" width="150" height="${series.length * rowH + 24}" fill="#ffffff" fill-opacity="0.9" stroke="#ccc"/>`,
+  );
+  series.forEach((s, i) => {
+    const colour = COLOURS[i % COLOURS.length]!;
+    const y = legendY + i * rowH;
+    out.push(
+      `<line x1="${legendX}" y1="${y}" x2="${legendX + 22}" y2="${y}" stroke="${colour}" stroke-width="2"/>`,
+      `<circle cx="${legendX + 11}" cy="${y}" r="3.5" fill="${colour}"/>`,
+      `<text x="${legendX + 30}" y="${y + 4}" fill="#222">${escapeXml(s.label)}</text>`,
+    );
+  });
+  out.push(`<text x="${legendX}" y="${legendY + series.length * rowH + 4}" fill="#666" font-size="10">large dot: last step</text>`);
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
