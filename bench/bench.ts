@@ -287,7 +287,7 @@ async function main() {
   const dir = join(root, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const result = { date: new Date().toISOString(), machine: m, options: { full: args.full, threads: THREADS, timeMs: TIME_MS }, ceilings: { copyGBps: copyBytesPerMs / 1e6, expGps: expsPerMs / 1e6 }, rows };
-  const file = join(dir, `${result.date.slice(0, 10)}-${m.commit}${args.full ? '-full' : ''}.json`);
+  const file = join(dir, `${result.date.slice(0, 19).replace(/:/g, '-')}-${m.commit}${args.full ? '-full' : ''}.json`);
   writeFileSync(file, JSON.stringify(result, null, 2));
   writeFileSync(join(dir, 'latest.json'), JSON.stringify(result, null, 2));
   console.log(`\nwritten ${file} and bench/results/latest.json`);
