@@ -36,23 +36,10 @@ export const LOSS_TYPES = [
 
 export type LossType = (typeof LOSS_TYPES)[number];
 
-/** Loss types that need the reference model's sequence log-probs. */
-export const NEEDS_REF: ReadonlySet<LossType> = new Set<LossType>([
-  'sigmoid',
-  'hinge',
-  'ipo',
-  'robust',
-  'exo_pair',
-  'nca_pair',
-  'bco_pair',
-  'sppo_hard',
-  'apo_zero',
-  'apo_down',
-  'discopop',
-  'sigmoid_norm',
-  'aot',
-  'aot_unpaired',
-]);
+/** Loss types that need the reference model's sequence log-probs: all but sft, simpo and orpo. */
+export const NEEDS_REF: ReadonlySet<LossType> = new Set<LossType>(
+  LOSS_TYPES.filter((t) => t !== 'sft' && t !== 'simpo' && t !== 'orpo'),
+);
 
 /** Loss types whose metrics (rewards, logps) are reported on averaged log-probs, as TRL's CPO/ORPO trainers do. */
 export const REPORTS_AVERAGED: ReadonlySet<LossType> = new Set<LossType>(['simpo', 'orpo']);
