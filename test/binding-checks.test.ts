@@ -1,0 +1,126 @@
+// The binding's own checks, with lib/'s validation bypassed: argument objects that lie about
+// sizes, offsets and labels must come back as ERR_FDPO_INVALID_ARGUMENT, never as a read or
+// write out of bounds, an abort or an exit.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+import { native, STAT, type NativeLossArgs } from '../lib/native.js';
+import { makeRng, testSeed } from './helpers/random.js';
+
+const SEED = testSeed();
+
+function validArgs(): NativeLossArgs {
+  const rows = 6, vocab = 5;
+  return {
+    logits: new Float32Array(rows * vocab).fill(0.5),
+    dtype: 0,
+    rows,
+    vocab,
+    labels: new Int32Array([1, 2, -100, 0, 4, 3]),
+    cuSeqlens: new Int32Array([0, 3, 6]),
+    ignoreIndex: -100,
+    threads: 2,
+    kinds: new Int32Array([0]),
+    weights: new Float64Array([1]),
+    beta: 0.1,
+    labelSmoothing: 0,
+    simpoGamma: 0.5,
+    discopopTau: 0.05,
+    scale: 1,
+    refChosen: new Float64Array([-3]),
+    refRejected: new Float64Array([-3]),
+    seqLogps: new Float64Array(2),
+    seqCounts: new Int32Array(2),
+    seqGrad: new Float64Array(2),
+    pairLosses: new Float64Array(1),
+    chosenRewards: new Float64Array(1),
+    rejectedRewards: new Float64Array(1),
+    stats: new Float64Array(STAT.count),
+    grad: new Float32Array(rows * vocab),
+  };
+}
+
+function expectInvalid(args: NativeLossArgs, what: string): void {
+  try {
+    native().dpoLoss(args);
+  } catch (error) {
+    assert.is((error as { code?: string }).code, 'ERR_FDPO_INVALID_ARGUMENT', `${what}: ${(error as Error).message}`);
+    return;
+  }
+  assert.unreachable(`${what}: accepted`);
+}
+
+test('the valid argument object works (the baseline of the cases below)', () => {
+  const args = validArgs();
+  native().dpoLoss(args);
+  assert.ok(Number.isFinite(args.stats[STAT.loss]));
+});
+
+test('lies about sizes, offsets, labels and types are refused by the binding', () => {
+  const cases: [string, (a: NativeLossArgs) => void][] = [
+    ['rows larger than the logits', (a) => (a.rows = 7)],
+    ['vocab larger than the logits', (a) => (a.vocab = 6)],
+    ['vocab 0', (a) => (a.vocab = 0)],
+    ['negative rows', (a) => (a.rows = -1)],
+    ['fractional rows', (a) => (a.rows = 5.5)],
+    ['dtype 7', (a) => (a.dtype = 7)],
+    ['bf16 dtype with float32 data', (a) => (a.dtype = 1)],
+    ['labels too short', (a) => (a.labels = new Int32Array(5))],
+    ['a label past V', (a) => (a.labels = new Int32Array([1, 2, 5, 0, 4, 3]))],
+    ['a negative label', (a) => (a.labels = new Int32Array([1, 2, -1, 0, 4, 3]))],
+    ['cuSeqlens past the rows', (a) => (a.cuSeqlens = new Int32Array([0, 3, 9]))],
+    ['cuSeqlens decreasing', (a) => (a.cuSeqlens = new Int32Array([0, 4, 3, 6]))],
+    ['cuSeqlens not starting at 0', (a) => (a.cuSeqlens = new Int32Array([1, 3, 6]))],
+    ['cuSeqlens empty', (a) => (a.cuSeqlens = new Int32Array(0))],
+    ['odd number of sequences', (a) => (a.cuSeqlens = new Int32Array([0, 2, 4, 6]))],
+    ['an unknown loss kind', (a) => (a.kinds = new Int32Array([99]))],
+    ['weights shorter than kinds', (a) => ((a.kinds = new Int32Array([0, 1])), (a.weights = new Float64Array([1])))],
+    ['nine loss kinds', (a) => ((a.kinds = new Int32Array(9)), (a.weights = new Float64Array(9)))],
+    ['ref too short', (a) => (a.refChosen = new Float64Array(0))],
+    ['ref missing for sigmoid', (a) => ((a.refChosen = null), (a.refRejected = null))],
+    ['grad too short', (a) => (a.grad = new Float32Array(29))],
+    ['grad of another type', (a) => (a.grad = new Uint16Array(30))],
+    ['seqLogps too short', (a) => (a.seqLogps = new Float64Array(1))],
+    ['pairLosses too long', (a) => (a.pairLosses = new Float64Array(2))],
+    ['stats too short', (a) => (a.stats = new Float64Array(2))],
+    ['logits a plain array', (a) => ((a as unknown as { logits: number[] }).logits = [1, 2, 3])],
+    ['threads a string', (a) => ((a as unknown as { threads: string }).threads = '2')],
+  ];
+  for (const [what, mutate] of cases) {
+    const args = validArgs();
+    mutate(args);
+    expectInvalid(args, what);
+  }
+});
+
+test('random garbage in every field never crashes the process', () => {
+  const rng = makeRng(SEED);
+  const pick = <T>(xs: T[]): T => xs[rng.int(xs.length)]!;
+  const garbage = (): unknown =>
+    pick<() => unknown>([
+      () => new Float32Array(rng.int(40)),
+      () => new Int32Array(rng.int(12)).map(() => rng.int(20) - 10),
+      () => new Float64Array(rng.int(4)),
+      () => new Uint16Array(rng.int(40)),
+      () => rng.int(50) - 10,
+      () => rng.normal() * 1e10,
+      () => null,
+      () => 'x',
+      () => ({}),
+    ])();
+  const keys = Object.keys(validArgs()) as (keyof NativeLossArgs)[];
+  let refused = 0;
+  for (let i = 0; i < 3000; i++) {
+    const args = validArgs() as unknown as Record<string, unknown>;
+    for (let k = 1 + rng.int(3); k > 0; k--) args[pick(keys)] = garbage();
+    try {
+      native().dpoLoss(args as unknown as NativeLossArgs);
+    } catch (error) {
+      assert.is((error as { code?: string }).code, 'ERR_FDPO_INVALID_ARGUMENT', (error as Error).message);
+      refused++;
+    }
+  }
+  assert.ok(refused > 2000, `only ${refused} of 3000 garbage calls were refused (seed=${SEED})`);
+});
+
+test.run();
