@@ -41,7 +41,9 @@ template <class O>
 inline typename O::F expPortable(typename O::F x) {
   using F = typename O::F;
   const typename O::M below = O::lessThan(x, O::set1(-87.3f));
-  x = O::min(O::set1(88.0f), x);  // x86 min returns its second operand for NaN: keep x
+  // Clamp to [-88, 88] so n stays a small integer (x86 min/max return their second operand for
+  // NaN: x stays NaN).
+  x = O::max(O::set1(-88.0f), O::min(O::set1(88.0f), x));
   const F magic = O::set1(12582912.0f);
   const F n = O::sub(O::fma(x, O::set1(1.44269504088896341f), magic), magic);
   return O::zeroWhere(below, O::mul(expReduced<O>(x, n), O::exp2i(n)));
@@ -68,7 +70,8 @@ struct ScalarOps {
   static M lessThan(F a, F b) { return a < b; }
   static F zeroWhere(M m, F v) { return m ? 0.0f : v; }
   static F exp2i(F n) {
-    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    const int32_t k = n == n ? (int32_t)n : 0;  // NaN would be undefined behaviour; p is NaN anyway
+    const uint32_t bits = (uint32_t)(k + 127) << 23;
     float out;
     memcpy(&out, &bits, 4);
     return out;
@@ -167,8 +170,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) 
     }
     // Sweep 2 (from L1): over v != label, sum exp(z - m) and exp(z - m)*(z - m) (for the
     // entropy). The label's own terms are added at the end, so a confident token's 1 - p_y is not
-    // lost next to e_y = 1.
-    // Per-chunk partial sums keep the rounding error growing with the chunk, not the row.
+    // lost next to e_y = 1. Per-chunk partial sums keep rounding error growing with the chunk.
     const F vm = O::set1(m);
     F chunkExp = O::set1(0.0f), chunkExpX = O::set1(0.0f);
     for (int64_t i = c0; i < v1; i += O::W) {
