@@ -19,6 +19,13 @@ extern "C" {
 #endif
 
 #define FDPO_ABI_VERSION 1
+
+/* The exported entry points (the library is built with hidden visibility otherwise). */
+#if defined(FDPO_BUILDING) && defined(__GNUC__)
+#define FDPO_API __attribute__((visibility("default")))
+#else
+#define FDPO_API
+#endif
 #define FDPO_MAX_LOSSES 8
 
 typedef enum {
@@ -101,39 +108,39 @@ typedef struct {
 } fdpo_loss_outputs;
 
 /* Version of this ABI (FDPO_ABI_VERSION) the library was built with. */
-int32_t fdpo_abi_version(void);
+FDPO_API int32_t fdpo_abi_version(void);
 
 /* Name of the SIMD level the CPU backend dispatched to ("avx512", "avx2" or "baseline"). */
-const char* fdpo_cpu_simd_level(void);
+FDPO_API const char* fdpo_cpu_simd_level(void);
 
 /*
  * Diagnostics: force the CPU kernels to "avx512", "avx2" or "baseline" (fails when the CPU
  * cannot run them; FDPO_SIMD in the environment does the same at first use), and run the
  * kernels' vectorised exp over n floats (for accuracy tests).
  */
-int32_t fdpo_cpu_force_simd_level(const char* name, char* error, size_t error_size);
-int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n);
+FDPO_API int32_t fdpo_cpu_force_simd_level(const char* name, char* error, size_t error_size);
+FDPO_API int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n);
 
 /*
  * The ceilings the benchmark compares against, on the backend's threads: copy `bytes` from src
  * to dst (memory bandwidth), and evaluate the kernels' exp `count` times on cache-resident data
  * (returns a checksum so the work cannot be elided).
  */
-int32_t fdpo_cpu_copy(void* dst, const void* src, int64_t bytes, int32_t threads);
-double fdpo_cpu_exp_throughput(int64_t count, int32_t threads);
+FDPO_API int32_t fdpo_cpu_copy(void* dst, const void* src, int64_t bytes, int32_t threads);
+FDPO_API double fdpo_cpu_exp_throughput(int64_t count, int32_t threads);
 
 /*
  * Forward only, one read of the logits: per-sequence log-prob sums (or averages) and counts.
  * threads <= 0 means all cores.
  */
-int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
+FDPO_API int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
                             int32_t threads, char* error, size_t error_size);
 
 /*
  * The loss, its metrics and (when outputs->grad is not NULL) the gradient with respect to the
  * logits: one read for the forward, one read and one write for the gradient.
  */
-int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
+FDPO_API int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                       int32_t threads, char* error, size_t error_size);
 
 /*
@@ -141,7 +148,7 @@ int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config,
  * rows x vocab float32 buffer, then gathered, summed, the loss, and the backward from that
  * buffer. Scalar code, for benchmarks (what fusion buys); every other argument as fdpo_dpo_loss.
  */
-int32_t fdpo_dpo_loss_unfused(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
+FDPO_API int32_t fdpo_dpo_loss_unfused(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                               int32_t threads, char* error, size_t error_size);
 
 #ifdef __cplusplus

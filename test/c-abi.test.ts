@@ -1,0 +1,68 @@
+// The C ABI without Node: CMake builds libfused_dpo.so and test/c-abi/check_loss.c against it;
+// the program's loss, sequence sums and gradient must match the float64 reference.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+import { referenceDpo } from '../lib/reference.js';
+import { makeRng, testSeed } from './helpers/random.js';
+
+const SEED = testSeed();
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const hasCmake = spawnSync('cmake', ['--version']).status === 0;
+
+test('a C program linked against libfused_dpo gets the reference loss and gradient', () => {
+  if (!hasCmake) {
+    // CI always has CMake; on a machine without it there is nothing to build the library with.
+    assert.ok(!process.env.CI, 'CMake is required in CI');
+    console.log('  (skipped: cmake not found)');
+    return;
+  }
+  const build = mkdtempSync(join(tmpdir(), 'fdpo-c-abi-'));
+  execFileSync('cmake', ['-S', root, '-B', build, '-DFDPO_BUILD_TESTS=ON', '-DCMAKE_BUILD_TYPE=Release'], { stdio: 'pipe' });
+  execFileSync('cmake', ['--build', build, '--target', 'check_loss', '-j', '2'], { stdio: 'pipe' });
+
+  const rng = makeRng(SEED);
+  const B = 3, T = 5, V = 37, rows = 2 * B * T, seqs = 2 * B;
+  const logits = Float32Array.from({ length: rows * V }, () => 3 * rng.normal());
+  const labels = Int32Array.from({ length: rows }, (_, r) => (r % T < 2 ? -100 : rng.int(V)));
+  const cu = Int32Array.from({ length: seqs + 1 }, (_, s) => s * T);
+  const ref = Float64Array.from({ length: seqs }, () => -10 - 5 * rng.next());
+  const file = join(build, 'case.bin');
+  writeFileSync(file, Buffer.concat([Buffer.from(BigInt64Array.of(BigInt(rows), BigInt(V), BigInt(seqs)).buffer), Buffer.from(logits.buffer), Buffer.from(labels.buffer), Buffer.from(cu.buffer), Buffer.from(ref.buffer)]));
+  const lines = execFileSync(join(build, 'check_loss'), [file]).toString().trim().split('\n').map(Number);
+
+  const want = referenceDpo({
+    logits: Float64Array.from(logits),
+    rows,
+    vocab: V,
+    labels,
+    cuSeqlens: cu,
+    ignoreIndex: -100,
+    ref: { chosen: ref.subarray(0, B), rejected: ref.subarray(B) },
+    beta: 0.1,
+    lossTypes: ['sigmoid'],
+    lossWeights: [1],
+    labelSmoothing: 0,
+    simpoGamma: 0.5,
+    discopopTau: 0.05,
+    scale: 1 / B,
+  });
+  assert.is(lines.length, 1 + seqs + rows * V);
+  assert.ok(Math.abs(lines[0]! - want.loss) <= 1e-6 * Math.abs(want.loss), `loss ${lines[0]} vs ${want.loss} (seed=${SEED})`);
+  for (let s = 0; s < seqs; s++) {
+    assert.ok(Math.abs(lines[1 + s]! - want.seqLogps[s]!) <= 1e-5 * Math.abs(want.seqLogps[s]!) + 1e-6, `π_${s} (seed=${SEED})`);
+  }
+  let num = 0, den = 0;
+  for (let i = 0; i < rows * V; i++) {
+    num += (lines[1 + seqs + i]! - want.grad[i]!) ** 2;
+    den += want.grad[i]! ** 2;
+  }
+  assert.ok(Math.sqrt(num / den) <= 1e-5, `gradient relative L2 error ${Math.sqrt(num / den)} (seed=${SEED})`);
+});
+
+test.run();
