@@ -3,6 +3,7 @@
 import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { doctor, formatDoctor } from './doctor.js';
 import { LOSS_TYPES, type LossType } from './index.js';
 import { DEFAULT_OPTIONS, runDemo, TINY_OPTIONS, type DemoOptions, type ExperimentOptions } from './train/index.js';
 
@@ -144,11 +145,19 @@ function main(argv: string[]): number {
   const [command, ...rest] = argv;
   try {
     if (command === 'train') return train(rest);
+    if (command === 'doctor') {
+      const report = doctor();
+      process.stdout.write(`${formatDoctor(report)}\n`);
+      return report.ok ? 0 : 1;
+    }
     if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
-      process.stdout.write(`Usage: fused-dpo <command>\n\nCommands:\n  train    DPO's controlled-sentiment demo (fused-dpo train --help)\n`);
+      process.stdout.write(
+        `Usage: fused-dpo <command>\n\nCommands:\n  train    DPO's controlled-sentiment demo (fused-dpo train --help)\n` +
+          `  doctor   what is installed, and a self-check against the float64 reference\n`,
+      );
       return command === undefined ? 1 : 0;
     }
-    throw new UsageError(`unknown command '${command}' (try: fused-dpo train)`);
+    throw new UsageError(`unknown command '${command}' (try: fused-dpo train, fused-dpo doctor)`);
   } catch (error) {
     const e = error as Error & { code?: string };
     if (error instanceof UsageError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || error instanceof RangeError) {

@@ -69,12 +69,20 @@ export const STAT = {
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 let addon: NativeAddon | undefined;
+let addonPath: string | undefined;
 
 export function native(): NativeAddon {
   if (!addon) {
     const require = createRequire(import.meta.url);
-    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
-    addon = load(packageRoot);
+    const gypBuild = require('node-gyp-build') as { path(dir: string): string };
+    addonPath = gypBuild.path(packageRoot);
+    addon = require(addonPath) as NativeAddon;
   }
   return addon;
+}
+
+/** The file the addon was loaded from. */
+export function nativePath(): string {
+  native();
+  return addonPath!;
 }

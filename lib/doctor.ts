@@ -1,0 +1,98 @@
+// `fused-dpo doctor`: what is installed and whether it computes the right numbers here.
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+
+import { backendInfo, type BackendInfo } from './backend.js';
+import { decodeToFloat64, toBfloat16 } from './dtype.js';
+import { dpoLoss } from './loss.js';
+import { nativePath, packageRoot } from './native.js';
+import { referenceDpo } from './reference.js';
+import type { DType, LossType } from './types.js';
+
+export interface SelfCheck {
+  case: string;
+  lossRelError: number;
+  gradRelError: number;
+  ok: boolean;
+}
+
+export interface DoctorReport {
+  version: string;
+  node: string;
+  platform: string;
+  cpu: string;
+  binary: string;
+  backend: BackendInfo;
+  cuda: string;
+  checks: SelfCheck[];
+  ok: boolean;
+}
+
+// A fixed small case: B=2, T=4, V=67 (not a multiple of any vector width), prompt rows ignored.
+function selfCheck(lossType: LossType, dtype: DType): SelfCheck {
+  const B = 2, T = 4, V = 67, rows = 2 * B * T;
+  const values = Float32Array.from({ length: rows * V }, (_, i) => 4 * Math.sin(i * 0.37) + Math.cos(i * 1.3));
+  const data = dtype === 'float32' ? values : toBfloat16(values);
+  const labels = Int32Array.from({ length: rows }, (_, r) => (r % T === 0 ? -100 : (r * 13) % V));
+  const ref = { chosen: Float64Array.of(-9, -11), rejected: Float64Array.of(-10, -8) };
+  const got = dpoLoss({ logits: { data, shape: [2 * B, T, V], dtype }, labels: { data: labels, shape: [2 * B, T] }, ref, lossType, beta: 0.5 });
+  const want = referenceDpo({
+    logits: decodeToFloat64(data, dtype),
+    rows,
+    vocab: V,
+    labels,
+    cuSeqlens: Int32Array.from({ length: 2 * B + 1 }, (_, s) => s * T),
+    ignoreIndex: -100,
+    ref,
+    beta: 0.5,
+    lossTypes: [lossType],
+    lossWeights: [1],
+    labelSmoothing: 0,
+    simpoGamma: 0.5,
+    discopopTau: 0.05,
+    scale: 1 / B,
+  });
+  const grad = decodeToFloat64(got.grad!.data, dtype);
+  let num = 0, den = 0;
+  for (let i = 0; i < grad.length; i++) {
+    num += (grad[i]! - want.grad[i]!) ** 2;
+    den += want.grad[i]! ** 2;
+  }
+  const lossRelError = Math.abs(got.loss - want.loss) / Math.max(Math.abs(want.loss), 1e-12);
+  const gradRelError = Math.sqrt(num / den);
+  const gradTolerance = dtype === 'float32' ? 1e-5 : 1e-2; // bf16 output rounding
+  return { case: `${lossType} ${dtype}`, lossRelError, gradRelError, ok: lossRelError <= 1e-5 && gradRelError <= gradTolerance };
+}
+
+export function doctor(): DoctorReport {
+  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
+  const checks = (['sigmoid', 'ipo', 'orpo'] as const).flatMap((t) => (['float32', 'bfloat16'] as const).map((d) => selfCheck(t, d)));
+  return {
+    version: pkg.version,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    binary: nativePath(),
+    backend: backendInfo(),
+    cuda: 'not built into this version (the CUDA backend is not implemented yet)',
+    checks,
+    ok: checks.every((c) => c.ok),
+  };
+}
+
+export function formatDoctor(r: DoctorReport): string {
+  const lines = [
+    `fused-dpo ${r.version} · node ${r.node} · ${r.platform}`,
+    `binary:   ${r.binary}`,
+    `backend:  ${r.backend.backend} · SIMD ${r.backend.simd} · ${r.backend.threads} threads · C ABI ${r.backend.abiVersion}`,
+    `cpu:      ${r.cpu}`,
+    `cuda:     ${r.cuda}`,
+    'self-check against the float64 reference:',
+    ...r.checks.map(
+      (c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.case.padEnd(18)} loss rel. error ${c.lossRelError.toExponential(1)}, gradient ${c.gradRelError.toExponential(1)}`,
+    ),
+    r.ok ? 'all good' : 'SELF-CHECK FAILED: please report this output',
+  ];
+  return lines.join('\n');
+}
