@@ -54,11 +54,13 @@ int32_t fail(char* error, size_t size, int32_t status, const char* format, ...) 
 
 int resolveThreads(int32_t threads) { return threads > 0 ? threads : ThreadPool::hardwareThreads(); }
 
-// Rows per chunk handed to a thread: about 256K elements, but at least 4 chunks per thread.
+// Rows per chunk handed to a thread: about 256K elements, at least 4 chunks per thread, but never
+// under 128K elements: waking a second thread costs more than that much work (tens of us).
 int64_t rowGrain(int64_t rows, int64_t vocab, int threads) {
-  int64_t grain = std::max<int64_t>(1, (int64_t)262144 / vocab);
-  const int64_t balanced = std::max<int64_t>(1, rows / ((int64_t)threads * 4));
-  return std::min(grain, balanced);
+  const int64_t most = std::max<int64_t>(1, (int64_t)262144 / vocab);
+  const int64_t least = std::max<int64_t>(1, ((int64_t)131072 + vocab - 1) / vocab);
+  const int64_t balanced = rows / ((int64_t)threads * 4);
+  return std::max(least, std::min(most, balanced));
 }
 
 // Everything the kernels index with comes from JavaScript or a foreign caller: check it all.
