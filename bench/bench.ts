@@ -203,6 +203,7 @@ async function main() {
           run: () => dpoLoss({ ...base, logits: { ...base.logits, data: scratch }, grad: 'inplace' }),
         },
         { name: 'fused loss+grad (new grad array)', bytes: 2 * n * esize, run: () => dpoLoss(base) },
+        { name: 'fused loss+grad (deferred scale)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad, deferScale: true }) },
         { name: 'fused forward only (sequenceLogps)', bytes: n * esize, run: () => sequenceLogps(base) },
         { name: 'unfused native (log-softmax buffer)', bytes: 2 * n * esize, slow: true, run: () => dpoLossUnfused({ ...base, grad }) },
         {

@@ -31,6 +31,12 @@ export interface DpoLossOptions extends TokenOptions {
   normalizer?: number;
   /** true: a new array · 'inplace': over the logits · false: none · a tensor to fill. Default true. */
   grad?: boolean | 'inplace' | Tensor;
+  /**
+   * Deferred scale: grad receives the unscaled onehot − p, written in the forward pass (one read
+   * and one write of the logits in all), and rowScale the per-row factor G that makes it the
+   * gradient. For trainers that apply G on the hidden-size side of the next matmul.
+   */
+  deferScale?: boolean;
 }
 
 export interface DpoLossResult {
@@ -44,8 +50,10 @@ export interface DpoLossResult {
   tokenCounts: Int32Array;
   /** ∂loss/∂(sequence log-prob sum), per sequence (2B). */
   sequenceGrad: Float64Array;
-  /** ∂loss/∂logits, in the logits' dtype and shape, or null when grad: false. */
+  /** ∂loss/∂logits, in the logits' dtype and shape, or null when grad: false; unscaled with deferScale. */
   grad: Tensor | null;
+  /** With deferScale: one factor per row (0 for ignored rows); the gradient is rowScale[r]·grad[r, :]. */
+  rowScale: Float32Array | null;
   metrics: DpoMetrics;
 }
 
@@ -122,6 +130,11 @@ function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
   const numPairs = tokens.numSeqs / 2;
   const settings = checkLossSettings(options as unknown as Record<string, unknown>, numPairs);
   const gradData = gradTarget(options.grad, tokens);
+  if (options.deferScale !== undefined && typeof options.deferScale !== 'boolean') {
+    throw invalidArgument('deferScale', 'a boolean', options.deferScale, TypeError);
+  }
+  if (options.deferScale && !gradData) throw invalidArgument('deferScale', 'used with a gradient (grad not false)', options.grad);
+  const rowScale = options.deferScale ? new Float32Array(tokens.rows) : null;
   const args: NativeLossArgs = {
     ...tokenArgs(tokens),
     kinds: Int32Array.from(settings.lossTypes, (t) => LOSS_TYPES.indexOf(t)),
@@ -141,6 +154,7 @@ function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
     rejectedRewards: new Float64Array(numPairs),
     stats: new Float64Array(STAT.count),
     grad: gradData,
+    rowScale,
   };
   const averaged = settings.lossTypes.some((t) => REPORTS_AVERAGED.has(t));
   return {
@@ -163,6 +177,7 @@ function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
         tokenCounts: args.seqCounts,
         sequenceGrad: args.seqGrad,
         grad: gradData ? { data: gradData, shape: tokens.shape, dtype: tokens.dtype } : null,
+        rowScale,
         metrics: metricsOf(args, chosenLogps, rejectedLogps),
       };
     },

@@ -39,6 +39,7 @@ export interface NativeLossArgs extends NativeTokens {
   rejectedRewards: Float64Array;
   stats: Float64Array;
   grad: Float32Array | Uint16Array | null;
+  rowScale: Float32Array | null;
 }
 
 export interface NativeAddon {

@@ -37,6 +37,7 @@ function validArgs(): NativeLossArgs {
     rejectedRewards: new Float64Array(1),
     stats: new Float64Array(STAT.count),
     grad: new Float32Array(rows * vocab),
+    rowScale: null,
   };
 }
 
@@ -80,6 +81,8 @@ test('lies about sizes, offsets, labels and types are refused by the binding', (
     ['ref missing for sigmoid', (a) => ((a.refChosen = null), (a.refRejected = null))],
     ['grad too short', (a) => (a.grad = new Float32Array(29))],
     ['grad of another type', (a) => (a.grad = new Uint16Array(30))],
+    ['rowScale shorter than the rows', (a) => (a.rowScale = new Float32Array(5))],
+    ['rowScale of another type', (a) => ((a as unknown as { rowScale: Float64Array }).rowScale = new Float64Array(6))],
     ['seqLogps too short', (a) => (a.seqLogps = new Float64Array(1))],
     ['pairLosses too long', (a) => (a.pairLosses = new Float64Array(2))],
     ['stats too short', (a) => (a.stats = new Float64Array(2))],

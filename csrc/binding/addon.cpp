@@ -161,6 +161,9 @@ struct LossCall {
     if (!args.Get("grad").IsNull()) {
       outputs.grad = checkedData<void>(args, "grad", logitsArrayType(tokens.dtype), (size_t)(tokens.rows * tokens.vocab));
     }
+    if (!args.Get("rowScale").IsNull()) {
+      outputs.row_scale = checkedData<float>(args, "rowScale", napi_float32_array, (size_t)tokens.rows);
+    }
   }
   int32_t run(char* error, size_t size) { return fdpo_dpo_loss(&tokens, &config, &outputs, threads, error, size); }
 };

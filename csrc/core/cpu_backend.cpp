@@ -153,6 +153,11 @@ void forwardPass(const RowKernels& k, const fdpo_tokens& t, RowForward* rows, in
 struct FusedPasses {
   const RowKernels& kernels;
   void forward(const fdpo_tokens& t, RowForward* rows, int threads) { forwardPass(kernels, t, rows, threads); }
+  void forwardDeferred(const fdpo_tokens& t, RowForward* rows, void* grad, int threads) {
+    ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
+      kernels.forwardDeferred(t.logits, grad, t.dtype, t.vocab, t.labels, t.ignore_index, b, e, rows);
+    });
+  }
   void backward(const fdpo_tokens& t, const float* rowScale, const RowForward* rows, void* grad, int threads) {
     ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
       kernels.backward(t.logits, grad, t.dtype, t.vocab, t.labels, rowScale, rows, b, e);
@@ -173,8 +178,13 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
     const int nThreads = resolveThreads(threads);
     const int64_t numPairs = t.num_seqs / 2;
 
+    const bool deferred = outputs->grad && outputs->row_scale;
     std::vector<RowForward> rows(t.rows);
-    passes.forward(t, rows.data(), nThreads);
+    if (deferred) {
+      passes.forwardDeferred(t, rows.data(), outputs->grad, nThreads);
+    } else {
+      passes.forward(t, rows.data(), nThreads);
+    }
 
     std::fill(outputs->stats, outputs->stats + FDPO_STAT_COUNT, 0.0);
     sumSequences(t, rows.data(), numPairs, outputs->seq_logps, outputs->seq_counts, outputs->stats);
@@ -191,7 +201,11 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
         if (t.labels[r] != t.ignore_index) rowScale[r] = (float)seqGrad[s];
       }
     }
-    passes.backward(t, rowScale.data(), rows.data(), outputs->grad, nThreads);
+    if (deferred) {
+      std::copy(rowScale.begin(), rowScale.end(), outputs->row_scale);
+    } else {
+      passes.backward(t, rowScale.data(), rows.data(), outputs->grad, nThreads);
+    }
     return FDPO_OK;
   } catch (const std::bad_alloc&) {
     return fail(error, error_size, FDPO_ERR_OUT_OF_MEMORY, "out of memory");

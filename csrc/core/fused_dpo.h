@@ -105,6 +105,13 @@ typedef struct {
   double* rejected_rewards; /* B */
   double* stats;            /* FDPO_STAT_COUNT */
   void* grad;               /* rows * vocab of the logits dtype (may equal logits: in place), or NULL */
+  /*
+   * Deferred scale, or NULL. When given (with grad), pass A also writes the UNSCALED onehot - p
+   * into grad and there is no pass B (1 read + 1 write of the logits in all); row_scale[r] then
+   * receives G of row r's sequence (0 for ignored rows), and the gradient is row_scale[r] * grad[r, :].
+   * For trainers that apply the scale on the hidden-size side of the next matmul, where it is free.
+   */
+  float* row_scale;         /* rows */
 } fdpo_loss_outputs;
 
 /* Version of this ABI (FDPO_ABI_VERSION) the library was built with. */

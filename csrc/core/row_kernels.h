@@ -25,6 +25,10 @@ struct RowKernels {
   // Pass A over rows [begin, end): one read of each non-ignored row; ignored rows are skipped.
   void (*forward)(const void* logits, int32_t dtype, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
                   int64_t begin, int64_t end, RowForward* out);
+  // Pass A for the deferred scale: forward, and while each row is still in cache, its unscaled
+  // onehot - p into grad (zeros for ignored rows).
+  void (*forwardDeferred)(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
+                          int32_t ignoreIndex, int64_t begin, int64_t end, RowForward* out);
   // Pass B over rows [begin, end): grad = scale * (onehot - p), written in the logits dtype.
   // Rows whose scale is 0 are written as zeros without reading the logits. grad may equal logits.
   void (*backward)(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,

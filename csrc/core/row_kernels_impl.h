@@ -272,6 +272,22 @@ void forwardRowsTyped(const void* logits, int64_t vocab, const int32_t* labels, 
 }
 
 template <class O, int DT>
+void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
+                              int64_t begin, int64_t end, RowForward* out) {
+  for (int64_t r = begin; r < end; ++r) {
+    const void* row = rowPointer<O, DT>(logits, r, vocab);
+    void* dst = (char*)grad + r * vocab * elementSize<DT>();
+    if (labels[r] == ignoreIndex) {
+      writeRow<O, DT>(dst, vocab, ZeroValues<O>());
+      continue;
+    }
+    forwardRow<O, DT>(row, vocab, labels[r], out[r]);
+    // The row was just read: this second sweep comes from cache, not memory.
+    backwardRow<O, DT>(row, dst, vocab, labels[r], 1.0f, out[r]);
+  }
+}
+
+template <class O, int DT>
 void backwardRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, const float* rowScale,
                        const RowForward* rows, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
@@ -288,6 +304,23 @@ void forwardRows(const void* logits, int32_t dtype, int64_t vocab, const int32_t
     case FDPO_BFLOAT16: return forwardRowsTyped<O, FDPO_BFLOAT16>(logits, vocab, labels, ignoreIndex, begin, end, out);
     case FDPO_FLOAT16: return forwardRowsTyped<O, FDPO_FLOAT16>(logits, vocab, labels, ignoreIndex, begin, end, out);
   }
+}
+
+template <class O>
+void forwardDeferredRows(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
+                         int32_t ignoreIndex, int64_t begin, int64_t end, RowForward* out) {
+  switch (dtype) {
+    case FDPO_FLOAT32:
+      forwardDeferredRowsTyped<O, FDPO_FLOAT32>(logits, grad, vocab, labels, ignoreIndex, begin, end, out);
+      break;
+    case FDPO_BFLOAT16:
+      forwardDeferredRowsTyped<O, FDPO_BFLOAT16>(logits, grad, vocab, labels, ignoreIndex, begin, end, out);
+      break;
+    case FDPO_FLOAT16:
+      forwardDeferredRowsTyped<O, FDPO_FLOAT16>(logits, grad, vocab, labels, ignoreIndex, begin, end, out);
+      break;
+  }
+  O::fence();
 }
 
 template <class O>
@@ -316,5 +349,5 @@ void expValues(const float* in, float* out, int64_t n) {
 
 template <class O>
 constexpr RowKernels makeRowKernels(const char* name) {
-  return RowKernels{name, &forwardRows<O>, &backwardRows<O>, &expValues<O>};
+  return RowKernels{name, &forwardRows<O>, &forwardDeferredRows<O>, &backwardRows<O>, &expValues<O>};
 }

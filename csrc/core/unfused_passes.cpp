@@ -69,4 +69,11 @@ void UnfusedPasses::backward(const fdpo_tokens& t, const float* rowScale, const 
   });
 }
 
+void UnfusedPasses::forwardDeferred(const fdpo_tokens& t, RowForward* rows, void* grad, int threads) {
+  forward(t, rows, threads);
+  std::vector<float> ones(t.rows);
+  for (int64_t r = 0; r < t.rows; ++r) ones[r] = t.labels[r] == t.ignore_index ? 0.0f : 1.0f;
+  backward(t, ones.data(), rows, grad, threads);
+}
+
 }  // namespace fdpo

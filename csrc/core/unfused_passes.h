@@ -17,6 +17,8 @@ struct UnfusedPasses {
   // log_softmax into the buffer (read logits, write buffer), then per row the gather, entropy,
   // argmax and mean logit (read buffer and logits again).
   void forward(const fdpo_tokens& t, RowForward* rows, int threads);
+  // Deferred scale, unfused: the forward, then onehot - exp(logSoftmax) as its own pass.
+  void forwardDeferred(const fdpo_tokens& t, RowForward* rows, void* grad, int threads);
   // grad = scale * (onehot - exp(logSoftmax)) (read buffer, write grad).
   void backward(const fdpo_tokens& t, const float* rowScale, const RowForward* rows, void* grad, int threads);
 };
