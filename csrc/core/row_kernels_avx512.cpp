@@ -3,6 +3,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <vector>
+
 #include "row_kernels.h"
 
 #if defined(__x86_64__)

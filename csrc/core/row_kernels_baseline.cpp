@@ -3,6 +3,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <vector>
+
 #include "row_kernels.h"
 
 namespace fdpo {

@@ -8,7 +8,7 @@
 // element type; levels whose exp is expPortable also M (lane mask), min, lessThan, zeroWhere and
 // exp2i (2^n for integral n).
 //
-// Requires: <math.h>, <stdint.h>, <string.h>, "row_kernels.h", "half_convert.h".
+// Requires: <math.h>, <stdint.h>, <string.h>, <vector>, "row_kernels.h", "half_convert.h".
 
 // Rows are processed in chunks that stay in L1: each chunk is read once from memory for its max,
 // then again from L1 for the exps, so the online max costs one rescale per chunk, not per element.
@@ -125,8 +125,11 @@ int32_t firstIndexOf(const void* row, int64_t begin, int64_t end, float m) {
   return -1;
 }
 
-template <class O, int DT>
-void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) {
+// Keep (the deferred scale): sweep 2 also stores each exp(z - m_c) into kept[v] and the base m_c
+// of each chunk into chunkBase[c], so the row's onehot - p costs one multiply per element later.
+template <class O, int DT, bool Keep = false>
+void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, float* kept = nullptr,
+                float* chunkBase = nullptr) {
   using F = typename O::F;
   using S = ScalarOps;
   const float inf = __builtin_inff();
@@ -176,6 +179,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) 
     for (int64_t i = c0; i < v1; i += O::W) {
       const F x = O::sub(O::template load<DT>(row, i), vm);
       F e = vexp<O>(x);
+      if (Keep) O::template store<FDPO_FLOAT32>(kept, i, e);
       if (label >= i && label < i + O::W) e = O::setLane(e, (int)(label - i), 0.0f);
       chunkExp = O::add(chunkExp, e);
       chunkExpX = O::fma(e, x, chunkExpX);
@@ -186,9 +190,11 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out) 
       if (i == label) continue;
       const float x = S::load<DT>(row, i) - m;
       const float e = vexp<S>(x);
+      if (Keep) kept[i] = e;
       tSumExp += e;
       tSumExpX = e * x + tSumExpX;
     }
+    if (Keep) chunkBase[c0 / kChunk] = m;
   }
 
   // s = e_y + the others. When the label holds the max (e_y = 1), log p_y = -log1p(others) keeps
@@ -271,6 +277,44 @@ void forwardRowsTyped(const void* logits, int64_t vocab, const int32_t* labels, 
   }
 }
 
+// onehot - p for one row from the exps forwardRow<..., true> kept: p_v = kept[v] * factor[chunk of
+// v], factor = exp((m_c - m) - log(s)); the label's 1 - p_y = -expm1(logp) as in pass B.
+template <class O>
+struct KeptValues {
+  using F = typename O::F;
+  const float* kept;
+  const float* factor;
+  int64_t label;
+  float labelValue;
+  F vector(int64_t i) const {
+    F g;
+    if ((i / kChunk) == ((i + O::W - 1) / kChunk)) {
+      g = O::mul(O::set1(-factor[i / kChunk]), O::template load<FDPO_FLOAT32>(kept, i));
+    } else {
+      // A vector across a chunk boundary (only when the output row starts unaligned).
+      alignas(64) float lanes[O::W];
+      for (int k = 0; k < O::W; ++k) lanes[k] = -factor[(i + k) / kChunk] * kept[i + k];
+      g = O::template load<FDPO_FLOAT32>(lanes, 0);
+    }
+    if (label >= i && label < i + O::W) g = O::setLane(g, (int)(label - i), labelValue);
+    return g;
+  }
+  float scalar(int64_t i) const { return i == label ? labelValue : -factor[i / kChunk] * kept[i]; }
+};
+
+// Per-thread scratch for the deferred scale: one row of exps and the chunk factors, reused.
+struct DeferredScratch {
+  std::vector<float> kept, chunkBase, factor;
+  void fit(int64_t vocab) {
+    const size_t chunks = (size_t)((vocab + kChunk - 1) / kChunk);
+    if (kept.size() < (size_t)vocab) kept.resize((size_t)vocab);
+    if (chunkBase.size() < chunks) {
+      chunkBase.resize(chunks);
+      factor.resize(chunks);
+    }
+  }
+};
+
 template <class O, int DT>
 void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
                               int64_t begin, int64_t end, RowForward* out) {
@@ -281,9 +325,13 @@ void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, con
       writeRow<O, DT>(dst, vocab, ZeroValues<O>());
       continue;
     }
-    forwardRow<O, DT>(row, vocab, labels[r], out[r]);
-    // The row was just read: this second sweep comes from cache, not memory.
-    backwardRow<O, DT>(row, dst, vocab, labels[r], 1.0f, out[r]);
+    static thread_local DeferredScratch scratch;
+    scratch.fit(vocab);
+    const RowForward& f = out[r];
+    forwardRow<O, DT, true>(row, vocab, labels[r], out[r], scratch.kept.data(), scratch.chunkBase.data());
+    const int64_t chunks = (vocab + kChunk - 1) / kChunk;
+    for (int64_t c = 0; c < chunks; ++c) scratch.factor[c] = expf((scratch.chunkBase[c] - f.max) - f.logSum);
+    writeRow<O, DT>(dst, vocab, KeptValues<O>{scratch.kept.data(), scratch.factor.data(), labels[r], -expm1f(f.logp)});
   }
 }
 
