@@ -72,6 +72,9 @@ function tokenArgs(t: CheckedTokens) {
 
 function prepareSequenceLogps(options: SequenceLogpsOptions): NativeSequenceArgs {
   const tokens = checkTokens(options);
+  if (options.average !== undefined && typeof options.average !== 'boolean') {
+    throw invalidArgument('average', 'a boolean', options.average, TypeError);
+  }
   return {
     ...tokenArgs(tokens),
     average: options.average === true,
@@ -129,10 +132,10 @@ function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
   }
   const numPairs = tokens.numSeqs / 2;
   const settings = checkLossSettings(options as unknown as Record<string, unknown>, numPairs);
-  const gradData = gradTarget(options.grad, tokens);
   if (options.deferScale !== undefined && typeof options.deferScale !== 'boolean') {
     throw invalidArgument('deferScale', 'a boolean', options.deferScale, TypeError);
   }
+  const gradData = gradTarget(options.grad, tokens);
   if (options.deferScale && !gradData) throw invalidArgument('deferScale', 'used with a gradient (grad not false)', options.grad);
   const rowScale = options.deferScale ? new Float32Array(tokens.rows) : null;
   const args: NativeLossArgs = {

@@ -154,6 +154,7 @@ test('sequenceLogps and sequenceLogpsAsync refuse every bad token argument', asy
     await expectInvalid(sequenceLogpsAsync, options, names, `sequenceLogpsAsync: ${what}`);
   }
   await expectInvalid(sequenceLogps, 'not options' as never, /options/, 'sequenceLogps: options a string');
+  await expectInvalid(sequenceLogps, { ...tokenOptions(base), average: 'yes' as never }, /average/, 'sequenceLogps: average a string');
 });
 
 test("reference-free losses need no ref: 'simpo', 'orpo', 'sft' and their combinations", () => {
