@@ -307,8 +307,13 @@ async function main() {
 function printCase(rows: Row[]) {
   const first = rows[0];
   const ok = rows.filter((r) => r.status === 'ok' && r.fusedSpeedup !== undefined);
-  const winner = ok.reduce<Row | undefined>((best, r) => (!best || r.medianMs! < best.medianMs! ? r : best), undefined);
-  console.log(`\n${first.size} · ${first.dtype} · ${first.rows} rows × ${first.vocab}  (fastest loss+grad: ${winner?.path ?? 'none'})`);
+  const fastest = (candidates: Row[]) =>
+    candidates.reduce<Row | undefined>((best, r) => (!best || r.medianMs! < best.medianMs! ? r : best), undefined);
+  const winner = fastest(ok);
+  const peerNames = new Set(PEERS.map((p) => p.name));
+  const peer = fastest(ok.filter((r) => peerNames.has(r.path)));
+  const peerNote = peer ? `; fastest peer: ${peer.path}, ${peer.fusedSpeedup!.toFixed(2)}× the fused time` : '';
+  console.log(`\n${first.size} · ${first.dtype} · ${first.rows} rows × ${first.vocab}  (fastest loss+grad: ${winner?.path ?? 'none'}${peerNote})`);
   console.table(
     rows.map((r) => ({
       path: r.path,
