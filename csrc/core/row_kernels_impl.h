@@ -177,6 +177,8 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
     const F vm = O::set1(m);
     F chunkExp = O::set1(0.0f), chunkExpX = O::set1(0.0f);
     for (int64_t i = c0; i < v1; i += O::W) {
+      // Ask for the next chunk while this one's exps keep the core busy.
+      __builtin_prefetch((const char*)row + (i + kChunk) * elementSize<DT>());
       const F x = O::sub(O::template load<DT>(row, i), vm);
       F e = vexp<O>(x);
       if (Keep) O::template store<FDPO_FLOAT32>(kept, i, e);
