@@ -19,7 +19,7 @@ import { backendInfo, dpoLoss, dpoLossAsync, sequenceLogps, toBfloat16 } from '.
 import { dpoLossUnfused } from '../lib/loss.js';
 import { native } from '../lib/native.js';
 import { referenceDpo } from '../lib/reference.js';
-import type { DType } from '../lib/types.js';
+import { LOSS_DEFAULTS, type DType } from '../lib/types.js';
 import { peakExtraBytes } from './memory.js';
 import { PEERS } from './peers/index.js';
 import { plainJsDpo } from './plain-js.js';
@@ -183,7 +183,7 @@ async function main() {
         logits: { data: c.logits, shape: [2 * c.B, c.T, V], dtype },
         labels: { data: c.labels, shape: [2 * c.B, c.T] },
         ref: c.ref,
-        beta: 0.1,
+        beta: LOSS_DEFAULTS.beta,
         threads: THREADS,
       };
       // Outputs are touched before timing, so first-touch page faults count only where a path
@@ -211,7 +211,7 @@ async function main() {
           bytes: 2 * n * esize,
           fp32Only: true,
           slow: true,
-          run: () => plainJsDpo({ B: c.B, T: c.T, V, logits: c.logits32, labels: c.labels, refChosen: c.ref.chosen, refRejected: c.ref.rejected, beta: 0.1 }, grad.data as Float32Array),
+          run: () => plainJsDpo({ B: c.B, T: c.T, V, logits: c.logits32, labels: c.labels, refChosen: c.ref.chosen, refRejected: c.ref.rejected, beta: LOSS_DEFAULTS.beta }, grad.data as Float32Array),
         },
         {
           name: 'float64 TypeScript reference',
@@ -227,12 +227,9 @@ async function main() {
               cuSeqlens: Int32Array.from({ length: 2 * c.B + 1 }, (_, s) => s * c.T),
               ignoreIndex: -100,
               ref: c.ref,
-              beta: 0.1,
+              ...LOSS_DEFAULTS,
               lossTypes: ['sigmoid'],
               lossWeights: [1],
-              labelSmoothing: 0,
-              simpoGamma: 0.5,
-              discopopTau: 0.05,
               scale: 1 / c.B,
             }),
         },
@@ -243,7 +240,7 @@ async function main() {
           slow: true,
           run: () => undefined,
           setup: async () => {
-            const session = await peer.setup({ B: c.B, T: c.T, V, logits: c.logits32, labels: c.labels, refChosen: c.ref.chosen, refRejected: c.ref.rejected, beta: 0.1 });
+            const session = await peer.setup({ B: c.B, T: c.T, V, logits: c.logits32, labels: c.labels, refChosen: c.ref.chosen, refRejected: c.ref.rejected, beta: LOSS_DEFAULTS.beta });
             return { run: () => session.run(), dispose: () => session.dispose() };
           },
         })),

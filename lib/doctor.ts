@@ -8,7 +8,7 @@ import { decodeToFloat64, toBfloat16 } from './dtype.js';
 import { dpoLoss } from './loss.js';
 import { nativePath, packageRoot } from './native.js';
 import { referenceDpo } from './reference.js';
-import type { DType, LossType } from './types.js';
+import { LOSS_DEFAULTS, type DType, type LossType } from './types.js';
 
 export interface SelfCheck {
   case: string;
@@ -48,9 +48,9 @@ function selfCheck(lossType: LossType, dtype: DType): SelfCheck {
     beta: 0.5,
     lossTypes: [lossType],
     lossWeights: [1],
-    labelSmoothing: 0,
-    simpoGamma: 0.5,
-    discopopTau: 0.05,
+    labelSmoothing: LOSS_DEFAULTS.labelSmoothing,
+    simpoGamma: LOSS_DEFAULTS.simpoGamma,
+    discopopTau: LOSS_DEFAULTS.discopopTau,
     scale: 1 / B,
   });
   const grad = decodeToFloat64(got.grad!.data, dtype);

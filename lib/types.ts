@@ -41,6 +41,9 @@ export const NEEDS_REF: ReadonlySet<LossType> = new Set<LossType>(
   LOSS_TYPES.filter((t) => t !== 'sft' && t !== 'simpo' && t !== 'orpo'),
 );
 
+/** The loss options' defaults (TRL's): one place for lib/ and everything that restates them. */
+export const LOSS_DEFAULTS = { beta: 0.1, labelSmoothing: 0, simpoGamma: 0.5, discopopTau: 0.05 } as const;
+
 /** Loss types whose metrics (rewards, logps) are reported on averaged log-probs, as TRL's CPO/ORPO trainers do. */
 export const REPORTS_AVERAGED: ReadonlySet<LossType> = new Set<LossType>(['simpo', 'orpo']);
 

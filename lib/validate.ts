@@ -3,7 +3,7 @@
 import { availableParallelism } from 'node:os';
 
 import { invalidArgument } from './errors.js';
-import { LOSS_TYPES, NEEDS_REF, type DType, type LabelTensor, type LossType, type Tensor } from './types.js';
+import { LOSS_DEFAULTS, LOSS_TYPES, NEEDS_REF, type DType, type LabelTensor, type LossType, type Tensor } from './types.js';
 
 export const DTYPE_CODE: Record<DType, number> = { float32: 0, bfloat16: 1, float16: 2 };
 
@@ -200,15 +200,15 @@ export function checkLossSettings(options: Record<string, unknown>, numPairs: nu
     }
     lossWeights = w.map((x, i) => checkFinite(`lossWeights[${i}]`, x, 'a finite number'));
   }
-  const beta = options.beta === undefined ? 0.1 : checkFinite('beta', options.beta, 'a finite number > 0', (v) => v > 0);
+  const beta = options.beta === undefined ? LOSS_DEFAULTS.beta : checkFinite('beta', options.beta, 'a finite number > 0', (v) => v > 0);
   const labelSmoothing =
-    options.labelSmoothing === undefined ? 0 : checkFinite('labelSmoothing', options.labelSmoothing, 'a number in [0, 0.5]', (v) => v >= 0 && v <= 0.5);
+    options.labelSmoothing === undefined ? LOSS_DEFAULTS.labelSmoothing : checkFinite('labelSmoothing', options.labelSmoothing, 'a number in [0, 0.5]', (v) => v >= 0 && v <= 0.5);
   if (lossTypes.includes('robust') && labelSmoothing >= 0.5) {
     throw invalidArgument('labelSmoothing', "below 0.5 for lossType 'robust' (it divides by 1 - 2·labelSmoothing)", labelSmoothing);
   }
-  const simpoGamma = options.simpoGamma === undefined ? 0.5 : checkFinite('simpoGamma', options.simpoGamma, 'a finite number');
+  const simpoGamma = options.simpoGamma === undefined ? LOSS_DEFAULTS.simpoGamma : checkFinite('simpoGamma', options.simpoGamma, 'a finite number');
   const discopopTau =
-    options.discopopTau === undefined ? 0.05 : checkFinite('discopopTau', options.discopopTau, 'a finite number > 0', (v) => v > 0);
+    options.discopopTau === undefined ? LOSS_DEFAULTS.discopopTau : checkFinite('discopopTau', options.discopopTau, 'a finite number > 0', (v) => v > 0);
 
   const reduction = options.reduction === undefined ? 'mean' : options.reduction;
   if (reduction !== 'mean' && reduction !== 'sum') throw invalidArgument('reduction', "'mean' or 'sum'", reduction);

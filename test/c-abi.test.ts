@@ -9,6 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { referenceDpo } from '../lib/reference.js';
+import { LOSS_DEFAULTS } from '../lib/types.js';
 import { makeRng, testSeed } from './helpers/random.js';
 
 const SEED = testSeed();
@@ -44,12 +45,9 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
     cuSeqlens: cu,
     ignoreIndex: -100,
     ref: { chosen: ref.subarray(0, B), rejected: ref.subarray(B) },
-    beta: 0.1,
+    ...LOSS_DEFAULTS, // check_loss.c uses them too
     lossTypes: ['sigmoid'],
     lossWeights: [1],
-    labelSmoothing: 0,
-    simpoGamma: 0.5,
-    discopopTau: 0.05,
     scale: 1 / B,
   });
   assert.is(lines.length, 1 + seqs + rows * V);

@@ -16,7 +16,7 @@ import {
   type ReferenceInput,
   type ReferenceOutput,
 } from '../../lib/reference.js';
-import { REPORTS_AVERAGED, type DType, type LossType, type Tensor } from '../../lib/types.js';
+import { LOSS_DEFAULTS, REPORTS_AVERAGED, type DType, type LossType, type Tensor } from '../../lib/types.js';
 import type { Rng } from './random.js';
 
 export const IGNORE = -100;
@@ -140,12 +140,12 @@ export function referenceInput(c: TokenCase, options: Partial<DpoLossOptions>): 
   return {
     ...refTokens(c, options.ignoreIndex ?? IGNORE),
     ref,
-    beta: options.beta ?? 0.1,
+    beta: options.beta ?? LOSS_DEFAULTS.beta,
     lossTypes: types,
     lossWeights: options.lossWeights ?? types.map(() => 1),
-    labelSmoothing: options.labelSmoothing ?? 0,
-    simpoGamma: options.simpoGamma ?? 0.5,
-    discopopTau: options.discopopTau ?? 0.05,
+    labelSmoothing: options.labelSmoothing ?? LOSS_DEFAULTS.labelSmoothing,
+    simpoGamma: options.simpoGamma ?? LOSS_DEFAULTS.simpoGamma,
+    discopopTau: options.discopopTau ?? LOSS_DEFAULTS.discopopTau,
     scale,
   };
 }
