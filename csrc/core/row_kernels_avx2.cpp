@@ -19,6 +19,7 @@
 
 namespace fdpo {
 namespace {
+#define FDPO_HARDWARE_FMA 1
 #include "half_convert.h"
 #include "row_kernels_impl.h"
 

@@ -20,6 +20,7 @@
 
 namespace fdpo {
 namespace {
+#define FDPO_HARDWARE_FMA 1
 #include "half_convert.h"
 #include "row_kernels_impl.h"
 
@@ -40,13 +41,12 @@ struct Avx512Ops {
     const unsigned eq = _mm512_cmp_ps_mask(z, _mm512_set1_ps(m), _CMP_EQ_OQ);
     return eq ? __builtin_ctz(eq) : -1;
   }
-  // The portable exp with AVX-512's single-instruction rounding and scaling: roundscale for n,
-  // and a zero-masked scalef for 2^n that also zeroes the results below -87.3.
+  // The portable exp with AVX-512's scaling: a zero-masked scalef for 2^n that also zeroes the
+  // results below -87.3 (so no lower clamp is needed).
   static F exp(F x) {
     const M below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
     x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  // second operand on NaN: keep x
-    const F n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const F n = expExponent<Avx512Ops>(x);
     return _mm512_maskz_scalef_ps((M)~below, expReduced<Avx512Ops>(x, n), n);
   }
   static F setLane(F v, int lane, float value) { return _mm512_mask_mov_ps(v, (M)(1u << lane), _mm512_set1_ps(value)); }

@@ -35,17 +35,23 @@ inline typename O::F expReduced(typename O::F x, typename O::F n) {
   return O::fma(p, r, O::set1(1.0f));
 }
 
-// The portable exp: n by the 1.5*2^23 rounding trick (valid for |v| < 2^22), 2^n through the
-// exponent bits.
+// n = round(x*log2(e)) from the exact product (one fma with the 1.5*2^23 rounding trick, valid for
+// |x*log2(e)| < 2^22). Every level computes n this way: rounding the product first would pick the
+// other n when x*log2(e) lies within half an ulp of k + 1/2, and the result would differ by an ulp.
+template <class O>
+inline typename O::F expExponent(typename O::F x) {
+  const typename O::F magic = O::set1(12582912.0f);
+  return O::sub(O::fma(x, O::set1(1.44269504088896341f), magic), magic);
+}
+
+// The portable exp: 2^n through the exponent bits.
 template <class O>
 inline typename O::F expPortable(typename O::F x) {
-  using F = typename O::F;
   const typename O::M below = O::lessThan(x, O::set1(-87.3f));
   // Clamp to [-88, 88] so n stays a small integer (x86 min/max return their second operand for
   // NaN: x stays NaN).
   x = O::max(O::set1(-88.0f), O::min(O::set1(88.0f), x));
-  const F magic = O::set1(12582912.0f);
-  const F n = O::sub(O::fma(x, O::set1(1.44269504088896341f), magic), magic);
+  const typename O::F n = expExponent<O>(x);
   return O::zeroWhere(below, O::mul(expReduced<O>(x, n), O::exp2i(n)));
 }
 
@@ -63,7 +69,12 @@ struct ScalarOps {
   static F add(F a, F b) { return a + b; }
   static F sub(F a, F b) { return a - b; }
   static F mul(F a, F b) { return a * b; }
+  // The levels with FMA define FDPO_HARDWARE_FMA so a row's scalar tail rounds as its vector lanes do.
+#if FDPO_HARDWARE_FMA
+  static F fma(F a, F b, F c) { return __builtin_fmaf(a, b, c); }
+#else
   static F fma(F a, F b, F c) { return a * b + c; }
+#endif
   // Same NaN behaviour as x86 minps/maxps: the second operand when either is NaN.
   static F min(F a, F b) { return a < b ? a : b; }
   static F max(F a, F b) { return a > b ? a : b; }
