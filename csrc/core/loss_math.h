@@ -45,6 +45,9 @@ FDPO_HD double sigmoid(double x) {
   return e / (1.0 + e);
 }
 
+// sigmoid'(x) = sigmoid(x)·sigmoid(−x): no cancellation where sigmoid(x) is near 1 (unlike s·(1 − s)).
+FDPO_HD double sigmoidPrime(double x) { return sigmoid(x) * sigmoid(-x); }
+
 // log(1 + e^x) without overflow or loss of small values.
 FDPO_HD double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 
@@ -118,11 +121,10 @@ FDPO_HD PairTerm pairLoss(int kind, const LossParams& p, const PairScores& s) {
       break;
     }
     case FDPO_LOSS_APO_DOWN: {
-      const double sa = sigmoid(beta * a), su = sigmoid(u);
-      t.loss = sa + (1.0 - su);
+      t.loss = sigmoid(beta * a) + sigmoid(-u);
       ofU = false;
-      t.dChosen = beta * sa * (1.0 - sa) - beta * su * (1.0 - su);
-      t.dRejected = beta * su * (1.0 - su);
+      t.dChosen = beta * sigmoidPrime(beta * a) - beta * sigmoidPrime(u);
+      t.dRejected = beta * sigmoidPrime(u);
       break;
     }
     case FDPO_LOSS_DISCOPOP: {
@@ -177,11 +179,10 @@ FDPO_HD PairTerm pairLoss(int kind, const LossParams& p, const PairScores& s) {
       break;
     }
     case FDPO_LOSS_APO_ZERO: {
-      const double sa = sigmoid(beta * a), sb = sigmoid(beta * b);
-      t.loss = (1.0 - sa) + sb;
+      t.loss = sigmoid(-beta * a) + sigmoid(beta * b);
       ofU = false;
-      t.dChosen = -beta * sa * (1.0 - sa);
-      t.dRejected = beta * sb * (1.0 - sb);
+      t.dChosen = -beta * sigmoidPrime(beta * a);
+      t.dRejected = beta * sigmoidPrime(beta * b);
       break;
     }
     case FDPO_LOSS_SIMPO: {
