@@ -1,15 +1,28 @@
 /** Every error fused-dpo throws carries one of these codes. */
-export type FusedDpoErrorCode = 'ERR_FDPO_INVALID_ARGUMENT' | 'ERR_FDPO_OUT_OF_MEMORY' | 'ERR_FDPO_INTERNAL';
+export type FusedDpoErrorCode =
+  | 'ERR_FDPO_INVALID_ARGUMENT'
+  | 'ERR_FDPO_OUT_OF_MEMORY'
+  | 'ERR_FDPO_INTERNAL'
+  /** No native binary loads (the message lists every place tried). */
+  | 'ERR_FDPO_NATIVE_NOT_FOUND'
+  /** The CUDA backend was asked for where it cannot run (not in this build, no driver, no device). */
+  | 'ERR_FDPO_CUDA_UNAVAILABLE'
+  /** A CUDA call failed; the message names it. */
+  | 'ERR_FDPO_CUDA';
 
 export interface FusedDpoError extends Error {
   code: FusedDpoErrorCode;
 }
 
+export function fusedDpoError(message: string, code: FusedDpoErrorCode, Kind: typeof Error = Error): FusedDpoError {
+  const error = new Kind(`fused-dpo: ${message}`) as FusedDpoError;
+  error.code = code;
+  return error;
+}
+
 /** A bad argument: says which argument, what was expected and what was given. */
 export function invalidArgument(name: string, expected: string, given: unknown, Kind: typeof TypeError = RangeError): FusedDpoError {
-  const error = new Kind(`fused-dpo: ${name} must be ${expected}, got ${describe(given)}`) as FusedDpoError;
-  error.code = 'ERR_FDPO_INVALID_ARGUMENT';
-  return error;
+  return fusedDpoError(`${name} must be ${expected}, got ${describe(given)}`, 'ERR_FDPO_INVALID_ARGUMENT', Kind);
 }
 
 export function describe(value: unknown): string {

@@ -1,0 +1,124 @@
+// The published package works where nothing can compile: `npm pack` ships the prebuilt binary,
+// and installing the tarball into an empty project whose PATH holds only node, npm and sh gives
+// a package that loads that binary and matches the float64 reference. Needs `npm run prebuilds`
+// first (skipped without a prebuild, except in CI).
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+import { referenceDpo } from '../lib/reference.js';
+import { LOSS_DEFAULTS } from '../lib/types.js';
+import { makeRng, testSeed } from './helpers/random.js';
+
+const SEED = testSeed();
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const platformTag = `${process.platform}-${process.arch}`;
+const prebuildDir = join(root, 'prebuilds', platformTag);
+const hasPrebuild = existsSync(prebuildDir) && readdirSync(prebuildDir).some((name) => name.endsWith('.node'));
+// What a from-source build would need; none of it may be reachable in the install's PATH.
+const BUILD_TOOLS = ['gcc', 'g++', 'cc', 'c++', 'clang', 'make', 'cmake', 'ninja', 'python3', 'nvcc'];
+
+function onPath(name: string): string {
+  const dir = (process.env.PATH ?? '').split(delimiter).find((d) => d && existsSync(join(d, name)));
+  if (!dir) throw new Error(`${name} not found on PATH`);
+  return join(dir, name);
+}
+
+function run(command: string, args: string[], options: SpawnSyncOptions): string {
+  const child = spawnSync(command, args, { ...options, encoding: 'utf8' });
+  const output = `${child.stdout ?? ''}${child.stderr ?? ''}`;
+  assert.is(child.status, 0, `${[command, ...args].join(' ')} exited with ${child.status}:\n${output}`);
+  return String(child.stdout);
+}
+
+test('the packed tarball installs and computes the reference loss with no compiler reachable', () => {
+  if (!hasPrebuild) {
+    // CI builds the prebuild (`npm run prebuilds`) before the tests.
+    assert.ok(!process.env.CI, `CI needs a prebuilt binary in ${prebuildDir}: run \`npm run prebuilds\` first`);
+    console.log(`  (skipped: no prebuilt binary in prebuilds/${platformTag}; \`npm run prebuilds\` makes one)`);
+    return;
+  }
+  const temp = mkdtempSync(join(tmpdir(), 'fdpo-pack-'));
+  try {
+    // `npm pack` runs `prepare`, so dist/ is compiled from the current lib/.
+    const packed = JSON.parse(run(onPath('npm'), ['pack', '--json', '--pack-destination', temp], { cwd: root })) as [{ filename: string; files: { path: string }[] }];
+    const files = new Set(packed[0].files.map((f) => f.path));
+    for (const name of [`prebuilds/${platformTag}/fused-dpo.node`, 'dist/index.js', 'dist/index.d.ts', 'csrc/binding/addon.cpp', 'binding.gyp', 'CMakeLists.txt', 'scripts/install.mjs']) {
+      assert.ok(files.has(name), `the tarball lacks ${name}`);
+    }
+
+    // A PATH with node, npm and sh only (npm runs scripts through sh).
+    const bin = join(temp, 'bin');
+    mkdirSync(bin);
+    const npmCli = realpathSync(onPath('npm'));
+    symlinkSync(process.execPath, join(bin, 'node'));
+    symlinkSync(npmCli, join(bin, 'npm'));
+    symlinkSync(realpathSync(onPath('sh')), join(bin, 'sh'));
+    const env: NodeJS.ProcessEnv = { HOME: process.env.HOME, PATH: bin, npm_config_update_notifier: 'false' };
+    if (process.env.npm_config_cache) env.npm_config_cache = process.env.npm_config_cache;
+    for (const tool of BUILD_TOOLS) {
+      const found = spawnSync(join(bin, 'sh'), ['-c', `command -v ${tool}`], { env, encoding: 'utf8' });
+      assert.is.not(found.status, 0, `${tool} is reachable in the install's PATH: ${found.stdout.trim()}`);
+    }
+
+    // allowScripts: npm releases that block dependencies' install scripts by default still run this one.
+    const app = join(temp, 'app');
+    mkdirSync(app);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module', allowScripts: { 'fused-dpo': true } }));
+    const install = run(process.execPath, [npmCli, 'install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts', join(temp, packed[0].filename)], { cwd: app, env });
+    assert.match(install, `fused-dpo: using the prebuilt binary prebuilds/${platformTag}/fused-dpo.node`);
+    assert.not.ok(existsSync(join(app, 'node_modules', 'fused-dpo', 'build')), 'the install built something');
+
+    const rng = makeRng(SEED);
+    const B = 2, T = 5, V = 41, rows = 2 * B * T;
+    const logits = Float32Array.from({ length: rows * V }, () => 3 * rng.normal());
+    const labels = Int32Array.from({ length: rows }, (_, r) => (r % T < 2 ? -100 : rng.int(V)));
+    const ref = { chosen: Float64Array.from({ length: B }, () => -10 - 5 * rng.next()), rejected: Float64Array.from({ length: B }, () => -10 - 5 * rng.next()) };
+    writeFileSync(join(app, 'case.json'), JSON.stringify({ logits: [...logits], labels: [...labels], shape: [2 * B, T, V], chosen: [...ref.chosen], rejected: [...ref.rejected] }));
+    writeFileSync(
+      join(app, 'check.mjs'),
+      `import { readFileSync } from 'node:fs';
+import { dpoLoss } from 'fused-dpo';
+import { nativeSource } from './node_modules/fused-dpo/dist/native.js';
+const c = JSON.parse(readFileSync('case.json', 'utf8'));
+const out = dpoLoss({
+  logits: { data: Float32Array.from(c.logits), shape: c.shape },
+  labels: { data: Int32Array.from(c.labels), shape: c.shape.slice(0, 2) },
+  ref: { chosen: Float64Array.from(c.chosen), rejected: Float64Array.from(c.rejected) },
+});
+console.log(JSON.stringify({ loss: out.loss, grad: [...out.grad.data], source: nativeSource() }));
+`,
+    );
+    const got = JSON.parse(run(process.execPath, ['check.mjs'], { cwd: app, env })) as { loss: number; grad: number[]; source: string };
+
+    const want = referenceDpo({
+      logits: Float64Array.from(logits),
+      rows,
+      vocab: V,
+      labels,
+      cuSeqlens: Int32Array.from({ length: 2 * B + 1 }, (_, s) => s * T),
+      ignoreIndex: -100,
+      ref,
+      ...LOSS_DEFAULTS, // dpoLoss's defaults, as check.mjs uses them
+      lossTypes: ['sigmoid'],
+      lossWeights: [1],
+      scale: 1 / B,
+    });
+    assert.is(got.source, 'prebuild');
+    assert.ok(Math.abs(got.loss - want.loss) <= 1e-6 * Math.abs(want.loss), `loss ${got.loss} vs ${want.loss} (seed=${SEED})`);
+    let num = 0, den = 0;
+    for (let i = 0; i < rows * V; i++) {
+      num += (got.grad[i]! - want.grad[i]!) ** 2;
+      den += want.grad[i]! ** 2;
+    }
+    assert.ok(Math.sqrt(num / den) <= 1e-5, `gradient relative L2 error ${Math.sqrt(num / den)} (seed=${SEED})`);
+  } finally {
+    rmSync(temp, { recursive: true, force: true });
+  }
+});
+
+test.run();
