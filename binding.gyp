@@ -5,6 +5,8 @@
       "sources": [
         "csrc/binding/addon.cpp",
         "csrc/core/cpu_backend.cpp",
+        "csrc/core/checks.cpp",
+        "csrc/core/cuda_unavailable.cpp",
         "csrc/core/reduce.cpp",
         "csrc/core/thread_pool.cpp",
         "csrc/core/unfused_passes.cpp",

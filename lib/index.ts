@@ -1,7 +1,17 @@
 export { dpoLoss, dpoLossAsync, sequenceLogps, sequenceLogpsAsync } from './loss.js';
-export type { DpoLossOptions, DpoLossResult, SequenceLogpsOptions, SequenceLogpsResult } from './loss.js';
+export type {
+  DeviceDpoLossOptions,
+  DpoLossOptions,
+  DpoLossResult,
+  LossSettingsOptions,
+  SequenceLogpsOptions,
+  SequenceLogpsResult,
+} from './loss.js';
+export type { DeviceTokenOptions, TokenOptions, TokenSettings } from './validate.js';
 export { backendInfo, setSimdLevel } from './backend.js';
-export type { BackendInfo } from './backend.js';
+export type { BackendInfo, BackendName, CudaDeviceInfo } from './backend.js';
+export { DeviceTensor } from './device.js';
+export type { DeviceDType, DeviceOptions } from './device.js';
 export { toBfloat16, fromBfloat16, toFloat16, fromFloat16 } from './dtype.js';
 export { LOSS_TYPES } from './types.js';
 export type { DType, Tensor, LabelTensor, LossType, DpoMetrics } from './types.js';

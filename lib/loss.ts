@@ -1,14 +1,26 @@
 // The public loss and log-prob calls: validate, fill the binding's argument object, run, and
 // shape the results.
+import { DeviceTensor } from './device.js';
 import { invalidArgument } from './errors.js';
-import { native, STAT, type NativeLossArgs, type NativeSequenceArgs } from './native.js';
+import { native, STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './native.js';
 import { LOSS_TYPES, REPORTS_AVERAGED, type DpoMetrics, type DType, type LossType, type Tensor } from './types.js';
-import { checkLossSettings, checkTensor, checkTokens, DTYPE_CODE, type CheckedTokens, type TokenOptions } from './validate.js';
+import {
+  checkLossSettings,
+  checkTensor,
+  checkTokens,
+  DTYPE_CODE,
+  type CheckedTokens,
+  type DeviceTokenOptions,
+  type TokenOptions,
+} from './validate.js';
 
-export interface SequenceLogpsOptions extends TokenOptions {
+export interface SequenceLogpsSettings {
   /** Divide each sum by its token count (clamped to >= 1). Default false. */
   average?: boolean;
 }
+
+/** Host or device tokens; the results are host arrays either way. */
+export type SequenceLogpsOptions = (TokenOptions | DeviceTokenOptions) & SequenceLogpsSettings;
 
 export interface SequenceLogpsResult {
   /** One per sequence: the sum (or mean) of the completion tokens' log-probs, in float64. */
@@ -17,7 +29,8 @@ export interface SequenceLogpsResult {
   counts: Int32Array;
 }
 
-export interface DpoLossOptions extends TokenOptions {
+/** The loss's settings, shared by host and device calls. */
+export interface LossSettingsOptions {
   /** Reference sequence log-prob sums (as sequenceLogps returns them), B each. */
   ref?: { chosen: ArrayLike<number>; rejected: ArrayLike<number> } | null;
   beta?: number;
@@ -29,8 +42,6 @@ export interface DpoLossOptions extends TokenOptions {
   reduction?: 'mean' | 'sum';
   /** Divide the summed loss by this count instead (data-parallel shards). Overrides reduction. */
   normalizer?: number;
-  /** true: a new array · 'inplace': over the logits · false: none · a tensor to fill. Default true. */
-  grad?: boolean | 'inplace' | Tensor;
   /**
    * Deferred scale: grad receives the unscaled onehot − p, written in the forward pass (one read
    * and one write of the logits in all), and rowScale the per-row factor G that makes it the
@@ -39,7 +50,22 @@ export interface DpoLossOptions extends TokenOptions {
   deferScale?: boolean;
 }
 
-export interface DpoLossResult {
+export interface DpoLossOptions extends TokenOptions, LossSettingsOptions {
+  /** true: a new array · 'inplace': over the logits · false: none · a tensor to fill. Default true. */
+  grad?: boolean | 'inplace' | Tensor;
+}
+
+/** Device logits: the gradient (and rowScale) stay on the GPU. */
+export interface DeviceDpoLossOptions extends DeviceTokenOptions, LossSettingsOptions {
+  /** true: a new DeviceTensor · 'inplace': over the logits · false: none · a DeviceTensor to fill. Default true. */
+  grad?: boolean | 'inplace' | DeviceTensor;
+}
+
+/**
+ * The loss call's results. G and S are the gradient's and row scales' types: host arrays for host
+ * logits, DeviceTensors for device logits (see dpoLoss's overloads).
+ */
+export interface DpoLossResult<G extends Tensor | DeviceTensor = Tensor, S extends Float32Array | DeviceTensor = Float32Array> {
   loss: number;
   losses: Float64Array;
   chosenLogps: Float64Array;
@@ -50,23 +76,36 @@ export interface DpoLossResult {
   tokenCounts: Int32Array;
   /** ∂loss/∂(sequence log-prob sum), per sequence (2B). */
   sequenceGrad: Float64Array;
-  /** ∂loss/∂logits, in the logits' dtype and shape, or null when grad: false; unscaled with deferScale. */
-  grad: Tensor | null;
-  /** With deferScale: one factor per row (0 for ignored rows); the gradient is rowScale[r]·grad[r, :]. */
-  rowScale: Float32Array | null;
+  /**
+   * ∂loss/∂logits, in the logits' dtype and shape, or null when grad: false; unscaled with
+   * deferScale. A DeviceTensor when the logits are one (or when one was given to fill).
+   */
+  grad: G | null;
+  /**
+   * With deferScale: one factor per row (0 for ignored rows); the gradient is rowScale[r]·grad[r, :].
+   * A float32 DeviceTensor when the logits are one.
+   */
+  rowScale: S | null;
   metrics: DpoMetrics;
+}
+
+function bufferOf<T>(value: T | DeviceTensor): T | DeviceBuffer {
+  return value instanceof DeviceTensor ? value.nativeBuffer() : value;
 }
 
 function tokenArgs(t: CheckedTokens) {
   return {
-    logits: t.data,
+    logits: bufferOf(t.data),
     dtype: DTYPE_CODE[t.dtype],
     rows: t.rows,
     vocab: t.vocab,
-    labels: t.labels,
+    labels: bufferOf(t.labels),
     cuSeqlens: t.cuSeqlens,
     ignoreIndex: t.ignoreIndex,
     threads: t.threads,
+    device: t.device,
+    stream: t.stream,
+    timings: null,
   };
 }
 
@@ -101,27 +140,50 @@ function newLike(dtype: DType, length: number): Float32Array | Uint16Array {
   return dtype === 'float32' ? new Float32Array(length) : new Uint16Array(length);
 }
 
-function gradTarget(grad: DpoLossOptions['grad'], tokens: CheckedTokens): Float32Array | Uint16Array | null {
-  if (grad === undefined || grad === true) return newLike(tokens.dtype, tokens.data.length);
+type GradData = Float32Array | Uint16Array | DeviceTensor;
+
+function gradTarget(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens): GradData | null {
+  const elements = tokens.rows * tokens.vocab;
+  if (grad === undefined || grad === true) {
+    if (tokens.data instanceof DeviceTensor) return DeviceTensor.alloc(tokens.shape, tokens.dtype, { device: tokens.data.device });
+    return newLike(tokens.dtype, elements);
+  }
   if (grad === false) return null;
   if (grad === 'inplace') return tokens.data;
-  if (typeof grad !== 'object' || grad === null) {
-    throw invalidArgument('grad', "true, false, 'inplace' or a tensor to fill", grad, TypeError);
+  const onDevice = tokens.data instanceof DeviceTensor;
+  if (grad instanceof DeviceTensor) {
+    if (!onDevice) throw invalidArgument('grad', 'a host tensor for host logits (a DeviceTensor only for device logits)', grad.toString());
+    if (grad.dtype !== tokens.dtype) throw invalidArgument('grad.dtype', `the logits dtype '${tokens.dtype}'`, grad.dtype);
+    if (grad.byteLength !== elements * (tokens.dtype === 'float32' ? 4 : 2)) {
+      throw invalidArgument('grad.shape', `${elements} elements (as many as logits)`, grad.shape);
+    }
+    if (grad.device !== tokens.device) throw invalidArgument('grad.device', `the call's device ${tokens.device}`, grad.device);
+    grad.pointer; // throws when freed
+    return grad;
+  }
+  if (typeof grad !== 'object' || grad === null || onDevice) {
+    const target = onDevice ? 'a DeviceTensor' : 'a tensor';
+    throw invalidArgument('grad', `true, false, 'inplace' or ${target} to fill`, grad, TypeError);
   }
   const target = checkTensor('grad', grad);
   if (target.dtype !== tokens.dtype) throw invalidArgument('grad.dtype', `the logits dtype '${tokens.dtype}'`, target.dtype);
-  if (target.data.length !== tokens.data.length) {
-    throw invalidArgument('grad.data', `${tokens.data.length} elements (as many as logits)`, target.data);
+  if (target.data.length !== elements) {
+    throw invalidArgument('grad.data', `${elements} elements (as many as logits)`, target.data);
   }
   return target.data;
 }
 
+type AnyDpoLossOptions = DpoLossOptions | DeviceDpoLossOptions;
+type AnyDpoLossResult = DpoLossResult<Tensor | DeviceTensor, Float32Array | DeviceTensor>;
+
 interface PreparedLoss {
   args: NativeLossArgs;
-  finish(): DpoLossResult;
+  finish(): AnyDpoLossResult;
+  /** Frees the device outputs this call allocated (when it fails). */
+  release(): void;
 }
 
-function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
+function prepareDpoLoss(options: AnyDpoLossOptions): PreparedLoss {
   const tokens = checkTokens(options);
   if (tokens.numSeqs < 2 || tokens.numSeqs % 2 !== 0) {
     throw invalidArgument(
@@ -135,9 +197,15 @@ function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
   if (options.deferScale !== undefined && typeof options.deferScale !== 'boolean') {
     throw invalidArgument('deferScale', 'a boolean', options.deferScale, TypeError);
   }
+  if (options.deferScale && options.grad === false) {
+    throw invalidArgument('deferScale', 'used with a gradient (grad not false)', options.grad);
+  }
   const gradData = gradTarget(options.grad, tokens);
-  if (options.deferScale && !gradData) throw invalidArgument('deferScale', 'used with a gradient (grad not false)', options.grad);
-  const rowScale = options.deferScale ? new Float32Array(tokens.rows) : null;
+  const rowScale = !options.deferScale
+    ? null
+    : gradData instanceof DeviceTensor
+      ? DeviceTensor.alloc([tokens.rows], 'float32', { device: gradData.device })
+      : new Float32Array(tokens.rows);
   const args: NativeLossArgs = {
     ...tokenArgs(tokens),
     kinds: Int32Array.from(settings.lossTypes, (t) => LOSS_TYPES.indexOf(t)),
@@ -156,12 +224,16 @@ function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
     chosenRewards: new Float64Array(numPairs),
     rejectedRewards: new Float64Array(numPairs),
     stats: new Float64Array(STAT.count),
-    grad: gradData,
-    rowScale,
+    grad: gradData === null ? null : bufferOf(gradData),
+    rowScale: rowScale === null ? null : bufferOf(rowScale),
   };
   const averaged = settings.lossTypes.some((t) => REPORTS_AVERAGED.has(t));
+  const allocated = [gradData !== options.grad && gradData !== tokens.data ? gradData : null, rowScale];
   return {
     args,
+    release() {
+      for (const t of allocated) if (t instanceof DeviceTensor) t.free();
+    },
     finish() {
       const side = (offset: number) =>
         Float64Array.from({ length: numPairs }, (_, i) => {
@@ -179,7 +251,7 @@ function prepareDpoLoss(options: DpoLossOptions): PreparedLoss {
         rejectedRewards: args.rejectedRewards,
         tokenCounts: args.seqCounts,
         sequenceGrad: args.seqGrad,
-        grad: gradData ? { data: gradData, shape: tokens.shape, dtype: tokens.dtype } : null,
+        grad: gradData === null || gradData instanceof DeviceTensor ? gradData : { data: gradData, shape: tokens.shape, dtype: tokens.dtype },
         rowScale,
         metrics: metricsOf(args, chosenLogps, rejectedLogps),
       };
@@ -217,17 +289,48 @@ function metricsOf(args: NativeLossArgs, chosenLogps: Float64Array, rejectedLogp
 }
 
 /** The DPO-family loss, its metrics and its gradient with respect to the logits. */
-export function dpoLoss(options: DpoLossOptions): DpoLossResult {
+export function dpoLoss(options: DpoLossOptions): DpoLossResult;
+export function dpoLoss(options: DeviceDpoLossOptions): DpoLossResult<DeviceTensor, DeviceTensor>;
+export function dpoLoss(options: AnyDpoLossOptions): AnyDpoLossResult {
   const prepared = prepareDpoLoss(options);
-  native().dpoLoss(prepared.args);
+  runReleasingOnError(prepared, () => native().dpoLoss(prepared.args));
   return prepared.finish();
 }
 
 /** dpoLoss on the libuv thread pool; the event loop stays free. Same bits as dpoLoss. */
-export async function dpoLossAsync(options: DpoLossOptions): Promise<DpoLossResult> {
+export function dpoLossAsync(options: DpoLossOptions): Promise<DpoLossResult>;
+export function dpoLossAsync(options: DeviceDpoLossOptions): Promise<DpoLossResult<DeviceTensor, DeviceTensor>>;
+export async function dpoLossAsync(options: AnyDpoLossOptions): Promise<AnyDpoLossResult> {
   const prepared = prepareDpoLoss(options);
-  await native().dpoLossAsync(prepared.args);
+  try {
+    await native().dpoLossAsync(prepared.args);
+  } catch (error) {
+    prepared.release();
+    throw error;
+  }
   return prepared.finish();
+}
+
+// A failed call frees the device outputs it allocated.
+function runReleasingOnError(prepared: PreparedLoss, run: () => void): void {
+  try {
+    run();
+  } catch (error) {
+    prepared.release();
+    throw error;
+  }
+}
+
+/**
+ * dpoLoss on the CUDA backend with the kernels timed by CUDA events: pass A, the reduce and pass
+ * B in ms. For test/gpu/ and benchmarks: not exported from the package.
+ */
+export function dpoLossTimed(options: AnyDpoLossOptions): { result: AnyDpoLossResult; timings: Float32Array } {
+  const prepared = prepareDpoLoss({ ...options, backend: 'cuda' });
+  const timings = new Float32Array(3);
+  prepared.args.timings = timings;
+  runReleasingOnError(prepared, () => native().dpoLoss(prepared.args));
+  return { result: prepared.finish(), timings };
 }
 
 /**
@@ -235,8 +338,8 @@ export async function dpoLossAsync(options: DpoLossOptions): Promise<DpoLossResu
  * op per pass). For the benchmark: not exported from the package.
  */
 export function dpoLossUnfused(options: DpoLossOptions): DpoLossResult {
-  const prepared = prepareDpoLoss(options);
+  const prepared = prepareDpoLoss({ ...options, backend: 'cpu' });
   native().dpoLossUnfused(prepared.args);
-  return prepared.finish();
+  return prepared.finish() as DpoLossResult;
 }
 

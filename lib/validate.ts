@@ -2,33 +2,58 @@
 // message naming the argument, what it expected and what it got.
 import { availableParallelism } from 'node:os';
 
+import { backendFor, type BackendName } from './backend.js';
+import { DeviceTensor } from './device.js';
 import { invalidArgument } from './errors.js';
 import { LOSS_DEFAULTS, LOSS_TYPES, NEEDS_REF, type DType, type LabelTensor, type LossType, type Tensor } from './types.js';
 
 export const DTYPE_CODE: Record<DType, number> = { float32: 0, bfloat16: 1, float16: 2 };
 
-export interface TokenOptions {
+/** Host tokens. */
+export interface TokenOptions extends TokenSettings {
   logits: Tensor;
   labels: LabelTensor;
+}
+
+/** Device tokens, for the CUDA backend: logits a float32/bfloat16/float16 DeviceTensor, labels on the host or an int32 DeviceTensor. */
+export interface DeviceTokenOptions extends TokenSettings {
+  logits: DeviceTensor;
+  labels: LabelTensor | DeviceTensor;
+}
+
+export interface TokenSettings {
   /** Packed layout: logits [N, V], labels [N], sequence s = rows cuSeqlens[s]..cuSeqlens[s+1]-1. */
   cuSeqlens?: Int32Array;
   /** Label value of prompt and padding tokens (default -100). */
   ignoreIndex?: number;
-  /** Worker threads (default: os.availableParallelism()). */
+  /** CPU worker threads (default: os.availableParallelism()). */
   threads?: number;
+  /**
+   * Run this call on 'cpu' or 'cuda' instead of the process's backend (FUSED_DPO_BACKEND, else
+   * CUDA when a device answers). DeviceTensor inputs always run on CUDA.
+   */
+  backend?: BackendName;
+  /** CUDA device for host inputs (default 0); DeviceTensor inputs run on their own device. */
+  device?: number;
+  /** A cudaStream_t (as a bigint) to run on, for interop with other CUDA code; default: the default stream. */
+  stream?: bigint;
 }
 
 export interface CheckedTokens {
-  data: Float32Array | Uint16Array;
+  data: Float32Array | Uint16Array | DeviceTensor;
   dtype: DType;
   shape: number[];
   rows: number;
   vocab: number;
-  labels: Int32Array;
+  labels: Int32Array | DeviceTensor;
   cuSeqlens: Int32Array;
   numSeqs: number;
   ignoreIndex: number;
   threads: number;
+  backend: BackendName;
+  /** The CUDA device the call runs on (null on the CPU). */
+  device: number | null;
+  stream: bigint | null;
 }
 
 const INT32_MIN = -2147483648;
@@ -107,19 +132,55 @@ function checkCuSeqlens(cu: unknown, rows: number): Int32Array {
   return cu;
 }
 
+function checkDeviceLogits(tensor: DeviceTensor): { data: DeviceTensor; dtype: DType; shape: number[] } {
+  if (tensor.dtype === 'int32') throw invalidArgument('logits.dtype', "'float32', 'bfloat16' or 'float16'", tensor.dtype);
+  tensor.pointer; // throws when freed
+  return { data: tensor, dtype: tensor.dtype, shape: [...tensor.shape] };
+}
+
+function checkLabels(tensor: unknown): { labels: Int32Array | DeviceTensor; shape: number[] } {
+  if (tensor instanceof DeviceTensor) {
+    if (tensor.dtype !== 'int32') throw invalidArgument('labels.dtype', "'int32' for a DeviceTensor of labels", tensor.dtype);
+    tensor.pointer; // throws when freed
+    return { labels: tensor, shape: [...tensor.shape] };
+  }
+  if (!isObject(tensor) || !(tensor.data instanceof Int32Array)) {
+    throw invalidArgument('labels', 'a tensor { data: Int32Array, shape } or an int32 DeviceTensor', tensor, TypeError);
+  }
+  checkFixedBuffer('labels.data', tensor.data);
+  return { labels: tensor.data, shape: checkShape('labels', tensor.shape) };
+}
+
+// Where the call runs: the backend, and for CUDA the device (DeviceTensor inputs must share one).
+function checkPlacement(options: Record<string, unknown>, logits: unknown, labels: unknown) {
+  const requested = options.backend;
+  if (requested !== undefined && requested !== 'cpu' && requested !== 'cuda') throw invalidArgument('backend', "'cpu' or 'cuda'", requested);
+  if (labels instanceof DeviceTensor && !(logits instanceof DeviceTensor)) {
+    throw invalidArgument('labels', 'host labels for host logits (a DeviceTensor only with DeviceTensor logits)', labels.toString());
+  }
+  const onDevice = [logits, labels].filter((t): t is DeviceTensor => t instanceof DeviceTensor);
+  const backend = backendFor(requested, onDevice.length > 0);
+  if (options.stream !== undefined && typeof options.stream !== 'bigint') {
+    throw invalidArgument('stream', 'a cudaStream_t as a bigint', options.stream, TypeError);
+  }
+  let device: number | null = null;
+  if (backend === 'cuda') {
+    device = onDevice.length > 0 ? onDevice[0].device : options.device === undefined ? 0 : checkInteger('device', options.device, 0, 1023);
+    if (onDevice.some((t) => t.device !== device)) {
+      throw invalidArgument('labels', `a DeviceTensor on the logits' device ${device}`, `one on device ${onDevice[1]?.device}`);
+    }
+  }
+  return { backend, device, stream: backend === 'cuda' ? ((options.stream as bigint | undefined) ?? null) : null };
+}
+
 export function checkTokens(options: unknown): CheckedTokens {
   if (!isObject(options)) throw invalidArgument('options', 'an object', options, TypeError);
-  const { data, dtype, shape } = checkTensor('logits', options.logits);
+  const { data, dtype, shape } =
+    options.logits instanceof DeviceTensor ? checkDeviceLogits(options.logits) : checkTensor('logits', options.logits);
   const ignoreIndex = options.ignoreIndex === undefined ? -100 : checkInteger('ignoreIndex', options.ignoreIndex, INT32_MIN, INT32_MAX);
   const threads = options.threads === undefined ? availableParallelism() : checkInteger('threads', options.threads, 1, 4096);
-
-  const labelsTensor = options.labels;
-  if (!isObject(labelsTensor) || !(labelsTensor.data instanceof Int32Array)) {
-    throw invalidArgument('labels', 'a tensor { data: Int32Array, shape }', labelsTensor, TypeError);
-  }
-  const labelShape = checkShape('labels', labelsTensor.shape);
-  const labels = labelsTensor.data;
-  checkFixedBuffer('labels.data', labels);
+  const { labels, shape: labelShape } = checkLabels(options.labels);
+  const placement = checkPlacement(options, options.logits, options.labels);
 
   const packed = options.cuSeqlens !== undefined;
   if (packed ? shape.length !== 2 : shape.length !== 3) {
@@ -136,7 +197,7 @@ export function checkTokens(options: unknown): CheckedTokens {
   if (labelShape.length !== expected.length || labelShape.some((d, i) => d !== expected[i])) {
     throw invalidArgument('labels.shape', `[${expected.join(', ')}] (logits.shape without V)`, labelShape);
   }
-  if (labels.length !== rows) throw invalidArgument('labels.data', `${rows} elements`, labels);
+  if (!(labels instanceof DeviceTensor) && labels.length !== rows) throw invalidArgument('labels.data', `${rows} elements`, labels);
 
   let cuSeqlens: Int32Array;
   if (packed) {
@@ -148,13 +209,14 @@ export function checkTokens(options: unknown): CheckedTokens {
   }
   if (rows > INT32_MAX) throw invalidArgument('logits', 'fewer than 2^31 rows', rows);
 
-  for (let r = 0; r < rows; r++) {
+  // (Device labels are checked on the device, before any kernel indexes with them.)
+  for (let r = 0; !(labels instanceof DeviceTensor) && r < rows; r++) {
     const y = labels[r];
     if (y !== ignoreIndex && (y < 0 || y >= vocab)) {
       throw invalidArgument(`labels.data[${r}]`, `a token id in [0, ${vocab}) or ignoreIndex (${ignoreIndex})`, y);
     }
   }
-  return { data, dtype, shape, rows, vocab, labels, cuSeqlens, numSeqs: cuSeqlens.length - 1, ignoreIndex, threads };
+  return { data, dtype, shape, rows, vocab, labels, cuSeqlens, numSeqs: cuSeqlens.length - 1, ignoreIndex, threads, ...placement };
 }
 
 export interface LossSettings {

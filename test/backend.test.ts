@@ -12,8 +12,11 @@ import { backendInfo } from '../lib/index.js';
 
 const lib = join(dirname(fileURLToPath(import.meta.url)), '..', 'lib', 'index.ts');
 
-function simdIn(env: Record<string, string>): string {
-  const script = `import { backendInfo } from ${JSON.stringify(lib)}; console.log(backendInfo().simd);`;
+/** Runs `expression` (over backendInfo) in a fresh process with env; prints its JSON or the error's code and message. */
+function inFreshProcess(env: Record<string, string>, expression: string): string {
+  const script =
+    `import { backendInfo } from ${JSON.stringify(lib)};` +
+    `try { console.log(JSON.stringify(${expression})); } catch (e) { console.log(e.code + ': ' + e.message); }`;
   return execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
     env: { ...process.env, ...env },
   })
@@ -21,12 +24,35 @@ function simdIn(env: Record<string, string>): string {
     .trim();
 }
 
-test('backendInfo names the backend, SIMD level, threads and ABI version', () => {
+function simdIn(env: Record<string, string>): string {
+  return JSON.parse(inFreshProcess(env, 'backendInfo().simd')) as string;
+}
+
+const cudaAvailable = backendInfo().cuda.devices.length > 0;
+
+test('backendInfo names the backend, SIMD level, threads, ABI version and CUDA status', () => {
   const info = backendInfo();
-  assert.is(info.backend, 'cpu');
+  const forcedCpu = process.env.FUSED_DPO_BACKEND === 'cpu';
+  assert.is(info.backend, cudaAvailable && !forcedCpu ? 'cuda' : 'cpu');
   assert.ok(['avx512', 'avx2', 'baseline'].includes(info.simd), info.simd);
   assert.ok(Number.isInteger(info.threads) && info.threads >= 1);
   assert.is(info.abiVersion, 1);
+  assert.type(info.cuda.compiled, 'boolean');
+  if (info.cuda.compiled) assert.match(info.cuda.runtimeVersion ?? '', /^\d+\.\d+$/);
+  else assert.is(info.cuda.runtimeVersion, null);
+  // Whenever CUDA is not the backend, backendInfo says why.
+  if (info.backend === 'cpu') assert.ok(info.cuda.reason && info.cuda.reason.length > 5, String(info.cuda.reason));
+  else assert.is(info.cuda.reason, null);
+});
+
+test('FUSED_DPO_BACKEND=cpu is obeyed; =cuda without CUDA and unknown names are clear errors', () => {
+  const cpu = JSON.parse(inFreshProcess({ FUSED_DPO_BACKEND: 'cpu' }, 'backendInfo()')) as { backend: string; cuda: { reason: string } };
+  assert.is(cpu.backend, 'cpu');
+  assert.is(cpu.cuda.reason, 'FUSED_DPO_BACKEND=cpu');
+  assert.match(inFreshProcess({ FUSED_DPO_BACKEND: 'tpu' }, 'backendInfo()'), /^ERR_FDPO_INVALID_ARGUMENT: .*FUSED_DPO_BACKEND must be 'cpu', 'cuda' or unset, got "tpu"/);
+  const cuda = inFreshProcess({ FUSED_DPO_BACKEND: 'cuda' }, 'backendInfo().backend');
+  if (cudaAvailable) assert.is(cuda, '"cuda"');
+  else assert.match(cuda, /^ERR_FDPO_CUDA_UNAVAILABLE: fused-dpo: FUSED_DPO_BACKEND=cuda, but CUDA cannot be used here: .{6,}/);
 });
 
 test('FDPO_SIMD picks a level the CPU supports and is ignored otherwise', () => {
@@ -40,6 +66,8 @@ test('doctor: finds the binary it loaded and passes its self-check', () => {
   const report = doctor();
   assert.ok(existsSync(report.binary), report.binary);
   assert.ok(report.checks.length >= 6);
+  assert.ok(['FUSED_DPO_NATIVE', 'prebuild', 'local build'].includes(report.binarySource), report.binarySource);
+  assert.ok(report.cuda.length > 10, report.cuda);
   for (const c of report.checks) assert.ok(c.ok, `${c.case}: loss ${c.lossRelError}, grad ${c.gradRelError}`);
   assert.ok(report.ok);
   assert.match(formatDoctor(report), /all good$/);

@@ -20,6 +20,9 @@ function validArgs(): NativeLossArgs {
     cuSeqlens: new Int32Array([0, 3, 6]),
     ignoreIndex: -100,
     threads: 2,
+    device: null,
+    stream: null,
+    timings: null,
     kinds: new Int32Array([0]),
     weights: new Float64Array([1]),
     beta: 0.1,
@@ -88,9 +91,34 @@ test('lies about sizes, offsets, labels and types are refused by the binding', (
     ['stats too short', (a) => (a.stats = new Float64Array(2))],
     ['logits a plain array', (a) => ((a as unknown as { logits: number[] }).logits = [1, 2, 3])],
     ['threads a string', (a) => ((a as unknown as { threads: string }).threads = '2')],
+    // Device memory is never read by the CPU backend, whatever the object claims.
+    ['device logits on the CPU', (a) => (a.logits = { pointer: 4096n, byteLength: 120 })],
+    ['device labels on the CPU', (a) => (a.labels = { pointer: 4096n, byteLength: 24 })],
+    ['a device grad on the CPU', (a) => (a.grad = { pointer: 4096n, byteLength: 120 })],
+    ['a device rowScale on the CPU', (a) => (a.rowScale = { pointer: 4096n, byteLength: 24 })],
+    ['a device pointer as a number', (a) => ((a as unknown as { logits: unknown }).logits = { pointer: 4096, byteLength: 120 })],
   ];
   for (const [what, mutate] of cases) {
     const args = validArgs();
+    mutate(args);
+    expectInvalid(args, what);
+  }
+});
+
+test('device buffers that are too small, null or not bigints are refused before CUDA is asked', () => {
+  const cases: [string, (a: NativeLossArgs) => void][] = [
+    ['logits smaller than rows x vocab', (a) => (a.logits = { pointer: 4096n, byteLength: 119 })],
+    ['labels smaller than rows', (a) => (a.labels = { pointer: 4096n, byteLength: 23 })],
+    ['grad smaller than the logits', (a) => (a.grad = { pointer: 4096n, byteLength: 100 })],
+    ['a null device pointer', (a) => (a.logits = { pointer: 0n, byteLength: 120 })],
+    ['a pointer past 64 bits', (a) => (a.logits = { pointer: 1n << 70n, byteLength: 120 })],
+    ['a stream that is not a bigint', (a) => ((a as unknown as { stream: number }).stream = 1)],
+    ['timings too short', (a) => (a.timings = new Float32Array(2))],
+    ['device -1', (a) => (a.device = -1)],
+  ];
+  for (const [what, mutate] of cases) {
+    const args = validArgs();
+    args.device = 0;
     mutate(args);
     expectInvalid(args, what);
   }
@@ -119,7 +147,9 @@ test('random garbage in every field never crashes the process', () => {
     try {
       native().dpoLoss(args as unknown as NativeLossArgs);
     } catch (error) {
-      assert.is((error as { code?: string }).code, 'ERR_FDPO_INVALID_ARGUMENT', (error as Error).message);
+      // (a garbage `device` asks for CUDA, which this machine may not have)
+      const code = (error as { code?: string }).code;
+      assert.ok(code === 'ERR_FDPO_INVALID_ARGUMENT' || code === 'ERR_FDPO_CUDA_UNAVAILABLE', `${code}: ${(error as Error).message}`);
       refused++;
     }
   }

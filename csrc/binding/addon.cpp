@@ -3,6 +3,7 @@
 // make them read or write out of bounds), runs the work inline or on the libuv pool, and turns
 // status codes into JS Errors with a `code`.
 #include <napi.h>
+#include <stdio.h>
 
 #include <string>
 
@@ -14,6 +15,8 @@ const char* statusCode(int32_t status) {
   switch (status) {
     case FDPO_ERR_INVALID_ARGUMENT: return "ERR_FDPO_INVALID_ARGUMENT";
     case FDPO_ERR_OUT_OF_MEMORY: return "ERR_FDPO_OUT_OF_MEMORY";
+    case FDPO_ERR_UNAVAILABLE: return "ERR_FDPO_CUDA_UNAVAILABLE";
+    case FDPO_ERR_DEVICE: return "ERR_FDPO_CUDA";
     default: return "ERR_FDPO_INTERNAL";
   }
 }
@@ -70,6 +73,60 @@ int64_t integer(const Napi::Object& args, const char* name, int64_t min, int64_t
   return (int64_t)d;
 }
 
+// A device pointer given as a bigint.
+void* pointerOf(Napi::Env env, const Napi::Value& value, const std::string& name) {
+  if (!value.IsBigInt()) invalid(env, name + " must be a bigint device pointer");
+  bool lossless = false;
+  const uint64_t address = value.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless || address == 0) invalid(env, name + " is not a valid device pointer");
+  return reinterpret_cast<void*>(address);
+}
+
+// Where a call runs: `device` is null for the CPU, a device index for CUDA, with an optional
+// stream (a bigint cudaStream_t) and an optional Float32Array(3) for the passes' timings.
+struct Placement {
+  bool cuda = false;
+  fdpo_cuda_launch launch{};
+
+  explicit Placement(const Napi::Object& args) {
+    if (args.Get("device").IsNull() || args.Get("device").IsUndefined()) return;
+    cuda = true;
+    launch.device = (int32_t)integer(args, "device", 0, 1023);
+    const Napi::Value stream = args.Get("stream");
+    if (!stream.IsNull() && !stream.IsUndefined()) launch.stream = pointerOf(args.Env(), stream, "stream");
+    if (!args.Get("timings").IsNull() && !args.Get("timings").IsUndefined()) {
+      launch.timings_ms = checkedData<float>(args, "timings", napi_float32_array, 3);
+    }
+  }
+};
+
+// A buffer the kernels read or write: a typed array (host memory), or, for the CUDA backend, a
+// device buffer { pointer: bigint, byteLength } as lib/device.ts passes a DeviceTensor. Either
+// must hold at least `length` elements of `elementBytes`.
+void* bufferData(const Napi::Object& args, const char* name, napi_typedarray_type type, size_t length,
+                 size_t elementBytes, const Placement& placement) {
+  Napi::Value value = args.Get(name);
+  if (value.IsTypedArray()) return checkedData<void>(args, name, type, length);
+  if (!value.IsObject() || !value.As<Napi::Object>().Get("pointer").IsBigInt()) {
+    invalid(args.Env(), std::string(name) + " must be a typed array or a device buffer");
+  }
+  if (!placement.cuda) invalid(args.Env(), std::string(name) + " is device memory, which only the CUDA backend reads");
+  Napi::Object buffer = value.As<Napi::Object>();
+  const int64_t bytes = integer(buffer, "byteLength", 0, INT64_MAX / 2);
+  if ((size_t)bytes < length * elementBytes) {
+    invalid(args.Env(), std::string(name) + " must hold " + std::to_string(length * elementBytes) + " bytes, holds " +
+                            std::to_string(bytes));
+  }
+  void* pointer = pointerOf(args.Env(), buffer.Get("pointer"), std::string(name) + ".pointer");
+  // A wrapped address must really hold what the tensor claims: ask the driver.
+  char error[512] = {0};
+  const int32_t status =
+      fdpo_cuda_check_device_buffer(pointer, (int64_t)(length * elementBytes), placement.launch.device, error, sizeof error);
+  if (status != FDPO_OK) throw makeError(args.Env(), status, std::string(name) + ": " + error);
+  return pointer;
+}
+
+
 double number(const Napi::Object& args, const char* name) {
   Napi::Value value = args.Get(name);
   if (!value.IsNumber()) invalid(args.Env(), std::string(name) + " must be a number");
@@ -80,15 +137,18 @@ napi_typedarray_type logitsArrayType(int32_t dtype) {
   return dtype == FDPO_FLOAT32 ? napi_float32_array : napi_uint16_array;
 }
 
+size_t logitsElementBytes(int32_t dtype) { return dtype == FDPO_FLOAT32 ? 4 : 2; }
+
 // Reads the token-level arguments shared by both entry points.
-fdpo_tokens readTokens(const Napi::Object& args) {
+fdpo_tokens readTokens(const Napi::Object& args, const Placement& placement) {
   fdpo_tokens t{};
   t.dtype = (int32_t)integer(args, "dtype", 0, 2);
   t.rows = integer(args, "rows", 0, (int64_t)1 << 40);
   t.vocab = integer(args, "vocab", 1, 0x7fffffff);
   if (t.rows > ((int64_t)1 << 53) / t.vocab) invalid(args.Env(), "rows * vocab is too large");
-  t.logits = checkedData<void>(args, "logits", logitsArrayType(t.dtype), (size_t)(t.rows * t.vocab));
-  t.labels = checkedData<int32_t>(args, "labels", napi_int32_array, (size_t)t.rows);
+  t.logits = bufferData(args, "logits", logitsArrayType(t.dtype), (size_t)(t.rows * t.vocab), logitsElementBytes(t.dtype),
+                        placement);
+  t.labels = (const int32_t*)bufferData(args, "labels", napi_int32_array, (size_t)t.rows, 4, placement);
   Napi::TypedArray cu = typedArray(args, "cuSeqlens", napi_int32_array);
   if (cu.ElementLength() < 1) invalid(args.Env(), "cuSeqlens must have at least one element");
   t.cu_seqlens = dataOf<int32_t>(cu);
@@ -100,32 +160,37 @@ fdpo_tokens readTokens(const Napi::Object& args) {
 // Holds what one call reads and writes. `keep` pins the argument object (and so every typed
 // array in it) until an async call completes.
 struct SequenceCall {
+  Placement placement;
   fdpo_tokens tokens;
   int32_t average;
   int32_t threads;
   double* logps;
   int32_t* counts;
 
-  explicit SequenceCall(const Napi::Object& args) {
-    tokens = readTokens(args);
+  explicit SequenceCall(const Napi::Object& args) : placement(args) {
+    tokens = readTokens(args, placement);
     average = args.Get("average").ToBoolean() ? 1 : 0;
     threads = (int32_t)integer(args, "threads", 0, 4096);
     const size_t seqs = (size_t)tokens.num_seqs;
     logps = checkedData<double>(args, "logps", napi_float64_array, seqs);
     counts = checkedData<int32_t>(args, "counts", napi_int32_array, seqs);
   }
-  int32_t run(char* error, size_t size) { return fdpo_sequence_logps(&tokens, average, logps, counts, threads, error, size); }
+  int32_t run(char* error, size_t size) {
+    if (placement.cuda) return fdpo_cuda_sequence_logps(&tokens, average, logps, counts, &placement.launch, error, size);
+    return fdpo_sequence_logps(&tokens, average, logps, counts, threads, error, size);
+  }
 };
 
 struct LossCall {
+  Placement placement;
   fdpo_tokens tokens;
   fdpo_loss_config config;
   fdpo_loss_outputs outputs;
   int32_t threads;
 
-  explicit LossCall(const Napi::Object& args) : config{}, outputs{} {
+  explicit LossCall(const Napi::Object& args) : placement(args), config{}, outputs{} {
     Napi::Env env = args.Env();
-    tokens = readTokens(args);
+    tokens = readTokens(args, placement);
     threads = (int32_t)integer(args, "threads", 0, 4096);
     if (tokens.num_seqs < 2 || tokens.num_seqs % 2 != 0) invalid(env, "cuSeqlens must describe 2B sequences");
     const size_t seqs = (size_t)tokens.num_seqs, pairs = seqs / 2;
@@ -159,19 +224,29 @@ struct LossCall {
     outputs.rejected_rewards = checkedData<double>(args, "rejectedRewards", napi_float64_array, pairs);
     outputs.stats = checkedData<double>(args, "stats", napi_float64_array, FDPO_STAT_COUNT);
     if (!args.Get("grad").IsNull()) {
-      outputs.grad = checkedData<void>(args, "grad", logitsArrayType(tokens.dtype), (size_t)(tokens.rows * tokens.vocab));
+      outputs.grad = bufferData(args, "grad", logitsArrayType(tokens.dtype), (size_t)(tokens.rows * tokens.vocab),
+                                logitsElementBytes(tokens.dtype), placement);
     }
     if (!args.Get("rowScale").IsNull()) {
-      outputs.row_scale = checkedData<float>(args, "rowScale", napi_float32_array, (size_t)tokens.rows);
+      outputs.row_scale = (float*)bufferData(args, "rowScale", napi_float32_array, (size_t)tokens.rows, 4, placement);
     }
   }
-  int32_t run(char* error, size_t size) { return fdpo_dpo_loss(&tokens, &config, &outputs, threads, error, size); }
+  int32_t run(char* error, size_t size) {
+    if (placement.cuda) return fdpo_cuda_dpo_loss(&tokens, &config, &outputs, &placement.launch, error, size);
+    return fdpo_dpo_loss(&tokens, &config, &outputs, threads, error, size);
+  }
 };
 
-// The unfused baseline, for the benchmark only.
+// The unfused baseline, for the benchmark only (CPU).
 struct UnfusedLossCall : LossCall {
   using LossCall::LossCall;
-  int32_t run(char* error, size_t size) { return fdpo_dpo_loss_unfused(&tokens, &config, &outputs, threads, error, size); }
+  int32_t run(char* error, size_t size) {
+    if (placement.cuda) {
+      snprintf(error, size, "the unfused baseline runs on the CPU only");
+      return FDPO_ERR_INVALID_ARGUMENT;
+    }
+    return fdpo_dpo_loss_unfused(&tokens, &config, &outputs, threads, error, size);
+  }
 };
 
 template <class Call>
@@ -272,6 +347,103 @@ Napi::Value ExpThroughput(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fdpo_cpu_exp_throughput((int64_t)count, info[1].As<Napi::Number>().Int32Value()));
 }
 
+// The CUDA backend's status and devices, device memory, and the copy-bandwidth ceiling.
+Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  fdpo_cuda_status status;
+  fdpo_cuda_get_status(&status);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("compiled", Napi::Boolean::New(env, status.compiled != 0));
+  out.Set("available", Napi::Boolean::New(env, status.available != 0));
+  out.Set("deviceCount", Napi::Number::New(env, status.device_count));
+  out.Set("runtimeVersion", Napi::Number::New(env, status.runtime_version));
+  out.Set("driverVersion", Napi::Number::New(env, status.driver_version));
+  out.Set("reason", Napi::String::New(env, status.reason));
+  return out;
+}
+
+int32_t deviceArgument(const Napi::CallbackInfo& info, size_t index) {
+  if (info.Length() <= index || !info[index].IsNumber()) invalid(info.Env(), "expected a device index");
+  const double d = info[index].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 1023) || d != (double)(int32_t)d) invalid(info.Env(), "device index is out of range");
+  return (int32_t)d;
+}
+
+int64_t bytesArgument(const Napi::CallbackInfo& info, size_t index) {
+  if (info.Length() <= index || !info[index].IsNumber()) invalid(info.Env(), "expected a byte count");
+  const double d = info[index].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 9007199254740991.0) || d != (double)(int64_t)d) invalid(info.Env(), "byte count is out of range");
+  return (int64_t)d;
+}
+
+void check(Napi::Env env, int32_t status, const char* error) {
+  if (status != FDPO_OK) throw makeError(env, status, error);
+}
+
+Napi::Value CudaDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  fdpo_cuda_device_info device;
+  char error[512] = {0};
+  check(env, fdpo_cuda_get_device(deviceArgument(info, 0), &device, error, sizeof error), error);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("name", Napi::String::New(env, device.name));
+  out.Set("computeCapability", Napi::String::New(env, std::to_string(device.major) + "." + std::to_string(device.minor)));
+  out.Set("totalMemory", Napi::Number::New(env, (double)device.total_memory));
+  out.Set("multiprocessors", Napi::Number::New(env, device.multiprocessors));
+  return out;
+}
+
+Napi::Value CudaAlloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  void* pointer = nullptr;
+  char error[512] = {0};
+  check(env, fdpo_cuda_alloc(deviceArgument(info, 0), bytesArgument(info, 1), &pointer, error, sizeof error), error);
+  return Napi::BigInt::New(env, (uint64_t)reinterpret_cast<uintptr_t>(pointer));
+}
+
+Napi::Value CudaFree(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2) invalid(env, "expected (device, pointer)");
+  char error[512] = {0};
+  check(env, fdpo_cuda_free(deviceArgument(info, 0), pointerOf(env, info[1], "pointer"), error, sizeof error), error);
+  return env.Undefined();
+}
+
+// (device, dst, src, bytes): dst and src are each a typed array (host, at least `bytes` long) or
+// a bigint device pointer (lib/device.ts checks those against the tensor's size).
+Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4) invalid(env, "expected (device, dst, src, bytes)");
+  const int32_t device = deviceArgument(info, 0);
+  const int64_t bytes = bytesArgument(info, 3);
+  char error[512] = {0};
+  auto endpoint = [&](const Napi::Value& value, const char* name) -> void* {
+    if (!value.IsTypedArray()) {
+      void* pointer = pointerOf(env, value, name);
+      check(env, fdpo_cuda_check_device_buffer(pointer, bytes, device, error, sizeof error), error);
+      return pointer;
+    }
+    Napi::TypedArray array = value.As<Napi::TypedArray>();
+    if ((int64_t)array.ByteLength() < bytes) invalid(env, std::string(name) + " is shorter than the copy");
+    return dataOf<void>(array);
+  };
+  void* dst = endpoint(info[1], "dst");
+  const void* src = endpoint(info[2], "src");
+  check(env, fdpo_cuda_copy(device, dst, src, bytes, error, sizeof error), error);
+  return env.Undefined();
+}
+
+Napi::Value CudaCopyBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[2].IsNumber()) invalid(env, "expected (device, bytes, iterations)");
+  double bytesPerSecond = 0;
+  char error[512] = {0};
+  check(env, fdpo_cuda_copy_bandwidth(deviceArgument(info, 0), bytesArgument(info, 1), info[2].As<Napi::Number>().Int32Value(),
+                                      &bytesPerSecond, error, sizeof error),
+        error);
+  return Napi::Number::New(env, bytesPerSecond);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sequenceLogps", Napi::Function::New(env, runSync<SequenceCall>));
   exports.Set("sequenceLogpsAsync", Napi::Function::New(env, runAsync<SequenceCall>));
@@ -283,6 +455,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("copy", Napi::Function::New(env, Copy));
   exports.Set("expThroughput", Napi::Function::New(env, ExpThroughput));
   exports.Set("vectorExp", Napi::Function::New(env, VectorExp));
+  exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus));
+  exports.Set("cudaDevice", Napi::Function::New(env, CudaDevice));
+  exports.Set("cudaAlloc", Napi::Function::New(env, CudaAlloc));
+  exports.Set("cudaFree", Napi::Function::New(env, CudaFree));
+  exports.Set("cudaCopy", Napi::Function::New(env, CudaCopy));
+  exports.Set("cudaCopyBandwidth", Napi::Function::New(env, CudaCopyBandwidth));
   return exports;
 }
 

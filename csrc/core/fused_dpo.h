@@ -32,7 +32,9 @@ typedef enum {
   FDPO_OK = 0,
   FDPO_ERR_INVALID_ARGUMENT = 1,
   FDPO_ERR_OUT_OF_MEMORY = 2,
-  FDPO_ERR_INTERNAL = 3
+  FDPO_ERR_INTERNAL = 3,
+  FDPO_ERR_UNAVAILABLE = 4, /* the CUDA backend is not in this build, or no device answers */
+  FDPO_ERR_DEVICE = 5       /* a CUDA call failed (the message names it) */
 } fdpo_status;
 
 typedef enum { FDPO_FLOAT32 = 0, FDPO_BFLOAT16 = 1, FDPO_FLOAT16 = 2 } fdpo_dtype;
@@ -157,6 +159,67 @@ FDPO_API int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config
  */
 FDPO_API int32_t fdpo_dpo_loss_unfused(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                               int32_t threads, char* error, size_t error_size);
+
+/*
+ * The CUDA backend. Every build has these functions; without CUDA they report
+ * FDPO_ERR_UNAVAILABLE (and fdpo_cuda_get_status says why).
+ */
+typedef struct {
+  int32_t compiled;        /* 1 when this library contains the CUDA backend */
+  int32_t available;       /* 1 when at least one device answered */
+  int32_t device_count;
+  int32_t runtime_version; /* CUDA runtime linked in, e.g. 13000 (0 when not compiled) */
+  int32_t driver_version;  /* CUDA version the driver supports (0 when there is no driver) */
+  char reason[256];        /* when not available: why */
+} fdpo_cuda_status;
+
+typedef struct {
+  char name[256];
+  int32_t major, minor;      /* compute capability */
+  int64_t total_memory;      /* bytes */
+  int32_t multiprocessors;
+} fdpo_cuda_device_info;
+
+FDPO_API int32_t fdpo_cuda_get_status(fdpo_cuda_status* out);
+FDPO_API int32_t fdpo_cuda_get_device(int32_t device, fdpo_cuda_device_info* out, char* error, size_t error_size);
+
+/* Device memory (cudaMalloc / cudaFree), and a copy in any direction (host or device pointers,
+ * synchronous with respect to the host). */
+FDPO_API int32_t fdpo_cuda_alloc(int32_t device, int64_t bytes, void** out, char* error, size_t error_size);
+FDPO_API int32_t fdpo_cuda_free(int32_t device, void* pointer, char* error, size_t error_size);
+FDPO_API int32_t fdpo_cuda_copy(int32_t device, void* dst, const void* src, int64_t bytes, char* error,
+                                size_t error_size);
+
+/* FDPO_OK when [pointer, pointer + bytes) lies inside one allocation of device memory (or managed
+ * memory) of `device`; else FDPO_ERR_INVALID_ARGUMENT and why. For callers that take device
+ * addresses from untrusted code (the Node binding checks every DeviceTensor with it). */
+FDPO_API int32_t fdpo_cuda_check_device_buffer(const void* pointer, int64_t bytes, int32_t device, char* error,
+                                               size_t error_size);
+
+/* Where a CUDA call runs. */
+typedef struct {
+  int32_t device;
+  void* stream;        /* a cudaStream_t, or NULL for the default stream */
+  float* timings_ms;   /* NULL, or 3 floats: pass A, the reduce, pass B (CUDA events; 0 when not run) */
+} fdpo_cuda_launch;
+
+/*
+ * fdpo_sequence_logps and fdpo_dpo_loss on a GPU, with the same arguments and results. logits,
+ * labels, grad and row_scale may be device or host memory (host ones are copied in and out);
+ * cu_seqlens, the reference sums and every other output are host memory. Device pointers are
+ * trusted to hold what the shapes say. The call returns when its results are on the host and the
+ * gradient is written.
+ */
+FDPO_API int32_t fdpo_cuda_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
+                                          const fdpo_cuda_launch* launch, char* error, size_t error_size);
+FDPO_API int32_t fdpo_cuda_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config,
+                                    fdpo_loss_outputs* outputs, const fdpo_cuda_launch* launch, char* error,
+                                    size_t error_size);
+
+/* The device's copy bandwidth (bytes read + written per second by cudaMemcpy device to device),
+ * the ceiling the kernels are measured against. */
+FDPO_API int32_t fdpo_cuda_copy_bandwidth(int32_t device, int64_t bytes, int32_t iterations, double* bytes_per_second,
+                                          char* error, size_t error_size);
 
 #ifdef __cplusplus
 }

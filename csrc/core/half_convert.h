@@ -1,28 +1,29 @@
 // Scalar conversions between fp32 and the 16-bit formats (bf16, IEEE fp16), round to nearest
 // even, NaN kept quiet. A fragment: row_kernels_{avx512,avx2,baseline}.cpp include it inside an
-// anonymous namespace (so each SIMD level has its own copy) after <string.h> and <stdint.h>.
+// anonymous namespace (so each SIMD level has its own copy) after <string.h>, <stdint.h> and
+// "host_device.h"; the CUDA kernels include it too.
 
-inline float bitsToFloat(uint32_t bits) {
+FDPO_HD float bitsToFloat(uint32_t bits) {
   float f;
   memcpy(&f, &bits, 4);
   return f;
 }
 
-inline uint32_t floatToBits(float f) {
+FDPO_HD uint32_t floatToBits(float f) {
   uint32_t bits;
   memcpy(&bits, &f, 4);
   return bits;
 }
 
-inline float bf16ToFloat(uint16_t h) { return bitsToFloat((uint32_t)h << 16); }
+FDPO_HD float bf16ToFloat(uint16_t h) { return bitsToFloat((uint32_t)h << 16); }
 
-inline uint16_t floatToBf16(float f) {
+FDPO_HD uint16_t floatToBf16(float f) {
   const uint32_t bits = floatToBits(f);
   if (f != f) return (uint16_t)((bits >> 16) | 0x40);
   return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-inline float f16ToFloat(uint16_t h) {
+FDPO_HD float f16ToFloat(uint16_t h) {
   const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   const uint32_t exponent = (h >> 10) & 0x1fu;
   const uint32_t mantissa = h & 0x3ffu;
@@ -34,7 +35,7 @@ inline float f16ToFloat(uint16_t h) {
   return bitsToFloat(sign | ((exponent + 112u) << 23) | (mantissa << 13));
 }
 
-inline uint16_t floatToF16(float f) {
+FDPO_HD uint16_t floatToF16(float f) {
   uint32_t x = floatToBits(f);
   const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
   x &= 0x7fffffffu;
@@ -52,14 +53,14 @@ inline uint16_t floatToF16(float f) {
 }
 
 template <int DT>
-inline float loadElement(const void* p, int64_t i) {
+FDPO_HD float loadElement(const void* p, int64_t i) {
   if (DT == FDPO_FLOAT32) return ((const float*)p)[i];
   if (DT == FDPO_BFLOAT16) return bf16ToFloat(((const uint16_t*)p)[i]);
   return f16ToFloat(((const uint16_t*)p)[i]);
 }
 
 template <int DT>
-inline void storeElement(void* p, int64_t i, float v) {
+FDPO_HD void storeElement(void* p, int64_t i, float v) {
   if (DT == FDPO_FLOAT32) {
     ((float*)p)[i] = v;
   } else if (DT == FDPO_BFLOAT16) {

@@ -9,12 +9,7 @@
 #include <math.h>
 
 #include "fused_dpo.h"
-
-#if defined(__CUDACC__)
-#define FDPO_HD __host__ __device__ inline
-#else
-#define FDPO_HD inline
-#endif
+#include "host_device.h"
 
 namespace fdpo {
 

@@ -1,5 +1,5 @@
-// The O(rows) middle of the loss: per-sequence sums in a fixed order, then the pair losses,
-// rewards and per-sequence gradient scalars G_s, all in fp64 (SPEC.md, "Per sequence" onward).
+// The CPU backend's reduce: per-sequence sums in a fixed order, then the pair losses, rewards and
+// per-sequence gradient scalars G_s, all in fp64 (the shared phases of reduce_math.h).
 #ifndef FUSED_DPO_REDUCE_H
 #define FUSED_DPO_REDUCE_H
 

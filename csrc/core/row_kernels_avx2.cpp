@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "host_device.h"
 #include "row_kernels.h"
 
 #if defined(__x86_64__)

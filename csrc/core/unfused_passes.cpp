@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "host_device.h"
 #include "thread_pool.h"
 
 namespace fdpo {

@@ -239,8 +239,9 @@ export const LOSS_RTOL = 1e-6;
 /** Relative L2 tolerance of a float32 gradient. */
 export const GRAD_L2 = 1e-5;
 
-/** float32 lanes of the kernels in use. */
+/** float32 lanes of the kernels in use (CUDA: 1, the bound for any split of a row's sums). */
 export function simdLanes(): number {
+  if (backendInfo().backend === 'cuda') return 1;
   const simd = backendInfo().simd;
   return simd === 'avx512' ? 16 : simd === 'avx2' ? 8 : 1;
 }
@@ -321,7 +322,7 @@ export function checkDpo(c: TokenCase, options: Partial<DpoLossOptions>, mode: G
     grad = { data: target, shape: c.logits.shape, dtype: c.dtype };
   }
   const got = dpoLoss({ ...options, ...tokens, grad } as DpoLossOptions);
-  const ctx = `${context}; ${c.dtype} ${c.layout} rows=${c.rows} V=${c.vocab} grad=${String(mode)} simd=${backendInfo().simd}`;
+  const ctx = `${context}; ${c.dtype} ${c.layout} rows=${c.rows} V=${c.vocab} grad=${String(mode)} backend=${backendInfo().backend} simd=${backendInfo().simd}`;
   const lossRelErr = checkForward(got, seq, want, input, stats, c, ctx);
   let gradCheck: GradCheck | null = null;
   if (mode === false) {

@@ -1,0 +1,55 @@
+// The CUDA backend's kernels, as plain launch functions for cuda_backend.cu. Pointers are device
+// memory unless a comment says otherwise; every launch goes on `stream` and none synchronises.
+#ifndef FUSED_DPO_CUDA_KERNELS_H
+#define FUSED_DPO_CUDA_KERNELS_H
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "reduce_math.h"
+#include "row_kernels.h"
+
+namespace fdpo {
+
+// The row layout every row kernel gets: logits rows x vocab of dtype, labels, ignore index.
+struct DeviceRows {
+  const void* logits;
+  int32_t dtype;
+  int64_t rows;
+  int64_t vocab;
+  const int32_t* labels;
+  int32_t ignoreIndex;
+};
+
+// Smallest row index whose label is neither ignoreIndex nor in [0, vocab), into *badRow (which
+// must hold INT64_MAX before the launch).
+cudaError_t launchCheckLabels(const DeviceRows& rows, unsigned long long* badRow, cudaStream_t stream);
+
+// Pass A: RowForward for every non-ignored row. With deferredGrad, also the unscaled onehot - p
+// of each row into deferredGrad (zeros for ignored rows).
+cudaError_t launchForward(const DeviceRows& rows, RowForward* out, void* deferredGrad, cudaStream_t stream);
+
+// Per-sequence sums (sequence s = rows cuSeqlens[s]..cuSeqlens[s+1]-1).
+cudaError_t launchSequenceSums(const RowForward* forward, const int32_t* labels, int32_t ignoreIndex,
+                               const int32_t* cuSeqlens, int64_t numSeqs, SequenceSums* out, cudaStream_t stream);
+
+// sequenceLogps' results from the sums: logps (averaged when asked) and counts.
+cudaError_t launchSequenceResults(const SequenceSums* sums, int64_t numSeqs, bool average, double* logps,
+                                  int32_t* counts, cudaStream_t stream);
+
+// The loss's reduce: stats from the sums in sequence order, then reduceBatch in one block.
+// batch's pointers (config.ref_*, scratch, outputs) are device memory.
+cudaError_t launchBatch(const SequenceSums* sums, const Batch& batch, cudaStream_t stream);
+
+// rowScale[r] = (float)seqGrad[sequence of r], 0 for ignored rows.
+cudaError_t launchRowScale(const int32_t* cuSeqlens, int64_t numSeqs, const int32_t* labels, int32_t ignoreIndex,
+                           int64_t rows, const double* seqGrad, float* rowScale, cudaStream_t stream);
+
+// Pass B: grad = rowScale * (onehot - p); rows with scale 0 are zeros and are not read. grad may
+// equal logits.
+cudaError_t launchBackward(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
+                           cudaStream_t stream);
+
+}  // namespace fdpo
+
+#endif

@@ -1,0 +1,116 @@
+// The reduce on the GPU: the shared phases of reduce_math.h (the CPU runs the same ones in
+// reduce.cpp), so the sums, the pair losses and G_s are computed with the same arithmetic in
+// the same order on both backends. O(rows + pairs) work in three small kernels, no host
+// synchronisation: sequence sums (a thread per sequence), the batch (one block), row scales.
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "cuda_kernels.h"
+#include "reduce_math.h"
+
+namespace fdpo {
+namespace {
+
+constexpr int kBatchThreads = 256;
+
+__global__ void sequenceSumsKernel(const RowForward* forward, const int32_t* labels, int32_t ignoreIndex,
+                                   const int32_t* cuSeqlens, int64_t numSeqs, SequenceSums* out) {
+  const int64_t s = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (s < numSeqs) out[s] = sumSequence(forward, labels, ignoreIndex, cuSeqlens[s], cuSeqlens[s + 1]);
+}
+
+__global__ void sequenceResultsKernel(const SequenceSums* sums, int64_t numSeqs, bool average, double* logps,
+                                      int32_t* counts) {
+  const int64_t s = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (s >= numSeqs) return;
+  counts[s] = sums[s].count;
+  logps[s] = average ? sums[s].logp / (sums[s].count > 0 ? sums[s].count : 1) : sums[s].logp;
+}
+
+// Runs reduceBatch's phases across the block; the barrier after each makes its global-memory
+// writes visible to the next phase's threads.
+struct BlockExec {
+  template <class Step>
+  __device__ void each(int64_t n, const Step& step) {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) step(i);
+    __syncthreads();
+  }
+  template <class Step>
+  __device__ void once(const Step& step) {
+    if (threadIdx.x == 0) step();
+    __syncthreads();
+  }
+};
+
+__global__ void __launch_bounds__(kBatchThreads) batchKernel(const SequenceSums* sums, Batch batch) {
+  const int64_t numSeqs = 2 * batch.numPairs;
+  // The sums become the loss's per-sequence outputs (logps and counts point into them).
+  for (int64_t s = threadIdx.x; s < numSeqs; s += blockDim.x) {
+    ((double*)batch.logps)[s] = sums[s].logp;
+    ((int32_t*)batch.counts)[s] = sums[s].count;
+  }
+  if (threadIdx.x == 0) {
+    for (int k = 0; k < FDPO_STAT_COUNT; ++k) batch.stats[k] = 0.0;
+    for (int64_t s = 0; s < numSeqs; ++s) addSequenceStats(batch.stats, sums[s], s < batch.numPairs);
+  }
+  __syncthreads();  // logps and counts are written
+  BlockExec exec;
+  reduceBatch(batch, exec);
+}
+
+// The sequence of row r: the last s with cuSeqlens[s] <= r (empty sequences share their start).
+__device__ int64_t sequenceOf(const int32_t* cuSeqlens, int64_t numSeqs, int64_t r) {
+  int64_t lo = 0, hi = numSeqs;  // cuSeqlens[lo] <= r < cuSeqlens[hi]
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) / 2;
+    if (cuSeqlens[mid] <= r) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+__global__ void rowScaleKernel(const int32_t* cuSeqlens, int64_t numSeqs, const int32_t* labels, int32_t ignoreIndex,
+                               int64_t rows, const double* seqGrad, float* rowScale) {
+  for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += (int64_t)gridDim.x * blockDim.x) {
+    rowScale[r] = labels[r] == ignoreIndex ? 0.0f : (float)seqGrad[sequenceOf(cuSeqlens, numSeqs, r)];
+  }
+}
+
+unsigned blocksFor(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return (unsigned)(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+}
+
+}  // namespace
+
+cudaError_t launchSequenceSums(const RowForward* forward, const int32_t* labels, int32_t ignoreIndex,
+                               const int32_t* cuSeqlens, int64_t numSeqs, SequenceSums* out, cudaStream_t stream) {
+  if (numSeqs == 0) return cudaSuccess;
+  sequenceSumsKernel<<<blocksFor(numSeqs, 128), 128, 0, stream>>>(forward, labels, ignoreIndex, cuSeqlens, numSeqs, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launchSequenceResults(const SequenceSums* sums, int64_t numSeqs, bool average, double* logps,
+                                  int32_t* counts, cudaStream_t stream) {
+  if (numSeqs == 0) return cudaSuccess;
+  sequenceResultsKernel<<<blocksFor(numSeqs, 128), 128, 0, stream>>>(sums, numSeqs, average, logps, counts);
+  return cudaGetLastError();
+}
+
+cudaError_t launchBatch(const SequenceSums* sums, const Batch& batch, cudaStream_t stream) {
+  batchKernel<<<1, kBatchThreads, 0, stream>>>(sums, batch);
+  return cudaGetLastError();
+}
+
+cudaError_t launchRowScale(const int32_t* cuSeqlens, int64_t numSeqs, const int32_t* labels, int32_t ignoreIndex,
+                           int64_t rows, const double* seqGrad, float* rowScale, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  rowScaleKernel<<<blocksFor(rows, 256), 256, 0, stream>>>(cuSeqlens, numSeqs, labels, ignoreIndex, rows, seqGrad,
+                                                           rowScale);
+  return cudaGetLastError();
+}
+
+}  // namespace fdpo

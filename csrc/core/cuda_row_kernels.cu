@@ -1,0 +1,459 @@
+// Pass A and pass B on the GPU. The CPU twin of each kernel is in row_kernels_impl.h
+// (forwardRow, backwardRow): same formulas, same confident-token rule, same zero rows.
+//
+// A row is handled by a group of threads: a warp for small vocabularies (several rows per
+// block), a whole block otherwise. Each thread walks its share of the row in 16-byte vectors
+// (a scalar head up to 16-byte alignment and a scalar tail), keeping an online max / sum-exp;
+// the group then merges the threads' states in a fixed tree, so every run gives the same bits.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cuda_kernels.h"
+#include "host_device.h"
+
+namespace fdpo {
+namespace {
+#include "half_convert.h"
+
+constexpr int kWarp = 32;
+constexpr unsigned kAllLanes = 0xffffffffu;
+// Vocabularies up to this size get a warp per row; larger ones a block per row.
+constexpr int64_t kWarpRowVocab = 4096;
+constexpr int kWarpRowsBlock = 256;    // 8 rows per block
+constexpr int kForwardBlock = 1024;    // pass A, block per row
+constexpr int kBackwardBlock = 512;    // pass B, block per row
+// Pass A's blocks per SM, looping over rows. The deferred mode re-reads each row right after
+// its reduction: one row in flight per SM keeps the rows being re-read within L2 (132 SMs x a
+// 256 KB bf16 row of V = 128256 is 33 MB of H200's 50 MB), so that re-read costs no HBM traffic.
+constexpr int kForwardBlocksPerSm = 2;
+constexpr int kDeferredBlocksPerSm = 1;
+
+// exp(x) in fp32 within ~2 ulp (the CPU twin is expPortable): n = round(x log2 e) from the exact
+// product, Cody-Waite r = x - n ln2, 2^(r log2 e) on the special function unit (its argument is
+// within +-1/2, where the unit is accurate to ~2^-22 relative), and 2^n through the exponent
+// bits. Below -87.3 the result is 0, as on the CPU; NaN stays NaN.
+__device__ __forceinline__ float deviceExp(float x) {
+  const bool below = x < -87.3f;
+  x = x > 88.0f ? 88.0f : x;  // comparisons are false for NaN: it passes through
+  x = x < -88.0f ? -88.0f : x;
+  const float n = fmaf(x, 1.44269504088896341f, 12582912.0f) - 12582912.0f;
+  float r = fmaf(n, -0.693145751953125f, x);
+  r = fmaf(n, -1.42860682030941723212e-6f, r);
+  float e;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(r * 1.44269504088896341f));
+  const float scale = __int_as_float((__float2int_rz(n) + 127) << 23);
+  return below ? 0.0f : e * scale;
+}
+
+// A dtype's 16-byte vectors and scalar conversions.
+template <int DT>
+struct Elements;
+
+template <>
+struct Elements<FDPO_FLOAT32> {
+  static constexpr int kPerVector = 4;
+  __device__ static float load(const void* p, int64_t i) { return ((const float*)p)[i]; }
+  __device__ static void store(void* p, int64_t i, float v) { __stcs((float*)p + i, v); }
+  __device__ static void unpack(const uint4& v, float (&z)[4]) {
+    z[0] = __uint_as_float(v.x);
+    z[1] = __uint_as_float(v.y);
+    z[2] = __uint_as_float(v.z);
+    z[3] = __uint_as_float(v.w);
+  }
+  __device__ static uint4 pack(const float (&g)[4]) {
+    return make_uint4(__float_as_uint(g[0]), __float_as_uint(g[1]), __float_as_uint(g[2]), __float_as_uint(g[3]));
+  }
+};
+
+// bf16 and fp16 share the word layout: element 2k in the low half of word k.
+template <class Convert>
+struct HalfElements {
+  static constexpr int kPerVector = 8;
+  __device__ static float load(const void* p, int64_t i) { return Convert::toFloat(((const uint16_t*)p)[i]); }
+  __device__ static void store(void* p, int64_t i, float v) {
+    __stcs((unsigned short*)p + i, (unsigned short)Convert::fromFloat(v));
+  }
+  __device__ static void unpack(const uint4& v, float (&z)[8]) {
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      z[2 * k] = Convert::toFloat((uint16_t)(words[k] & 0xffffu));
+      z[2 * k + 1] = Convert::toFloat((uint16_t)(words[k] >> 16));
+    }
+  }
+  __device__ static uint4 pack(const float (&g)[8]) {
+    uint32_t words[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) words[k] = (uint32_t)Convert::fromFloat(g[2 * k]) | ((uint32_t)Convert::fromFloat(g[2 * k + 1]) << 16);
+    return make_uint4(words[0], words[1], words[2], words[3]);
+  }
+};
+
+// Round to nearest even, as half_convert.h does on the CPU (NaN stays a NaN).
+struct Bf16Convert {
+  __device__ static float toFloat(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+  __device__ static uint16_t fromFloat(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+};
+struct F16Convert {
+  __device__ static float toFloat(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+  __device__ static uint16_t fromFloat(float v) { return __half_as_ushort(__float2half_rn(v)); }
+};
+
+template <>
+struct Elements<FDPO_BFLOAT16> : HalfElements<Bf16Convert> {};
+template <>
+struct Elements<FDPO_FLOAT16> : HalfElements<F16Convert> {};
+
+template <int DT>
+__device__ __forceinline__ int64_t elementBytes() {
+  return DT == FDPO_FLOAT32 ? 4 : 2;
+}
+
+template <int DT>
+__device__ __forceinline__ const void* rowAt(const void* base, int64_t r, int64_t vocab) {
+  return (const char*)base + r * vocab * elementBytes<DT>();
+}
+
+// Elements before p reaches 16-byte alignment (p is element-aligned: cuda_backend.cu checks).
+template <int DT>
+__device__ __forceinline__ int64_t headElements(const void* p, int64_t vocab) {
+  const int64_t head = (int64_t)((16 - ((uintptr_t)p & 15)) & 15) / elementBytes<DT>();
+  return head < vocab ? head : vocab;
+}
+
+// Calls visit.one(i, z) / visit.many(i0, z[kPerVector]) for the elements of a row that thread t
+// of nt owns: head element t, vectors t, t+nt, ..., tail element t. Each thread sees its
+// elements in increasing index order. Four vectors are loaded before any is used, so each
+// thread keeps 64 bytes in flight.
+template <int DT, class Visit>
+__device__ __forceinline__ void visitRow(const void* row, int64_t vocab, int t, int nt, Visit& visit) {
+  using E = Elements<DT>;
+  constexpr int N = E::kPerVector;
+  const int64_t head = headElements<DT>(row, vocab);
+  const int64_t vectors = (vocab - head) / N;
+  const int64_t tail = head + vectors * N;
+  if (t < head) visit.one(t, E::load(row, t));
+  const uint4* body = (const uint4*)((const char*)row + head * elementBytes<DT>());
+  int64_t v = t;
+  for (; v + 3 * (int64_t)nt < vectors; v += 4 * (int64_t)nt) {
+    uint4 raw[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) raw[u] = __ldg(body + v + u * nt);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      float z[N];
+      E::unpack(raw[u], z);
+      visit.many(head + (v + u * nt) * N, z);
+    }
+  }
+  for (; v < vectors; v += nt) {
+    float z[N];
+    E::unpack(__ldg(body + v), z);
+    visit.many(head + v * N, z);
+  }
+  if (t < vocab - tail) visit.one(tail + t, E::load(row, tail + t));
+}
+
+// One thread's (then the group's) online state over a row (forwardRow's sweeps): the max m, over
+// v != label s = sum exp(z - m) and x = sum exp(z - m)(z - m), the logit sum, z*0 summed (NaN
+// exactly when a logit is inf or NaN), and the first index holding m.
+struct RowState {
+  float m, s, x, sum, nonFinite;
+  int32_t argmax;
+
+  __device__ static RowState empty() { return RowState{-INFINITY, 0.0f, 0.0f, 0.0f, 0.0f, INT32_MAX}; }
+
+  // Rebase s and x from m to a larger max: e' = e*alpha and (z - m') = (z - m) + d.
+  __device__ void rebase(float newMax) {
+    if (m != -INFINITY) {
+      const float d = m - newMax;
+      const float alpha = deviceExp(d);
+      x = alpha * fmaf(d, s, x);
+      s = alpha * s;
+    }
+    m = newMax;
+  }
+
+  // Merges another thread's state; symmetric in its two operands, so every lane of a butterfly
+  // ends with the same bits.
+  __device__ void merge(const RowState& o) {
+    const float mm = fmaxf(m, o.m);
+    float s1 = 0.0f, x1 = 0.0f, s2 = 0.0f, x2 = 0.0f;
+    if (m != -INFINITY) {
+      const float d = m - mm, alpha = deviceExp(d);
+      s1 = alpha * s;
+      x1 = alpha * fmaf(d, s, x);
+    }
+    if (o.m != -INFINITY) {
+      const float d = o.m - mm, alpha = deviceExp(d);
+      s2 = alpha * o.s;
+      x2 = alpha * fmaf(d, o.s, o.x);
+    }
+    argmax = m == o.m ? min(argmax, o.argmax) : (m > o.m ? argmax : o.argmax);
+    m = mm;
+    s = s1 + s2;
+    x = x1 + x2;
+    sum += o.sum;
+    nonFinite += o.nonFinite;
+  }
+
+  __device__ RowState shuffled(int mask) const {
+    return RowState{__shfl_xor_sync(kAllLanes, m, mask),   __shfl_xor_sync(kAllLanes, s, mask),
+                    __shfl_xor_sync(kAllLanes, x, mask),   __shfl_xor_sync(kAllLanes, sum, mask),
+                    __shfl_xor_sync(kAllLanes, nonFinite, mask), __shfl_xor_sync(kAllLanes, argmax, mask)};
+  }
+};
+
+template <int N>
+struct RowVisitor {
+  RowState st;
+  int64_t label;
+
+  __device__ void one(int64_t i, float z) {
+    float zs[1] = {z};
+    add<1>(i, zs);
+  }
+  __device__ void many(int64_t i0, const float (&z)[N]) { add<N>(i0, z); }
+
+  template <int K>
+  __device__ __forceinline__ void add(int64_t i0, const float (&z)[K]) {
+    float top = z[0];
+#pragma unroll
+    for (int j = 1; j < K; ++j) top = fmaxf(top, z[j]);
+    if (top > st.m) {
+      st.rebase(top);
+      int first = K - 1;
+#pragma unroll
+      for (int j = K - 1; j >= 0; --j) first = z[j] == top ? j : first;
+      st.argmax = (int32_t)(i0 + first);
+    }
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      st.sum += z[j];
+      st.nonFinite = fmaf(z[j], 0.0f, st.nonFinite);
+      const float d = z[j] - st.m;
+      // The label's terms are added once the row is done (forwardRow does the same).
+      const float e = i0 + j == label ? 0.0f : deviceExp(d);
+      st.s += e;
+      st.x = fmaf(e, d, st.x);
+    }
+  }
+};
+
+// Merges a group's states; every thread of the group returns the group's state. A block-wide
+// group goes through shared memory: warp results, then warp 0's butterfly, then a broadcast.
+template <int kGroup>
+__device__ RowState reduceGroup(RowState st) {
+#pragma unroll
+  for (int mask = kWarp / 2; mask > 0; mask /= 2) st.merge(st.shuffled(mask));
+  if constexpr (kGroup == kWarp) return st;
+  __shared__ RowState warps[kGroup / kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  if (lane == 0) warps[warp] = st;
+  __syncthreads();  // every warp's state is in shared memory
+  if (warp == 0) {
+    st = lane < kGroup / kWarp ? warps[lane] : RowState::empty();
+#pragma unroll
+    for (int mask = kWarp / 2; mask > 0; mask /= 2) st.merge(st.shuffled(mask));
+    if (lane == 0) warps[0] = st;
+  }
+  __syncthreads();  // the merged state is in warps[0]
+  st = warps[0];
+  __syncthreads();  // everyone has read it before the next row overwrites warps[]
+  return st;
+}
+
+// The row's results from its merged state (forwardRow's last lines).
+__device__ RowForward finishRow(const RowState& st, float labelLogit, int32_t label, int64_t vocab) {
+  const float labelX = labelLogit - st.m;
+  const float labelExp = expf(labelX);
+  const float s = st.s + labelExp;
+  const float logSum = logf(s);
+  RowForward f;
+  f.max = st.m;
+  f.logSum = logSum;
+  // When the label holds the max (e_y = 1), log p_y = -log1p(others) keeps a confident token's digits.
+  f.logp = st.nonFinite != 0.0f ? __int_as_float(0x7fc00000) : labelX == 0.0f ? -log1pf(st.s) : labelX - logSum;
+  f.entropy = logSum - (st.x + labelExp * labelX) / s;
+  f.meanLogit = st.sum / (float)vocab;
+  f.correct = st.argmax == label ? 1 : 0;
+  return f;
+}
+
+// scale * (onehot - p) of one row (GradValues on the CPU); the label's 1 - p_y = -expm1(logp).
+struct GradValues {
+  float m, logSum, negScale, labelGrad;
+  int64_t label;
+  __device__ GradValues(const RowForward& f, float scale, int32_t label_)
+      : m(f.max), logSum(f.logSum), negScale(-scale), labelGrad(-scale * expm1f(f.logp)), label(label_) {}
+  __device__ float at(int64_t i, float z) const { return i == label ? labelGrad : negScale * deviceExp((z - m) - logSum); }
+};
+
+struct ZeroValues {
+  __device__ float at(int64_t, float) const { return 0.0f; }
+};
+
+// Writes values.at(i, z_i) over one row of dst, in dst's 16-byte vectors (a scalar head and tail
+// around them). Reads src only when Read; src vectors are loaded whole when src and dst share
+// their alignment, element by element otherwise. dst may equal src: each element is read by
+// the thread that then writes it.
+template <int DT, bool Read, class Values>
+__device__ __forceinline__ void writeRow(const void* src, void* dst, int64_t vocab, int t, int nt,
+                                         const Values& values) {
+  using E = Elements<DT>;
+  constexpr int N = E::kPerVector;
+  const int64_t head = headElements<DT>(dst, vocab);
+  const int64_t vectors = (vocab - head) / N;
+  const int64_t tail = head + vectors * N;
+  const bool coAligned = (((uintptr_t)src ^ (uintptr_t)dst) & 15) == 0;
+  auto scalarAt = [&](int64_t i) { E::store(dst, i, values.at(i, Read ? E::load(src, i) : 0.0f)); };
+  if (t < head) scalarAt(t);
+  uint4* out = (uint4*)((char*)dst + head * elementBytes<DT>());
+  const uint4* in = (const uint4*)((const char*)src + head * elementBytes<DT>());
+  for (int64_t v = t; v < vectors; v += nt) {
+    const int64_t i0 = head + v * N;
+    float z[N];
+    if (!Read) {
+#pragma unroll
+      for (int j = 0; j < N; ++j) z[j] = 0.0f;
+    } else if (coAligned) {
+      E::unpack(__ldcs(in + v), z);
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j) z[j] = E::load(src, i0 + j);
+    }
+    float g[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) g[j] = values.at(i0 + j, z[j]);
+    __stcs(out + v, E::pack(g));
+  }
+  if (t < vocab - tail) scalarAt(tail + t);
+}
+
+// Pass A: rows first, first + step, ...; kGroup threads per row, blockDim / kGroup rows per block.
+// Reads each non-ignored row once (Deferred: twice, the second time from L2) and writes its
+// RowForward (Deferred: and its unscaled onehot - p into grad; zeros for ignored rows).
+template <int DT, int kGroup, bool Deferred>
+__global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kForwardBlock) forwardKernel(DeviceRows rows, RowForward* out, void* grad) {
+  const int groups = blockDim.x / kGroup;
+  const int t = threadIdx.x % kGroup;
+  for (int64_t r = (int64_t)blockIdx.x * groups + threadIdx.x / kGroup; r < rows.rows; r += (int64_t)gridDim.x * groups) {
+    const int32_t label = rows.labels[r];
+    const void* row = rowAt<DT>(rows.logits, r, rows.vocab);
+    void* gradRow = Deferred ? (void*)rowAt<DT>(grad, r, rows.vocab) : nullptr;
+    // The same label for the whole group: the branch (and the barriers after it) stay uniform.
+    if (label == rows.ignoreIndex || label < 0 || label >= rows.vocab) {
+      if (Deferred) writeRow<DT, false>(row, gradRow, rows.vocab, t, kGroup, ZeroValues());
+      continue;
+    }
+    // Read before the group's reduction: in place, the row is overwritten after it.
+    const float labelLogit = Elements<DT>::load(row, label);
+    RowVisitor<Elements<DT>::kPerVector> visitor{RowState::empty(), label};
+    visitRow<DT>(row, rows.vocab, t, kGroup, visitor);
+    const RowState st = reduceGroup<kGroup>(visitor.st);
+    const RowForward f = finishRow(st, labelLogit, label, rows.vocab);
+    if (t == 0) out[r] = f;
+    if (Deferred) writeRow<DT, true>(row, gradRow, rows.vocab, t, kGroup, GradValues(f, 1.0f, label));
+  }
+}
+
+// Pass B: grad = scale * (onehot - p) per row; rows with scale 0 (ignored, or a pair with no
+// gradient) are written as zeros without reading the logits.
+template <int DT, int kGroup>
+__global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kBackwardBlock) backwardKernel(DeviceRows rows, const RowForward* forward, const float* rowScale, void* grad) {
+  const int groups = blockDim.x / kGroup;
+  const int t = threadIdx.x % kGroup;
+  for (int64_t r = (int64_t)blockIdx.x * groups + threadIdx.x / kGroup; r < rows.rows; r += (int64_t)gridDim.x * groups) {
+    const void* row = rowAt<DT>(rows.logits, r, rows.vocab);
+    void* gradRow = (void*)rowAt<DT>(grad, r, rows.vocab);
+    const float scale = rowScale[r];
+    if (scale == 0.0f) {
+      writeRow<DT, false>(row, gradRow, rows.vocab, t, kGroup, ZeroValues());
+    } else {
+      writeRow<DT, true>(row, gradRow, rows.vocab, t, kGroup, GradValues(forward[r], scale, rows.labels[r]));
+    }
+  }
+}
+
+__global__ void checkLabelsKernel(DeviceRows rows, unsigned long long* badRow) {
+  for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < rows.rows; r += (int64_t)gridDim.x * blockDim.x) {
+    const int32_t y = rows.labels[r];
+    if (y != rows.ignoreIndex && (y < 0 || y >= rows.vocab)) atomicMin(badRow, (unsigned long long)r);
+  }
+}
+
+int multiprocessors() {
+  int device = 0, count = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
+  return count > 0 ? count : 1;
+}
+
+// Blocks for a row loop: enough to fill the device, never more than the rows need.
+unsigned gridFor(int64_t rows, int rowsPerBlock, int blocksPerSm) {
+  const int64_t needed = (rows + rowsPerBlock - 1) / rowsPerBlock;
+  const int64_t resident = (int64_t)multiprocessors() * blocksPerSm;
+  const int64_t grid = needed < resident ? needed : resident;
+  return (unsigned)(grid > 0 ? grid : 1);
+}
+
+template <int DT>
+cudaError_t launchForwardTyped(const DeviceRows& rows, RowForward* out, void* grad, cudaStream_t stream) {
+  if (rows.vocab <= kWarpRowVocab) {
+    const int rowsPerBlock = kWarpRowsBlock / kWarp;
+    const unsigned grid = gridFor(rows.rows, rowsPerBlock, 2048 / kWarpRowsBlock);
+    if (grad) {
+      forwardKernel<DT, kWarp, true><<<grid, kWarpRowsBlock, 0, stream>>>(rows, out, grad);
+    } else {
+      forwardKernel<DT, kWarp, false><<<grid, kWarpRowsBlock, 0, stream>>>(rows, out, grad);
+    }
+  } else if (grad) {
+    forwardKernel<DT, kForwardBlock, true><<<gridFor(rows.rows, 1, kDeferredBlocksPerSm), kForwardBlock, 0, stream>>>(rows, out, grad);
+  } else {
+    forwardKernel<DT, kForwardBlock, false><<<gridFor(rows.rows, 1, kForwardBlocksPerSm), kForwardBlock, 0, stream>>>(rows, out, grad);
+  }
+  return cudaGetLastError();
+}
+
+template <int DT>
+cudaError_t launchBackwardTyped(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
+                                cudaStream_t stream) {
+  if (rows.vocab <= kWarpRowVocab) {
+    const int rowsPerBlock = kWarpRowsBlock / kWarp;
+    backwardKernel<DT, kWarp><<<gridFor(rows.rows, rowsPerBlock, 2048 / kWarpRowsBlock), kWarpRowsBlock, 0, stream>>>(
+        rows, forward, rowScale, grad);
+  } else {
+    backwardKernel<DT, kBackwardBlock><<<gridFor(rows.rows, 1, 2048 / kBackwardBlock), kBackwardBlock, 0, stream>>>(
+        rows, forward, rowScale, grad);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launchCheckLabels(const DeviceRows& rows, unsigned long long* badRow, cudaStream_t stream) {
+  if (rows.rows == 0) return cudaSuccess;
+  checkLabelsKernel<<<gridFor(rows.rows, 256, 8), 256, 0, stream>>>(rows, badRow);
+  return cudaGetLastError();
+}
+
+cudaError_t launchForward(const DeviceRows& rows, RowForward* out, void* deferredGrad, cudaStream_t stream) {
+  if (rows.rows == 0) return cudaSuccess;
+  if (rows.dtype == FDPO_FLOAT32) return launchForwardTyped<FDPO_FLOAT32>(rows, out, deferredGrad, stream);
+  if (rows.dtype == FDPO_BFLOAT16) return launchForwardTyped<FDPO_BFLOAT16>(rows, out, deferredGrad, stream);
+  return launchForwardTyped<FDPO_FLOAT16>(rows, out, deferredGrad, stream);
+}
+
+cudaError_t launchBackward(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
+                           cudaStream_t stream) {
+  if (rows.rows == 0) return cudaSuccess;
+  if (rows.dtype == FDPO_FLOAT32) return launchBackwardTyped<FDPO_FLOAT32>(rows, forward, rowScale, grad, stream);
+  if (rows.dtype == FDPO_BFLOAT16) return launchBackwardTyped<FDPO_BFLOAT16>(rows, forward, rowScale, grad, stream);
+  return launchBackwardTyped<FDPO_FLOAT16>(rows, forward, rowScale, grad, stream);
+}
+
+}  // namespace fdpo

@@ -1,0 +1,253 @@
+// The O(rows) middle of the loss (SPEC.md, "Per sequence" onward), written once for both
+// backends: per-sequence fp64 sums in row order, then the batch's pair losses, phase by phase.
+// A phase is either `each` (independent work per pair) or `once` (serial work: sums over the
+// batch, sorts). The CPU runs each phase as a plain loop (reduce.cpp); the CUDA backend runs them
+// in one thread block with a barrier after every phase (cuda_kernels.cu). Both get the same
+// arithmetic in the same order, so the reduce adds no difference between the backends.
+#ifndef FUSED_DPO_REDUCE_MATH_H
+#define FUSED_DPO_REDUCE_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "fused_dpo.h"
+#include "loss_math.h"
+#include "row_kernels.h"
+
+namespace fdpo {
+
+// One sequence's sums over its non-ignored rows.
+struct SequenceSums {
+  double logp, logitSum, entropySum, correct;
+  int32_t count;
+};
+
+FDPO_HD SequenceSums sumSequence(const RowForward* rows, const int32_t* labels, int32_t ignoreIndex, int64_t begin,
+                                 int64_t end) {
+  SequenceSums s = {0.0, 0.0, 0.0, 0.0, 0};
+  for (int64_t r = begin; r < end; ++r) {
+    if (labels[r] == ignoreIndex) continue;
+    s.logp += (double)rows[r].logp;
+    s.logitSum += (double)rows[r].meanLogit;
+    s.entropySum += (double)rows[r].entropy;
+    s.correct += rows[r].correct;
+    ++s.count;
+  }
+  return s;
+}
+
+// Adds a sequence's token metrics to stats (fdpo_stat); called in sequence order.
+FDPO_HD void addSequenceStats(double* stats, const SequenceSums& s, bool chosen) {
+  stats[chosen ? FDPO_STAT_CHOSEN_LOGIT_SUM : FDPO_STAT_REJECTED_LOGIT_SUM] += s.logitSum;
+  stats[chosen ? FDPO_STAT_CHOSEN_TOKENS : FDPO_STAT_REJECTED_TOKENS] += s.count;
+  stats[FDPO_STAT_ENTROPY_SUM] += s.entropySum;
+  if (chosen) stats[FDPO_STAT_CHOSEN_CORRECT] += s.correct;
+}
+
+// Strict weak order on values with NaN last, so sorting is defined for any input.
+FDPO_HD bool valueBefore(double a, double b) {
+  if (isnan(a)) return false;
+  if (isnan(b)) return true;
+  return a < b;
+}
+
+// order = 0..n-1 stably sorted by values (bottom-up merge sort; temp holds n indexes).
+FDPO_HD void stableOrder(const double* values, int64_t n, int64_t* order, int64_t* temp) {
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  for (int64_t width = 1; width < n; width *= 2) {
+    for (int64_t lo = 0; lo < n; lo += 2 * width) {
+      const int64_t mid = lo + width < n ? lo + width : n;
+      const int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+      int64_t i = lo, j = mid, k = lo;
+      // Take from the right run only when strictly before: equal values keep their order.
+      while (i < mid && j < hi) temp[k++] = valueBefore(values[order[j]], values[order[i]]) ? order[j++] : order[i++];
+      while (i < mid) temp[k++] = order[i++];
+      while (j < hi) temp[k++] = order[j++];
+    }
+    for (int64_t i = 0; i < n; ++i) order[i] = temp[i];
+  }
+}
+
+// Device-visible (on CUDA) scratch for the batch: B values and orders each, 2 for the sft sums.
+struct BatchScratch {
+  double* first;
+  double* second;
+  int64_t* firstOrder;
+  int64_t* secondOrder;
+  int64_t* temp;
+  double* sft;  // [sum of chosen logps, chosen tokens]
+};
+
+// The batch's state: its config and where each result goes. ref_chosen/ref_rejected, logps and
+// every output must be readable and writable where the phases run.
+struct Batch {
+  fdpo_loss_config config;
+  int64_t numPairs;
+  const double* logps;  // 2B sequence sums
+  const int32_t* counts;
+  double* pairLoss;
+  double* chosenRewards;
+  double* rejectedRewards;
+  double* seqGrad;
+  double* stats;
+  BatchScratch scratch;
+
+  FDPO_HD double refChosen(int64_t i) const { return config.ref_chosen ? config.ref_chosen[i] : 0.0; }
+  FDPO_HD double refRejected(int64_t i) const { return config.ref_rejected ? config.ref_rejected[i] : 0.0; }
+  FDPO_HD double clampedCount(int64_t s) const { return counts[s] > 0 ? (double)counts[s] : 1.0; }
+  // Adds the gradient of weight * (a term of pair-loss sums) to sequence s.
+  FDPO_HD void addGrad(int64_t s, double weight, double d) const { seqGrad[s] += config.scale * weight * d; }
+};
+
+// The phases. Each `each` step touches pair i's outputs (and sequences i, B+i) only, or, for the
+// sorted losses, rank k's pair, so no two threads write the same value.
+struct ZeroStep {
+  const Batch& b;
+  FDPO_HD void operator()(int64_t i) const {
+    b.pairLoss[i] = 0.0;
+    b.seqGrad[i] = 0.0;
+    b.seqGrad[b.numPairs + i] = 0.0;
+  }
+};
+
+struct PairLocalStep {
+  const Batch& b;
+  int kind;
+  double weight;
+  FDPO_HD void operator()(int64_t i) const {
+    const fdpo_loss_config& c = b.config;
+    const LossParams params = {c.beta, c.label_smoothing, c.simpo_gamma, c.discopop_tau};
+    const int64_t B = b.numPairs;
+    const PairScores s = {b.logps[i], b.logps[B + i], b.refChosen(i), b.refRejected(i), b.clampedCount(i),
+                          b.clampedCount(B + i)};
+    const PairTerm t = pairLoss(kind, params, s);
+    b.pairLoss[i] += weight * t.loss;
+    b.addGrad(i, weight, t.dChosen);
+    b.addGrad(B + i, weight, t.dRejected);
+  }
+};
+
+// Token-mean NLL over all chosen tokens, the same value for every pair (TRL's cross_entropy).
+struct SftTotalsStep {
+  const Batch& b;
+  FDPO_HD void operator()() const {
+    double sum = 0.0, tokens = 0.0;
+    for (int64_t i = 0; i < b.numPairs; ++i) {
+      sum += b.logps[i];
+      tokens += b.counts[i];
+    }
+    b.scratch.sft[0] = sum;
+    b.scratch.sft[1] = tokens > 0 ? tokens : 1.0;
+  }
+};
+
+struct SftStep {
+  const Batch& b;
+  double weight;
+  FDPO_HD void operator()(int64_t i) const {
+    const double sum = b.scratch.sft[0], denom = b.scratch.sft[1];
+    b.pairLoss[i] += weight * (-sum / denom);
+    // Every pair's term depends on every chosen sum: d(sum_i l_i)/d pi_c = B * (-1/denom).
+    b.addGrad(i, weight, -(double)b.numPairs / denom);
+  }
+};
+
+// aot (paired): sorted policy log-ratio margins against sorted reference margins;
+// aot_unpaired: sorted chosen log-ratios against sorted rejected log-ratios.
+struct AlignedValuesStep {
+  const Batch& b;
+  bool paired;
+  FDPO_HD void operator()(int64_t i) const {
+    const int64_t B = b.numPairs;
+    if (paired) {
+      b.scratch.first[i] = b.logps[i] - b.logps[B + i];
+      b.scratch.second[i] = b.refChosen(i) - b.refRejected(i);
+    } else {
+      b.scratch.first[i] = b.logps[i] - b.refChosen(i);
+      b.scratch.second[i] = b.logps[B + i] - b.refRejected(i);
+    }
+  }
+};
+
+struct AlignedSortStep {
+  const Batch& b;
+  FDPO_HD void operator()() const {
+    stableOrder(b.scratch.first, b.numPairs, b.scratch.firstOrder, b.scratch.temp);
+    stableOrder(b.scratch.second, b.numPairs, b.scratch.secondOrder, b.scratch.temp);
+  }
+};
+
+struct AlignedStep {
+  const Batch& b;
+  bool paired;
+  double weight;
+  FDPO_HD void operator()(int64_t k) const {
+    const int64_t p = b.scratch.firstOrder[k], q = b.scratch.secondOrder[k];
+    const double beta = b.config.beta;
+    const UnaryTerm t = smoothedLogistic(beta * (b.scratch.first[p] - b.scratch.second[q]), b.config.label_smoothing);
+    b.pairLoss[p] += weight * t.loss;
+    b.addGrad(p, weight, beta * t.dU);
+    // Paired: the policy margin at k is pair p's (the reference side has no gradient).
+    b.addGrad(b.numPairs + (paired ? p : q), weight, -beta * t.dU);
+  }
+};
+
+struct RewardsStep {
+  const Batch& b;
+  bool reportAveraged;
+  FDPO_HD void operator()(int64_t i) const {
+    const int64_t B = b.numPairs;
+    const double nc = reportAveraged ? b.clampedCount(i) : 1.0;
+    const double nr = reportAveraged ? b.clampedCount(B + i) : 1.0;
+    b.chosenRewards[i] = b.config.beta * (b.logps[i] - b.refChosen(i)) / nc;
+    b.rejectedRewards[i] = b.config.beta * (b.logps[B + i] - b.refRejected(i)) / nr;
+  }
+};
+
+// The loss in pair order; NaN when any sequence sum is.
+struct TotalStep {
+  const Batch& b;
+  FDPO_HD void operator()() const {
+    double total = 0.0;
+    bool anyNan = false;
+    for (int64_t i = 0; i < b.numPairs; ++i) total += b.pairLoss[i];
+    for (int64_t s = 0; s < 2 * b.numPairs; ++s) anyNan = anyNan || isnan(b.logps[s]);
+    b.stats[FDPO_STAT_LOSS] = anyNan ? NAN : b.config.scale * total;
+  }
+};
+
+// From the sequence sums: pair losses, the total loss (stats[FDPO_STAT_LOSS]), rewards and
+// seqGrad[s] = dloss/dpi_s. Exec runs the phases: each(n, f) calls f(i) for i in [0, n), once(f)
+// calls f() in one thread, and both return when every thread is done.
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
+template <class Exec>
+FDPO_HD void reduceBatch(const Batch& b, Exec& exec) {
+  const int64_t B = b.numPairs;
+  exec.each(B, ZeroStep{b});
+  bool reportAveraged = false;
+  for (int k = 0; k < b.config.num_losses; ++k) {
+    const int kind = b.config.kinds[k];
+    const double weight = b.config.weights[k];
+    if (kind == FDPO_LOSS_SIMPO || kind == FDPO_LOSS_ORPO) reportAveraged = true;
+    if (kind == FDPO_LOSS_AOT || kind == FDPO_LOSS_AOT_UNPAIRED) {
+      const bool paired = kind == FDPO_LOSS_AOT;
+      exec.each(B, AlignedValuesStep{b, paired});
+      exec.once(AlignedSortStep{b});
+      exec.each(B, AlignedStep{b, paired, weight});
+      continue;
+    }
+    if (kind != FDPO_LOSS_SFT) exec.each(B, PairLocalStep{b, kind, weight});
+    if (kind == FDPO_LOSS_SFT || kind == FDPO_LOSS_ORPO) {  // ORPO = NLL on chosen + the odds-ratio term
+      exec.once(SftTotalsStep{b});
+      exec.each(B, SftStep{b, weight});
+    }
+  }
+  exec.each(B, RewardsStep{b, reportAveraged});
+  exec.once(TotalStep{b});
+}
+
+}  // namespace fdpo
+
+#endif  // FUSED_DPO_REDUCE_MATH_H

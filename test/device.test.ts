@@ -1,0 +1,86 @@
+// DeviceTensor and backend selection where the machine may have no GPU: every path that needs
+// CUDA fails with ERR_FDPO_CUDA_UNAVAILABLE and says why; device memory never reaches the CPU
+// backend. On a machine with a device, the same calls run, and match the CPU (test/cuda.test.ts
+// and test/gpu/ check the numbers in depth).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+import { backendInfo, DeviceTensor, dpoLoss, sequenceLogps } from '../lib/index.js';
+import { makeCase, tokenOptions } from './helpers/cases.js';
+import { makeRng, testSeed } from './helpers/random.js';
+
+const SEED = testSeed();
+const cuda = backendInfo().cuda.devices.length > 0;
+
+function codeOf(run: () => unknown): string {
+  try {
+    run();
+  } catch (error) {
+    return `${(error as { code?: string }).code}: ${(error as Error).message}`;
+  }
+  return 'no error';
+}
+
+test('DeviceTensor.wrap checks its pointer, shape, dtype and device', () => {
+  assert.match(codeOf(() => DeviceTensor.wrap(0n, [2], 'float32')), /^ERR_FDPO_INVALID_ARGUMENT: .*pointer must be a non-null device address/);
+  assert.match(codeOf(() => DeviceTensor.wrap(1n << 64n, [2], 'float32')), /pointer must be/);
+  assert.match(codeOf(() => DeviceTensor.wrap(4098n, [2], 'float32')), /aligned to 4 bytes for float32/);
+  assert.match(codeOf(() => DeviceTensor.wrap(4096n, [2, -1], 'float32')), /shape must be an array of non-negative integers/);
+  assert.match(codeOf(() => DeviceTensor.wrap(4096n, [2], 'float64' as 'float32')), /dtype must be 'float32', 'bfloat16', 'float16' or 'int32', got "float64"/);
+  assert.match(codeOf(() => DeviceTensor.wrap(4096n, [2], 'float32', { device: -1 })), /device must be a device index/);
+  const t = DeviceTensor.wrap(4096n, [3, 5], 'bfloat16', { device: 0 });
+  assert.is(t.byteLength, 30);
+  assert.is(t.owned, false);
+  assert.is(String(t), 'DeviceTensor(bfloat16 [3, 5] on cuda:0)');
+  t.free(); // forgets a wrapped pointer, frees nothing
+  assert.ok(t.freed);
+  assert.match(codeOf(() => t.pointer), /^ERR_FDPO_INVALID_ARGUMENT: .*this DeviceTensor was freed/);
+});
+
+test('device inputs: CUDA or a clear error; never the CPU backend', () => {
+  const c = makeCase(makeRng(SEED), { B: 1, vocab: 7, T: 3 });
+  const host = tokenOptions(c);
+  const logits = DeviceTensor.wrap(1n << 20n, host.logits.shape, 'float32');
+  const labels = DeviceTensor.wrap(1n << 21n, host.labels.shape, 'int32');
+  // Each of these is refused before any device memory is touched (the pointers above are fake).
+  const refused: [string, () => unknown, RegExp][] = [
+    ['backend cpu with device logits', () => dpoLoss({ logits, labels: host.labels, ref: c.ref, backend: 'cpu' }), /backend 'cpu' cannot read DeviceTensor inputs/],
+    ['device labels with host logits', () => dpoLoss({ ...host, labels: labels as never, ref: c.ref }), /labels must be host labels for host logits/],
+    ['a device grad for host logits', () => dpoLoss({ ...host, ref: c.ref, grad: logits as never }), /grad must be a host tensor for host logits/],
+    ['int32 logits', () => dpoLoss({ logits: labels, labels: host.labels, ref: c.ref }), /logits.dtype must be 'float32', 'bfloat16' or 'float16'/],
+    ['float32 device labels', () => sequenceLogps({ logits, labels: logits }), /labels.dtype must be 'int32'/],
+    ['a bad backend name', () => dpoLoss({ ...host, ref: c.ref, backend: 'gpu' as 'cuda' }), /backend must be 'cpu' or 'cuda', got "gpu"/],
+    ['a stream that is not a bigint', () => dpoLoss({ ...host, ref: c.ref, backend: 'cuda', stream: 5 as unknown as bigint }), cuda ? /stream must be a cudaStream_t/ : /ERR_FDPO_CUDA_UNAVAILABLE/],
+  ];
+  for (const [what, run, message] of refused) assert.match(codeOf(run), message, what);
+  if (!cuda) {
+    const why = backendInfo().cuda.reason!;
+    assert.match(codeOf(() => dpoLoss({ logits, labels, ref: c.ref })), /^ERR_FDPO_CUDA_UNAVAILABLE: fused-dpo: DeviceTensor inputs need the CUDA backend, but CUDA cannot be used here: /);
+    assert.ok(codeOf(() => sequenceLogps({ logits, labels })).includes(why), why);
+    assert.match(codeOf(() => dpoLoss({ ...host, ref: c.ref, backend: 'cuda' })), /^ERR_FDPO_CUDA_UNAVAILABLE: .*backend 'cuda' was asked for/);
+    assert.match(codeOf(() => DeviceTensor.alloc([4], 'float32')), /^ERR_FDPO_CUDA_UNAVAILABLE: /);
+  }
+});
+
+test('with a device: upload, download, alloc, free, and a loss on device tensors', () => {
+  if (!cuda) return console.log('  (no CUDA device here: skipped)');
+  const c = makeCase(makeRng(SEED + 1), { B: 2, vocab: 300, T: 5 });
+  const host = tokenOptions(c);
+  const logits = DeviceTensor.from(host.logits);
+  const labels = DeviceTensor.from(host.labels);
+  assert.equal(Array.from(labels.download()), Array.from(host.labels.data));
+  const onHost = dpoLoss({ ...host, ref: c.ref, backend: 'cpu' });
+  const onDevice = dpoLoss({ logits, labels, ref: c.ref });
+  assert.ok(onDevice.grad instanceof DeviceTensor && onDevice.grad.owned);
+  const grad = onDevice.grad!.download() as Float32Array;
+  let worst = 0;
+  for (let i = 0; i < grad.length; i++) worst = Math.max(worst, Math.abs(grad[i]! - (onHost.grad!.data as Float32Array)[i]!));
+  assert.ok(worst < 1e-6, `device gradient differs from the CPU's by ${worst}`);
+  assert.ok(Math.abs(onDevice.loss - onHost.loss) <= 1e-6 * Math.abs(onHost.loss), `${onDevice.loss} vs ${onHost.loss}`);
+  onDevice.grad!.free();
+  logits.free();
+  labels.free();
+  logits.free(); // twice is fine
+});
+
+test.run();
