@@ -153,9 +153,15 @@ export class DeviceTensor {
     return out;
   }
 
-  /** Releases owned memory (a wrapped tensor is only forgotten). Safe to call twice. */
+  /**
+   * Releases owned memory (a wrapped tensor is only forgotten). Safe to call twice; refused while
+   * a dpoLossAsync or sequenceLogpsAsync call is using the tensor.
+   */
   free(): void {
     if (this.#pointer === null) return;
+    if ((inUse.get(this) ?? 0) > 0) {
+      throw fusedDpoError('this DeviceTensor is in use by a running async call: await it before free()', 'ERR_FDPO_INVALID_ARGUMENT');
+    }
     const pointer = this.#pointer;
     this.#pointer = null;
     if (this.owned) {
@@ -171,6 +177,20 @@ export class DeviceTensor {
 
   toString(): string {
     return `DeviceTensor(${this.dtype} [${this.shape.join(', ')}] on cuda:${this.device}${this.freed ? ', freed' : ''})`;
+  }
+}
+
+// Async calls running on a tensor: free() refuses while there are any.
+const inUse = new WeakMap<DeviceTensor, number>();
+
+/** Runs an async call that reads or writes `tensors` (the DeviceTensors among them are kept from free()). */
+export async function holdingTensors<T>(tensors: readonly unknown[], run: () => Promise<T>): Promise<T> {
+  const held = tensors.filter((t): t is DeviceTensor => t instanceof DeviceTensor);
+  for (const t of held) inUse.set(t, (inUse.get(t) ?? 0) + 1);
+  try {
+    return await run();
+  } finally {
+    for (const t of held) inUse.set(t, inUse.get(t)! - 1);
   }
 }
 

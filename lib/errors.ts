@@ -38,5 +38,6 @@ export function describe(value: unknown): string {
     return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;
   }
   if (typeof value === 'function') return 'a function';
+  if ((value as { constructor?: { name?: string } }).constructor?.name === 'DeviceTensor') return String(value);
   return `an object (${Object.prototype.toString.call(value).slice(8, -1)})`;
 }

@@ -1,6 +1,6 @@
 // The public loss and log-prob calls: validate, fill the binding's argument object, run, and
 // shape the results.
-import { DeviceTensor } from './device.js';
+import { DeviceTensor, holdingTensors } from './device.js';
 import { invalidArgument } from './errors.js';
 import { native, STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './native.js';
 import { LOSS_TYPES, REPORTS_AVERAGED, type DpoMetrics, type DType, type LossType, type Tensor } from './types.js';
@@ -132,7 +132,7 @@ export function sequenceLogps(options: SequenceLogpsOptions): SequenceLogpsResul
 /** sequenceLogps on the libuv thread pool; the event loop stays free. */
 export async function sequenceLogpsAsync(options: SequenceLogpsOptions): Promise<SequenceLogpsResult> {
   const args = prepareSequenceLogps(options);
-  await native().sequenceLogpsAsync(args);
+  await holdingTensors([options.logits, options.labels], () => native().sequenceLogpsAsync(args));
   return { logps: args.logps, counts: args.counts };
 }
 
@@ -181,6 +181,8 @@ interface PreparedLoss {
   finish(): AnyDpoLossResult;
   /** Frees the device outputs this call allocated (when it fails). */
   release(): void;
+  /** Every tensor the call reads or writes. */
+  tensors: readonly unknown[];
 }
 
 function prepareDpoLoss(options: AnyDpoLossOptions): PreparedLoss {
@@ -231,6 +233,7 @@ function prepareDpoLoss(options: AnyDpoLossOptions): PreparedLoss {
   const allocated = [gradData !== options.grad && gradData !== tokens.data ? gradData : null, rowScale];
   return {
     args,
+    tensors: [tokens.data, tokens.labels, gradData, rowScale],
     release() {
       for (const t of allocated) if (t instanceof DeviceTensor) t.free();
     },
@@ -303,7 +306,7 @@ export function dpoLossAsync(options: DeviceDpoLossOptions): Promise<DpoLossResu
 export async function dpoLossAsync(options: AnyDpoLossOptions): Promise<AnyDpoLossResult> {
   const prepared = prepareDpoLoss(options);
   try {
-    await native().dpoLossAsync(prepared.args);
+    await holdingTensors(prepared.tensors, () => native().dpoLossAsync(prepared.args));
   } catch (error) {
     prepared.release();
     throw error;

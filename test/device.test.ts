@@ -6,6 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { backendInfo, DeviceTensor, dpoLoss, sequenceLogps } from '../lib/index.js';
+import { holdingTensors } from '../lib/device.js';
 import { makeCase, tokenOptions } from './helpers/cases.js';
 import { makeRng, testSeed } from './helpers/random.js';
 
@@ -35,6 +36,18 @@ test('DeviceTensor.wrap checks its pointer, shape, dtype and device', () => {
   t.free(); // forgets a wrapped pointer, frees nothing
   assert.ok(t.freed);
   assert.match(codeOf(() => t.pointer), /^ERR_FDPO_INVALID_ARGUMENT: .*this DeviceTensor was freed/);
+});
+
+test('a DeviceTensor in use by an async call cannot be freed until the call ends', async () => {
+  const t = DeviceTensor.wrap(4096n, [4], 'float32');
+  let release!: () => void;
+  const call = holdingTensors([t, null, 'not a tensor'], () => new Promise<void>((resolve) => (release = resolve)));
+  assert.match(codeOf(() => t.free()), /^ERR_FDPO_INVALID_ARGUMENT: .*in use by a running async call/);
+  assert.not.ok(t.freed);
+  release();
+  await call;
+  t.free();
+  assert.ok(t.freed);
 });
 
 test('device inputs: CUDA or a clear error; never the CPU backend', () => {

@@ -26,11 +26,12 @@ constexpr int64_t kWarpRowVocab = 4096;
 constexpr int kWarpRowsBlock = 256;    // 8 rows per block
 constexpr int kForwardBlock = 1024;    // pass A, block per row
 constexpr int kBackwardBlock = 512;    // pass B, block per row
-// Pass A's blocks per SM, looping over rows. The deferred mode re-reads each row right after
-// its reduction: one row in flight per SM keeps the rows being re-read within L2 (132 SMs x a
-// 256 KB bf16 row of V = 128256 is 33 MB of H200's 50 MB), so that re-read costs no HBM traffic.
-constexpr int kForwardBlocksPerSm = 2;
+// The deferred mode re-reads each row right after its reduction: few rows in flight per SM keep
+// the rows being re-read within L2 (132 SMs x one 256 KB bf16 row of V = 128256 is 33 MB of
+// H200's 50 MB; 2 blocks of 8 rows of at most 16 KB for the warp kernels), so that re-read costs
+// no HBM traffic. Unmeasured on a GPU so far: test/gpu/check.ts times it.
 constexpr int kDeferredBlocksPerSm = 1;
+constexpr int kDeferredWarpBlocksPerSm = 2;
 
 // exp(x) in fp32 within ~2 ulp (the CPU twin is expPortable): n = round(x log2 e) from the exact
 // product, Cody-Waite r = x - n ln2, 2^(r log2 e) on the special function unit (its argument is
@@ -393,52 +394,51 @@ int multiprocessors() {
   return count > 0 ? count : 1;
 }
 
-// Blocks for a row loop: enough to fill the device, never more than the rows need.
-unsigned gridFor(int64_t rows, int rowsPerBlock, int blocksPerSm) {
+// Launches a row loop with as many blocks as can be resident at once (at most maxPerSm per SM),
+// never more than the rows need. Which rows a group takes does not change what it computes, so
+// the results do not depend on the grid (or the GPU).
+template <class... Params, class... Args>
+cudaError_t launchRows(void (*kernel)(Params...), int block, int rowsPerBlock, int maxPerSm, int64_t rows,
+                       cudaStream_t stream, Args... args) {
+  int perSm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kernel, block, 0) != cudaSuccess) {
+    cudaGetLastError();
+    perSm = 1;
+  }
+  perSm = perSm < 1 ? 1 : perSm > maxPerSm ? maxPerSm : perSm;
   const int64_t needed = (rows + rowsPerBlock - 1) / rowsPerBlock;
-  const int64_t resident = (int64_t)multiprocessors() * blocksPerSm;
-  const int64_t grid = needed < resident ? needed : resident;
-  return (unsigned)(grid > 0 ? grid : 1);
+  const int64_t resident = (int64_t)multiprocessors() * perSm;
+  kernel<<<(unsigned)(needed < resident ? needed : resident), block, 0, stream>>>(args...);
+  return cudaGetLastError();
 }
 
 template <int DT>
 cudaError_t launchForwardTyped(const DeviceRows& rows, RowForward* out, void* grad, cudaStream_t stream) {
+  const int warpRows = kWarpRowsBlock / kWarp;
   if (rows.vocab <= kWarpRowVocab) {
-    const int rowsPerBlock = kWarpRowsBlock / kWarp;
-    const unsigned grid = gridFor(rows.rows, rowsPerBlock, 2048 / kWarpRowsBlock);
-    if (grad) {
-      forwardKernel<DT, kWarp, true><<<grid, kWarpRowsBlock, 0, stream>>>(rows, out, grad);
-    } else {
-      forwardKernel<DT, kWarp, false><<<grid, kWarpRowsBlock, 0, stream>>>(rows, out, grad);
-    }
-  } else if (grad) {
-    forwardKernel<DT, kForwardBlock, true><<<gridFor(rows.rows, 1, kDeferredBlocksPerSm), kForwardBlock, 0, stream>>>(rows, out, grad);
-  } else {
-    forwardKernel<DT, kForwardBlock, false><<<gridFor(rows.rows, 1, kForwardBlocksPerSm), kForwardBlock, 0, stream>>>(rows, out, grad);
+    if (!grad) return launchRows(forwardKernel<DT, kWarp, false>, kWarpRowsBlock, warpRows, INT32_MAX, rows.rows, stream, rows, out, grad);
+    return launchRows(forwardKernel<DT, kWarp, true>, kWarpRowsBlock, warpRows, kDeferredWarpBlocksPerSm, rows.rows, stream, rows, out, grad);
   }
-  return cudaGetLastError();
+  if (!grad) return launchRows(forwardKernel<DT, kForwardBlock, false>, kForwardBlock, 1, INT32_MAX, rows.rows, stream, rows, out, grad);
+  return launchRows(forwardKernel<DT, kForwardBlock, true>, kForwardBlock, 1, kDeferredBlocksPerSm, rows.rows, stream, rows, out, grad);
 }
 
 template <int DT>
 cudaError_t launchBackwardTyped(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
                                 cudaStream_t stream) {
   if (rows.vocab <= kWarpRowVocab) {
-    const int rowsPerBlock = kWarpRowsBlock / kWarp;
-    backwardKernel<DT, kWarp><<<gridFor(rows.rows, rowsPerBlock, 2048 / kWarpRowsBlock), kWarpRowsBlock, 0, stream>>>(
-        rows, forward, rowScale, grad);
-  } else {
-    backwardKernel<DT, kBackwardBlock><<<gridFor(rows.rows, 1, 2048 / kBackwardBlock), kBackwardBlock, 0, stream>>>(
-        rows, forward, rowScale, grad);
+    return launchRows(backwardKernel<DT, kWarp>, kWarpRowsBlock, kWarpRowsBlock / kWarp, INT32_MAX, rows.rows, stream, rows,
+                      forward, rowScale, grad);
   }
-  return cudaGetLastError();
+  return launchRows(backwardKernel<DT, kBackwardBlock>, kBackwardBlock, 1, INT32_MAX, rows.rows, stream, rows, forward,
+                    rowScale, grad);
 }
 
 }  // namespace
 
 cudaError_t launchCheckLabels(const DeviceRows& rows, unsigned long long* badRow, cudaStream_t stream) {
   if (rows.rows == 0) return cudaSuccess;
-  checkLabelsKernel<<<gridFor(rows.rows, 256, 8), 256, 0, stream>>>(rows, badRow);
-  return cudaGetLastError();
+  return launchRows(checkLabelsKernel, 256, 256, INT32_MAX, rows.rows, stream, rows, badRow);
 }
 
 cudaError_t launchForward(const DeviceRows& rows, RowForward* out, void* deferredGrad, cudaStream_t stream) {
