@@ -1,11 +1,13 @@
-// `npm test`: runs every test/*.test.ts through uvu and ends with the plain line
-// "N passed, N failed" that CI reads. A file that fails to import counts as a failure.
+// `npm test`: runs every test/*.test.ts (or those FDPO_TEST_PATTERN matches) through uvu and ends
+// with the plain line "N passed, N failed" that CI reads. A file that fails to import counts as a
+// failure.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
 const uvu = join(dirname(fileURLToPath(import.meta.url)), '..', 'node_modules', 'uvu', 'bin.js');
-const args = ['--import', 'tsx', uvu, 'test', '\\.test\\.ts$', '--no-color', ...process.argv.slice(2)];
+const pattern = process.env.FDPO_TEST_PATTERN || '\\.test\\.ts$';
+const args = ['--import', 'tsx', uvu, 'test', pattern, '--no-color', ...process.argv.slice(2)];
 const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
 
 let output = '';

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "cuda_kernels.h"
+#include "cuda_launch.h"
 #include "reduce_math.h"
 
 namespace fdpo {
@@ -89,28 +90,25 @@ unsigned blocksFor(int64_t n, int threads) {
 cudaError_t launchSequenceSums(const RowForward* forward, const int32_t* labels, int32_t ignoreIndex,
                                const int32_t* cuSeqlens, int64_t numSeqs, SequenceSums* out, cudaStream_t stream) {
   if (numSeqs == 0) return cudaSuccess;
-  sequenceSumsKernel<<<blocksFor(numSeqs, 128), 128, 0, stream>>>(forward, labels, ignoreIndex, cuSeqlens, numSeqs, out);
-  return cudaGetLastError();
+  return launchKernel(sequenceSumsKernel, blocksFor(numSeqs, 128), 128, stream, forward, labels, ignoreIndex, cuSeqlens,
+                      numSeqs, out);
 }
 
 cudaError_t launchSequenceResults(const SequenceSums* sums, int64_t numSeqs, bool average, double* logps,
                                   int32_t* counts, cudaStream_t stream) {
   if (numSeqs == 0) return cudaSuccess;
-  sequenceResultsKernel<<<blocksFor(numSeqs, 128), 128, 0, stream>>>(sums, numSeqs, average, logps, counts);
-  return cudaGetLastError();
+  return launchKernel(sequenceResultsKernel, blocksFor(numSeqs, 128), 128, stream, sums, numSeqs, average, logps, counts);
 }
 
 cudaError_t launchBatch(const SequenceSums* sums, const Batch& batch, cudaStream_t stream) {
-  batchKernel<<<1, kBatchThreads, 0, stream>>>(sums, batch);
-  return cudaGetLastError();
+  return launchKernel(batchKernel, 1, kBatchThreads, stream, sums, batch);
 }
 
 cudaError_t launchRowScale(const int32_t* cuSeqlens, int64_t numSeqs, const int32_t* labels, int32_t ignoreIndex,
                            int64_t rows, const double* seqGrad, float* rowScale, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  rowScaleKernel<<<blocksFor(rows, 256), 256, 0, stream>>>(cuSeqlens, numSeqs, labels, ignoreIndex, rows, seqGrad,
-                                                           rowScale);
-  return cudaGetLastError();
+  return launchKernel(rowScaleKernel, blocksFor(rows, 256), 256, stream, cuSeqlens, numSeqs, labels, ignoreIndex, rows,
+                      seqGrad, rowScale);
 }
 
 }  // namespace fdpo

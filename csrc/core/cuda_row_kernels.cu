@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cuda_kernels.h"
+#include "cuda_launch.h"
 #include "host_device.h"
 
 namespace fdpo {
@@ -44,8 +45,7 @@ __device__ __forceinline__ float deviceExp(float x) {
   const float n = fmaf(x, 1.44269504088896341f, 12582912.0f) - 12582912.0f;
   float r = fmaf(n, -0.693145751953125f, x);
   r = fmaf(n, -1.42860682030941723212e-6f, r);
-  float e;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(r * 1.44269504088896341f));
+  const float e = hardwareExp2(r * 1.44269504088896341f);
   const float scale = __int_as_float((__float2int_rz(n) + 127) << 23);
   return below ? 0.0f : e * scale;
 }
@@ -408,8 +408,7 @@ cudaError_t launchRows(void (*kernel)(Params...), int block, int rowsPerBlock, i
   perSm = perSm < 1 ? 1 : perSm > maxPerSm ? maxPerSm : perSm;
   const int64_t needed = (rows + rowsPerBlock - 1) / rowsPerBlock;
   const int64_t resident = (int64_t)multiprocessors() * perSm;
-  kernel<<<(unsigned)(needed < resident ? needed : resident), block, 0, stream>>>(args...);
-  return cudaGetLastError();
+  return launchKernel(kernel, (unsigned)(needed < resident ? needed : resident), block, stream, args...);
 }
 
 template <int DT>
