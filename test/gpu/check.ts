@@ -2,7 +2,9 @@
 // the CPU backend on fresh random inputs (every loss type, fp32/bf16/fp16, padded and packed, V up
 // to 152064, device tensors in every grad mode, rows x V past 2^31 once), guard regions around
 // device outputs, run-to-run bitwise equality, and the kernels timed with CUDA events against the
-// device's copy bandwidth. Prints a report; writes its numbers as JSON to the path in argv[2].
+// device's copy bandwidth. Prints a report; writes its numbers as JSON to the path given.
+// `--quick` shrinks every size (no 2^31 case, no meaningful timing): for checking this script on
+// the CPU emulation of CUDA (test/cuda-emulation/) before a GPU's time is spent on it.
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,6 +19,18 @@ import { decodeToFloat64 } from '../../lib/dtype.js';
 import { makeRng, testSeed, type Rng } from '../helpers/random.js';
 
 const SEED = testSeed();
+const QUICK = process.argv.includes('--quick');
+const jsonPath = process.argv.slice(2).find((a) => !a.startsWith('--'));
+const SIZES = QUICK
+  ? { vocabs: [5, 130], deviceVocabs: [1000, 5000], repeatVocab: 5000, big: { vocab: 300, rows: 256 }, timed: { tokens: 128, vocab: 5000, T: 32 }, runs: 3 }
+  : {
+      vocabs: [5, 130, 4096, 4097, 9001, 50257],
+      deviceVocabs: [1000, 32000, 152064],
+      repeatVocab: 32003,
+      big: { vocab: 128256, rows: 16832 }, // 2.16e9 elements, 4.3 GB of bf16
+      timed: { tokens: 16384, vocab: 128256, T: 1024 },
+      runs: 12,
+    };
 const here = dirname(fileURLToPath(import.meta.url));
 const report: Record<string, unknown> = { seed: SEED, date: new Date().toISOString() };
 const failures: string[] = [];
@@ -66,7 +80,7 @@ console.log('\n1. CUDA against the float64 reference and the CPU: every loss typ
   for (const lossType of LOSS_TYPES) {
     for (const dtype of DTYPES) {
       for (const layout of layouts) {
-        const vocab = pick(rng, [5, 130, 4096, 4097, 9001, 50257]);
+        const vocab = pick(rng, SIZES.vocabs);
         const c = makeCase(rng, { B: 1 + rng.int(4), vocab, dtype, layout, emptySeqs: rng.next() < 0.2 ? [0] : [] });
         const options: Partial<DpoLossOptions> = { lossType, ref: refFor(c, [lossType]), beta: 0.1 + rng.next() };
         check(`${lossType} ${dtype} ${layout} V=${vocab}`, () => {
@@ -93,7 +107,7 @@ console.log('\n2. Device tensors: grad modes, deferred scale, sequenceLogps, gua
 {
   const rng = makeRng(SEED + 1);
   for (const dtype of DTYPES) {
-    for (const vocab of [1000, 32000, 152064]) {
+    for (const vocab of SIZES.deviceVocabs) {
       const c = makeCase(rng, { B: 2, vocab, dtype, T: 3 + rng.int(4) });
       const host = tokenOptions(c);
       const options = { ref: c.ref, lossType: 'sigmoid' as const, beta: 0.2 };
@@ -165,7 +179,7 @@ console.log('\n3. Run-to-run bitwise equality');
 {
   const rng = makeRng(SEED + 2);
   for (const dtype of DTYPES) {
-    const c = makeCase(rng, { B: 4, vocab: 32003, dtype, T: 16 });
+    const c = makeCase(rng, { B: 4, vocab: SIZES.repeatVocab, dtype, T: 16 });
     check(`${dtype}: three runs, the same bits`, () => {
       const logits = DeviceTensor.from(c.logits);
       const labels = DeviceTensor.from(c.labels);
@@ -200,10 +214,11 @@ function tiledLogits(rng: Rng, rows: number, vocab: number, dtype: DType, block:
   return { tensor, block: data };
 }
 
-console.log('\n4. rows x V past 2^31 elements (64-bit offsets)');
+console.log(QUICK ? '\n4. (quick: the big-offset case at a small size)' : '\n4. rows x V past 2^31 elements (64-bit offsets)');
 {
   const rng = makeRng(SEED + 3);
-  const vocab = 128256, block = 64, rows = 16832; // 2.16e9 elements, 4.3 GB of bf16
+  const { vocab, rows } = SIZES.big;
+  const block = 64;
   check(`bf16 rows=${rows} V=${vocab}: per-sequence sums and the last rows' gradients`, () => {
     const { tensor: logits, block: blockData } = tiledLogits(rng, rows, vocab, 'bfloat16', block);
     const blockLabels = Int32Array.from({ length: block }, () => rng.int(vocab));
@@ -246,24 +261,26 @@ console.log('\n4. rows x V past 2^31 elements (64-bit offsets)');
 }
 
 // ---------------------------------------------------------------------------------------------
-console.log('\n5. Timing (CUDA events): B*T = 16384 tokens x V = 128256, bf16');
+console.log(`\n5. Timing (CUDA events): B*T = ${SIZES.timed.tokens} tokens x V = ${SIZES.timed.vocab}, bf16`);
 {
   const rng = makeRng(SEED + 4);
-  const tokens = 16384, vocab = 128256, T = 1024, B = tokens / (2 * T);
+  const { tokens, vocab, T } = SIZES.timed;
+  const B = tokens / (2 * T);
   const elements = tokens * vocab, bytes = elements * 2;
   const copy = native().cudaCopyBandwidth(device.index, 2 ** 30, 20);
   const { tensor: logits } = tiledLogits(rng, tokens, vocab, 'bfloat16', 256);
-  const labels = DeviceTensor.from({ data: Int32Array.from({ length: tokens }, (_, r) => (r % T < 64 ? -100 : rng.int(vocab))), shape: [2 * B, T] });
+  const prompt = Math.min(64, T / 4);
+  const labels = DeviceTensor.from({ data: Int32Array.from({ length: tokens }, (_, r) => (r % T < prompt ? -100 : rng.int(vocab))), shape: [2 * B, T] });
   const shaped = DeviceTensor.wrap(logits.pointer, [2 * B, T, vocab], 'bfloat16');
   const grad = DeviceTensor.alloc([2 * B, T, vocab], 'bfloat16');
   const ref = { chosen: new Float64Array(B).fill(-3000), rejected: new Float64Array(B).fill(-3000) };
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
   const time = (deferScale: boolean) => {
     const samples: Float32Array[] = [];
-    for (let i = 0; i < 12; i++) {
+    for (let i = 0; i < SIZES.runs; i++) {
       const { result, timings } = dpoLossTimed({ logits: shaped, labels, ref, grad, deferScale });
       if (result.rowScale instanceof DeviceTensor) result.rowScale.free();
-      if (i >= 2) samples.push(timings);
+      if (i >= 2) samples.push(timings); // the first two warm up
     }
     return [0, 1, 2].map((k) => median(samples.map((t) => t[k]!)));
   };
@@ -290,7 +307,9 @@ console.log('\n5. Timing (CUDA events): B*T = 16384 tokens x V = 128256, bf16');
     console.log(`  TRL's way (PyTorch ${trl.torch}: log_softmax gather + autograd): ${trl.ms.toFixed(2)} ms, peak extra ${trl.peakExtraGiB.toFixed(1)} GiB -> fused is ${(trl.ms / full).toFixed(1)}x faster`);
     report.trl = { ...trl, speedup: trl.ms / full };
   } catch (error) {
-    console.log(`  TRL's way: not measured (${(error as Error).message.split('\n')[0]})`);
+    // Python's last line says why (no torch, no CUDA device for it, ...).
+    const why = String((error as { stderr?: string }).stderr ?? '').trim().split('\n').pop() || (error as Error).message.split('\n')[0];
+    console.log(`  TRL's way: not measured (${why})`);
     report.trl = null;
   }
   grad.free();
@@ -299,6 +318,6 @@ console.log('\n5. Timing (CUDA events): B*T = 16384 tokens x V = 128256, bf16');
 }
 
 report.failures = failures;
-if (process.argv[2]) writeFileSync(process.argv[2], `${JSON.stringify(report, null, 2)}\n`);
+if (jsonPath) writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
 console.log(failures.length === 0 ? '\nall checks passed' : `\n${failures.length} check(s) FAILED (seed=${SEED})`);
 process.exit(failures.length === 0 ? 0 : 1);
