@@ -19,6 +19,7 @@ import { backendInfo, dpoLoss, dpoLossAsync, sequenceLogps, toBfloat16 } from '.
 import { dpoLossUnfused } from '../lib/loss.js';
 import { native } from '../lib/native.js';
 import { referenceDpo } from '../lib/reference.js';
+import { paddedCuSeqlens } from '../lib/validate.js';
 import { LOSS_DEFAULTS, type DType } from '../lib/types.js';
 import { peakExtraBytes } from './memory.js';
 import { PEERS } from './peers/index.js';
@@ -224,7 +225,7 @@ async function main() {
               rows: R,
               vocab: V,
               labels: c.labels,
-              cuSeqlens: Int32Array.from({ length: 2 * c.B + 1 }, (_, s) => s * c.T),
+              cuSeqlens: paddedCuSeqlens(2 * c.B, c.T),
               ignoreIndex: -100,
               ref: c.ref,
               ...LOSS_DEFAULTS,

@@ -9,6 +9,7 @@ import { dpoLoss } from './loss.js';
 import { nativePath, nativeSource, packageRoot, type NativeSource } from './native.js';
 import { referenceDpo } from './reference.js';
 import { LOSS_DEFAULTS, type DType, type LossType } from './types.js';
+import { paddedCuSeqlens } from './validate.js';
 
 export interface SelfCheck {
   backend: BackendName;
@@ -52,7 +53,7 @@ function selfCheck(backend: BackendName, lossType: LossType, dtype: DType): Self
     rows,
     vocab: V,
     labels,
-    cuSeqlens: Int32Array.from({ length: 2 * B + 1 }, (_, s) => s * T),
+    cuSeqlens: paddedCuSeqlens(2 * B, T),
     ignoreIndex: -100,
     ref,
     beta: 0.5,

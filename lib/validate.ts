@@ -173,6 +173,11 @@ function checkPlacement(options: Record<string, unknown>, logits: unknown, label
   return { backend, device, stream: backend === 'cuda' ? ((options.stream as bigint | undefined) ?? null) : null };
 }
 
+/** The padded layout's sequence offsets: numSeqs sequences of T rows each. */
+export function paddedCuSeqlens(numSeqs: number, T: number): Int32Array {
+  return Int32Array.from({ length: numSeqs + 1 }, (_, s) => s * T);
+}
+
 export function checkTokens(options: unknown): CheckedTokens {
   if (!isObject(options)) throw invalidArgument('options', 'an object', options, TypeError);
   const { data, dtype, shape } =
@@ -203,9 +208,7 @@ export function checkTokens(options: unknown): CheckedTokens {
   if (packed) {
     cuSeqlens = checkCuSeqlens(options.cuSeqlens, rows);
   } else {
-    const [numSeqs, T] = shape;
-    cuSeqlens = new Int32Array(numSeqs + 1);
-    for (let s = 0; s <= numSeqs; s++) cuSeqlens[s] = s * T;
+    cuSeqlens = paddedCuSeqlens(shape[0]!, shape[1]!);
   }
   if (rows > INT32_MAX) throw invalidArgument('logits', 'fewer than 2^31 rows', rows);
 

@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 
 import { referenceDpo } from '../lib/reference.js';
 import { LOSS_DEFAULTS } from '../lib/types.js';
+import { paddedCuSeqlens } from '../lib/validate.js';
 import { makeRng, testSeed } from './helpers/random.js';
 
 const SEED = testSeed();
@@ -32,7 +33,7 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
   const B = 3, T = 5, V = 37, rows = 2 * B * T, seqs = 2 * B;
   const logits = Float32Array.from({ length: rows * V }, () => 3 * rng.normal());
   const labels = Int32Array.from({ length: rows }, (_, r) => (r % T < 2 ? -100 : rng.int(V)));
-  const cu = Int32Array.from({ length: seqs + 1 }, (_, s) => s * T);
+  const cu = paddedCuSeqlens(seqs, T);
   const ref = Float64Array.from({ length: seqs }, () => -10 - 5 * rng.next());
   const file = join(build, 'case.bin');
   writeFileSync(file, Buffer.concat([Buffer.from(BigInt64Array.of(BigInt(rows), BigInt(V), BigInt(seqs)).buffer), Buffer.from(logits.buffer), Buffer.from(labels.buffer), Buffer.from(cu.buffer), Buffer.from(ref.buffer)]));

@@ -12,6 +12,7 @@ import * as assert from 'uvu/assert';
 
 import { referenceDpo } from '../lib/reference.js';
 import { LOSS_DEFAULTS } from '../lib/types.js';
+import { paddedCuSeqlens } from '../lib/validate.js';
 import { makeRng, testSeed } from './helpers/random.js';
 
 const SEED = testSeed();
@@ -100,7 +101,7 @@ console.log(JSON.stringify({ loss: out.loss, grad: [...out.grad.data], source: n
       rows,
       vocab: V,
       labels,
-      cuSeqlens: Int32Array.from({ length: 2 * B + 1 }, (_, s) => s * T),
+      cuSeqlens: paddedCuSeqlens(2 * B, T),
       ignoreIndex: -100,
       ref,
       ...LOSS_DEFAULTS, // dpoLoss's defaults, as check.mjs uses them

@@ -484,15 +484,13 @@ int32_t fdpo_cuda_check_device_buffer(const void* pointer, int64_t bytes, int32_
                                       size_t error_size) {
   const int32_t status = useDevice(device, error, error_size);
   if (status != FDPO_OK) return status;
-  cudaPointerAttributes attributes;
-  if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess ||
-      (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)) {
-    cudaGetLastError();
+  const Memory memory = memoryOf(pointer, device);
+  if (memory == Memory::Host) {
     return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "address %p is not CUDA device memory", pointer);
   }
-  if (attributes.type == cudaMemoryTypeDevice && attributes.device != device) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "address %p is memory of device %d, not of device %d",
-                pointer, attributes.device, (int)device);
+  if (memory == Memory::OtherDevice) {
+    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "address %p is memory of another device than device %d",
+                pointer, (int)device);
   }
   // The allocation around the address, from the driver (the runtime API has no such query).
   using AddressRange = int (*)(unsigned long long* base, size_t* size, unsigned long long address);
