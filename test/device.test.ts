@@ -63,6 +63,7 @@ test('device inputs: CUDA or a clear error; never the CPU backend', () => {
     ['int32 logits', () => dpoLoss({ logits: labels, labels: host.labels, ref: c.ref }), /logits.dtype must be 'float32', 'bfloat16' or 'float16'/],
     ['float32 device labels', () => sequenceLogps({ logits, labels: logits }), /labels.dtype must be 'int32'/],
     ['a bad backend name', () => dpoLoss({ ...host, ref: c.ref, backend: 'gpu' as 'cuda' }), /backend must be 'cpu' or 'cuda', got "gpu"/],
+    ['device -1 for host inputs', () => dpoLoss({ ...host, ref: c.ref, backend: 'cuda', device: -1 }), cuda ? /device must be an integer in \[0, 1023\], got -1/ : /ERR_FDPO_CUDA_UNAVAILABLE/],
     ['a stream that is not a bigint', () => dpoLoss({ ...host, ref: c.ref, backend: 'cuda', stream: 5 as unknown as bigint }), cuda ? /stream must be a cudaStream_t/ : /ERR_FDPO_CUDA_UNAVAILABLE/],
   ];
   for (const [what, run, message] of refused) assert.match(codeOf(run), message, what);
@@ -82,6 +83,10 @@ test('with a device: upload, download, alloc, free, and a loss on device tensors
   const logits = DeviceTensor.from(host.logits);
   const labels = DeviceTensor.from(host.labels);
   assert.equal(Array.from(labels.download()), Array.from(host.labels.data));
+  assert.match(codeOf(() => logits.upload(new Float32Array(3))), /^ERR_FDPO_INVALID_ARGUMENT: .*data must be \d+ bytes \(the tensor's size\)/);
+  assert.match(codeOf(() => logits.upload(new Int32Array(c.rows * c.vocab))), /data must be a typed array of float32 values/);
+  assert.match(codeOf(() => labels.download(new Float32Array(c.rows))), /into must be a typed array of \d+ bytes of int32/);
+  assert.match(codeOf(() => dpoLoss({ ...host, ref: c.ref, backend: 'cuda', device: 7 })), /^ERR_FDPO_INVALID_ARGUMENT: .*device 7 does not exist/);
   const onHost = dpoLoss({ ...host, ref: c.ref, backend: 'cpu' });
   const onDevice = dpoLoss({ logits, labels, ref: c.ref });
   assert.ok(onDevice.grad instanceof DeviceTensor && onDevice.grad.owned);
