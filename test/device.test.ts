@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 
 import { backendInfo, DeviceTensor, dpoLoss, sequenceLogps } from '../lib/index.js';
 import { holdingTensors } from '../lib/device.js';
+import { decodeToFloat64 } from '../lib/dtype.js';
 import { makeCase, tokenOptions } from './helpers/cases.js';
 import { makeRng, testSeed } from './helpers/random.js';
 
@@ -99,6 +100,63 @@ test('with a device: upload, download, alloc, free, and a loss on device tensors
   logits.free();
   labels.free();
   logits.free(); // twice is fine
+});
+
+// 16-byte vectors start where each row reaches 16-byte alignment; the logits and the gradient may
+// be misaligned differently (then the gradient's vectors are read element by element). A wrong
+// head or tail faults on a GPU and aborts the CUDA emulation; the guards catch a stray write.
+test('with a device: device tensors at any element offset, the logits and the gradient differently', () => {
+  if (!cuda) return console.log('  (no CUDA device here: skipped)');
+  const rng = makeRng(SEED + 2);
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    for (const vocab of [37, 4099]) {
+      const c = makeCase(rng, { B: 1, vocab, dtype, T: 3 });
+      const host = tokenOptions(c);
+      const options = { ref: c.ref, lossType: 'sigmoid' as const };
+      const es = dtype === 'float32' ? 4 : 2;
+      const n = c.rows * c.vocab, guard = 16;
+      const at = (block: DeviceTensor, offset: number) => DeviceTensor.wrap(block.pointer + BigInt(offset * es), host.logits.shape, dtype);
+      const fresh = () => (dtype === 'float32' ? new Float32Array(n + 2 * guard).fill(777) : new Uint16Array(n + 2 * guard).fill(0x4321));
+      const logitsBlock = DeviceTensor.alloc([n + 2 * guard], dtype);
+      const gradBlock = DeviceTensor.alloc([n + 2 * guard], dtype);
+      const labels = DeviceTensor.from(host.labels);
+      for (const [logitsOffset, gradOffset] of [[1, 3], [guard - 1, guard], [3, 3]]) {
+        const context = `${dtype} V=${vocab} logits at +${logitsOffset}, grad at +${gradOffset} elements (seed ${SEED})`;
+        logitsBlock.upload(fresh());
+        const logits = at(logitsBlock, logitsOffset!);
+        logits.upload(host.logits.data);
+        gradBlock.upload(fresh());
+        const cpu = dpoLoss({ ...host, ...options, backend: 'cpu' });
+        const cpuDeferred = dpoLoss({ ...host, ...options, backend: 'cpu', deferScale: true });
+        const checkGrad = (got: Float32Array | Uint16Array, want: Float32Array | Uint16Array, what: string) => {
+          const a = decodeToFloat64(got, dtype), b = decodeToFloat64(want, dtype);
+          let worst = 0;
+          for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+          assert.ok(worst <= (dtype === 'float32' ? 1e-6 : 1e-2), `${context}: ${what} differs from the CPU's by ${worst}`);
+        };
+        const guardsKept = (block: DeviceTensor, offset: number, what: string) => {
+          const all = block.download() as Float32Array | Uint16Array;
+          const pattern = fresh();
+          for (let i = 0; i < offset; i++) assert.is(all[i], pattern[i], `${context}: ${what} guard ${i} overwritten`);
+          for (let i = offset + n; i < all.length; i++) assert.is(all[i], pattern[i], `${context}: ${what} guard ${i} overwritten`);
+        };
+        const grad = at(gradBlock, gradOffset!);
+        const filled = dpoLoss({ logits, labels, ...options, grad });
+        assert.ok(Math.abs(filled.loss - cpu.loss) <= 1e-5 * Math.abs(cpu.loss), `${context}: loss ${filled.loss} vs ${cpu.loss}`);
+        checkGrad(grad.download() as Float32Array | Uint16Array, cpu.grad!.data as Float32Array | Uint16Array, 'gradient');
+        guardsKept(gradBlock, gradOffset!, 'gradient');
+        dpoLoss({ logits, labels, ...options, grad, deferScale: true }).rowScale!.free();
+        checkGrad(grad.download() as Float32Array | Uint16Array, cpuDeferred.grad!.data as Float32Array | Uint16Array, 'deferred gradient');
+        guardsKept(gradBlock, gradOffset!, 'deferred gradient');
+        dpoLoss({ logits, labels, ...options, grad: 'inplace' });
+        checkGrad(logits.download() as Float32Array | Uint16Array, cpu.grad!.data as Float32Array | Uint16Array, 'in-place gradient');
+        guardsKept(logitsBlock, logitsOffset!, 'in-place logits');
+      }
+      logitsBlock.free();
+      gradBlock.free();
+      labels.free();
+    }
+  }
 });
 
 test.run();

@@ -261,6 +261,29 @@ test('sequenceLogps (average true/false) vs referenceSequenceLogps', () => {
   }
 });
 
+// Longer sequences than a GPU block has threads: the CUDA backend splits each sequence's sum
+// across a block (strided rows, then a tree), the CPU adds rows in order; both must match.
+test('sequence sums over long sequences (up to 700 rows) and ragged packed lengths', () => {
+  const rng = makeRng(SEED + 8);
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    const c = makeCase(rng, { B: 3, vocab: 5, dtype, layout: 'packed', lengths: [700, 1, 0, 513, 257 + rng.int(40), 256], ignoreProb: 0.3 });
+    const stats = referenceTokenStats(c.decoded, c.rows, c.vocab, c.labels.data, IGNORE);
+    const want = referenceSequenceLogps(refTokens(c), false);
+    const seq = sequenceLogps(tokenOptions(c));
+    const loss = dpoLoss({ ...tokenOptions(c), ref: c.ref, grad: false });
+    const lossLogps = [...loss.chosenLogps, ...loss.rejectedLogps];
+    assert.equal(Array.from(seq.counts), Array.from(want.counts), `sequenceLogps counts ${dtype}`);
+    assert.equal(Array.from(loss.tokenCounts), Array.from(want.counts), `dpoLoss counts ${dtype}`);
+    for (let s = 0; s < 6; s++) {
+      let budget = 0;
+      for (let r = c.cuSeqlens[s]!; r < c.cuSeqlens[s + 1]!; r++) if (c.labels.data[r] !== IGNORE) budget += rowBudget(c.vocab, stats.logp[r]!, labelHoldsMax(c, r));
+      for (const [what, got] of [['sequenceLogps', seq.logps[s]!], ['dpoLoss', lossLogps[s]!]] as const) {
+        assert.ok(Math.abs(got - want.logps[s]!) <= budget, `${what} π_${s} ${dtype}: ${got} vs ${want.logps[s]} (seed=${SEED})`);
+      }
+    }
+  }
+});
+
 test('finite differences of the native float32 loss match the native gradient', () => {
   const rng = makeRng(SEED + 7);
   const h = 2 ** -6; // ≈ 1.6e-2; z ± h is exact for logits on a 2^-8 grid

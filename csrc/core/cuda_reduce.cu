@@ -1,7 +1,7 @@
 // The reduce on the GPU: the shared phases of reduce_math.h (the CPU runs the same ones in
-// reduce.cpp), so the sums, the pair losses and G_s are computed with the same arithmetic in
-// the same order on both backends. O(rows + pairs) work in three small kernels, no host
-// synchronisation: sequence sums (a thread per sequence), the batch (one block), row scales.
+// reduce.cpp), so the pair losses and G_s are computed with the same arithmetic in the same
+// order on both backends; only the per-sequence sums take another (fixed) order. O(rows + pairs) work in three small kernels, no host
+// synchronisation: sequence sums (a block per sequence), the batch (one block), row scales.
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -13,11 +13,31 @@ namespace fdpo {
 namespace {
 
 constexpr int kBatchThreads = 256;
+constexpr int kSequenceThreads = 256;
 
-__global__ void sequenceSumsKernel(const RowForward* forward, const int32_t* labels, int32_t ignoreIndex,
-                                   const int32_t* cuSeqlens, int64_t numSeqs, SequenceSums* out) {
-  const int64_t s = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (s < numSeqs) out[s] = sumSequence(forward, labels, ignoreIndex, cuSeqlens[s], cuSeqlens[s + 1]);
+// Block b sums sequences b, b + gridDim, ...: thread t adds rows begin + t, begin + t + 256, ...
+// (coalesced, T/256 steps where a thread per sequence would take T dependent ones), then the
+// block merges the 256 parts in a fixed tree. The order depends on kSequenceThreads alone, so
+// the bits do not depend on the grid or the GPU.
+__global__ void __launch_bounds__(kSequenceThreads) sequenceSumsKernel(const RowForward* forward, const int32_t* labels,
+                                                                      int32_t ignoreIndex, const int32_t* cuSeqlens,
+                                                                      int64_t numSeqs, SequenceSums* out) {
+  __shared__ SequenceSums parts[kSequenceThreads];
+  const int t = threadIdx.x;
+  for (int64_t s = blockIdx.x; s < numSeqs; s += gridDim.x) {
+    SequenceSums mine = {0.0, 0.0, 0.0, 0.0, 0};
+    for (int64_t r = cuSeqlens[s] + t; r < cuSeqlens[s + 1]; r += kSequenceThreads) {
+      addRowToSums(mine, forward, labels, ignoreIndex, r);
+    }
+    parts[t] = mine;
+    __syncthreads();  // every part is written
+    for (int half = kSequenceThreads / 2; half > 0; half /= 2) {
+      if (t < half) mergeSums(parts[t], parts[t + half]);
+      __syncthreads();  // this level is written before the next one reads it
+    }
+    if (t == 0) out[s] = parts[0];
+    __syncthreads();  // parts[0] is read before the next sequence overwrites parts
+  }
 }
 
 __global__ void sequenceResultsKernel(const SequenceSums* sums, int64_t numSeqs, bool average, double* logps,
@@ -90,8 +110,8 @@ unsigned blocksFor(int64_t n, int threads) {
 cudaError_t launchSequenceSums(const RowForward* forward, const int32_t* labels, int32_t ignoreIndex,
                                const int32_t* cuSeqlens, int64_t numSeqs, SequenceSums* out, cudaStream_t stream) {
   if (numSeqs == 0) return cudaSuccess;
-  return launchKernel(sequenceSumsKernel, blocksFor(numSeqs, 128), 128, stream, forward, labels, ignoreIndex, cuSeqlens,
-                      numSeqs, out);
+  return launchKernel(sequenceSumsKernel, blocksFor(numSeqs, 1), kSequenceThreads, stream, forward, labels, ignoreIndex,
+                      cuSeqlens, numSeqs, out);
 }
 
 cudaError_t launchSequenceResults(const SequenceSums* sums, int64_t numSeqs, bool average, double* logps,

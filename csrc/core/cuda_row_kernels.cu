@@ -25,7 +25,13 @@ constexpr unsigned kAllLanes = 0xffffffffu;
 // Vocabularies up to this size get a warp per row; larger ones a block per row.
 constexpr int64_t kWarpRowVocab = 4096;
 constexpr int kWarpRowsBlock = 256;    // 8 rows per block
-constexpr int kForwardBlock = 1024;    // pass A, block per row
+// Pass A, a block per row: two 512-thread blocks per SM (at most 64 registers a thread), so one
+// block's loads keep HBM busy while the other merges its row (with one 1024-thread block, the
+// SM's loads would stop at every row's end).
+constexpr int kForwardBlock = 512;
+constexpr int kForwardBlocksPerSm = 2;
+// The deferred mode: one 1024-thread block per SM (see kDeferredBlocksPerSm).
+constexpr int kDeferredBlock = 1024;
 constexpr int kBackwardBlock = 512;    // pass B, block per row
 // The deferred mode re-reads each row right after its reduction: few rows in flight per SM keep
 // the rows being re-read within L2 (132 SMs x one 256 KB bf16 row of V = 128256 is 33 MB of
@@ -251,7 +257,12 @@ template <int kGroup>
 __device__ RowState reduceGroup(RowState st) {
 #pragma unroll
   for (int mask = kWarp / 2; mask > 0; mask /= 2) st.merge(st.shuffled(mask));
-  if constexpr (kGroup == kWarp) return st;
+  if constexpr (kGroup == kWarp) {
+    // Shuffles order no memory: this orders every lane's reads of the row (the label logit
+    // included) before any lane's in-place writes to it in the deferred mode.
+    __syncwarp();
+    return st;
+  }
   __shared__ RowState warps[kGroup / kWarp];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   if (lane == 0) warps[warp] = st;
@@ -339,7 +350,8 @@ __device__ __forceinline__ void writeRow(const void* src, void* dst, int64_t voc
 // Reads each non-ignored row once (Deferred: twice, the second time from L2) and writes its
 // RowForward (Deferred: and its unscaled onehot - p into grad; zeros for ignored rows).
 template <int DT, int kGroup, bool Deferred>
-__global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kForwardBlock) forwardKernel(DeviceRows rows, RowForward* out, void* grad) {
+__global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kGroup,
+                                  kGroup == kForwardBlock ? kForwardBlocksPerSm : 1) forwardKernel(DeviceRows rows, RowForward* out, void* grad) {
   const int groups = blockDim.x / kGroup;
   const int t = threadIdx.x % kGroup;
   for (int64_t r = (int64_t)blockIdx.x * groups + threadIdx.x / kGroup; r < rows.rows; r += (int64_t)gridDim.x * groups) {
@@ -419,7 +431,7 @@ cudaError_t launchForwardTyped(const DeviceRows& rows, RowForward* out, void* gr
     return launchRows(forwardKernel<DT, kWarp, true>, kWarpRowsBlock, warpRows, kDeferredWarpBlocksPerSm, rows.rows, stream, rows, out, grad);
   }
   if (!grad) return launchRows(forwardKernel<DT, kForwardBlock, false>, kForwardBlock, 1, INT32_MAX, rows.rows, stream, rows, out, grad);
-  return launchRows(forwardKernel<DT, kForwardBlock, true>, kForwardBlock, 1, kDeferredBlocksPerSm, rows.rows, stream, rows, out, grad);
+  return launchRows(forwardKernel<DT, kDeferredBlock, true>, kDeferredBlock, 1, kDeferredBlocksPerSm, rows.rows, stream, rows, out, grad);
 }
 
 template <int DT>

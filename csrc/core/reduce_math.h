@@ -1,9 +1,12 @@
 // The O(rows) middle of the loss (SPEC.md, "Per sequence" onward), written once for both
-// backends: per-sequence fp64 sums in row order, then the batch's pair losses, phase by phase.
+// backends: per-sequence fp64 sums, then the batch's pair losses, phase by phase.
 // A phase is either `each` (independent work per pair) or `once` (serial work: sums over the
 // batch, sorts). The CPU runs each phase as a plain loop (reduce.cpp); the CUDA backend runs them
-// in one thread block with a barrier after every phase (cuda_kernels.cu). Both get the same
-// arithmetic in the same order, so the reduce adds no difference between the backends.
+// in one thread block with a barrier after every phase (cuda_reduce.cu). Both get the same
+// arithmetic in the same order, so the batch's reduce adds no difference between the backends.
+// The per-sequence sums are the exception: the CPU adds a sequence's rows in order, the GPU in a
+// fixed tree across a block (a serial walk over T rows would cost the GPU more than pass A); the
+// two differ by fp64 rounding, ~1e-16 relative.
 #ifndef FUSED_DPO_REDUCE_MATH_H
 #define FUSED_DPO_REDUCE_MATH_H
 
@@ -22,17 +25,31 @@ struct SequenceSums {
   int32_t count;
 };
 
+// Adds row r to a sequence's sums when its label is not ignored.
+FDPO_HD void addRowToSums(SequenceSums& s, const RowForward* rows, const int32_t* labels, int32_t ignoreIndex,
+                          int64_t r) {
+  if (labels[r] == ignoreIndex) return;
+  s.logp += (double)rows[r].logp;
+  s.logitSum += (double)rows[r].meanLogit;
+  s.entropySum += (double)rows[r].entropy;
+  s.correct += rows[r].correct;
+  ++s.count;
+}
+
+// a += b, for sums of disjoint row sets (the GPU's tree over a sequence's parts).
+FDPO_HD void mergeSums(SequenceSums& a, const SequenceSums& b) {
+  a.logp += b.logp;
+  a.logitSum += b.logitSum;
+  a.entropySum += b.entropySum;
+  a.correct += b.correct;
+  a.count += b.count;
+}
+
+// One sequence's sums in row order (the CPU's order; the GPU splits a sequence across a block).
 FDPO_HD SequenceSums sumSequence(const RowForward* rows, const int32_t* labels, int32_t ignoreIndex, int64_t begin,
                                  int64_t end) {
   SequenceSums s = {0.0, 0.0, 0.0, 0.0, 0};
-  for (int64_t r = begin; r < end; ++r) {
-    if (labels[r] == ignoreIndex) continue;
-    s.logp += (double)rows[r].logp;
-    s.logitSum += (double)rows[r].meanLogit;
-    s.entropySum += (double)rows[r].entropy;
-    s.correct += rows[r].correct;
-    ++s.count;
-  }
+  for (int64_t r = begin; r < end; ++r) addRowToSums(s, rows, labels, ignoreIndex, r);
   return s;
 }
 

@@ -1,7 +1,8 @@
 // A CPU emulation of the part of CUDA the fused-dpo CUDA backend uses, so that its .cu files can be
-// compiled by a C++ compiler and their logic tested where there is no GPU (test/cuda-emulation.test.ts).
+// compiled by a C++ compiler and their logic tested where there is no GPU (npm run test:cuda-emulated).
 // Device memory is host memory that this layer tracks; a launch runs its blocks one after another,
-// each block's threads as OS threads, with __syncthreads and the warp shuffles as barriers. It
+// each block's threads as OS threads, with __syncthreads, __syncwarp and the warp shuffles as
+// barriers, and a misaligned 16-byte load or store stops the process as a GPU would fault. It
 // checks the kernels' arithmetic, indexing, synchronisation structure and the host orchestration;
 // it says nothing about speed, the memory model, or the exact bits of the GPU's exp2 and
 // conversions (emulated here with libm and half_convert.h).
@@ -48,16 +49,23 @@ T __shfl_xor_sync(unsigned, T value, int laneMask) {
   return out;
 }
 
+void __syncwarp(unsigned mask = 0xffffffffu);
+
+// A GPU faults on a 16-byte access that is not 16-byte aligned; the emulation stops there too.
+void emulatedCheckAligned(const void* p, size_t bytes);
 template <class T>
 T __ldg(const T* p) {
+  emulatedCheckAligned(p, sizeof(T));
   return *p;
 }
 template <class T>
 T __ldcs(const T* p) {
+  emulatedCheckAligned(p, sizeof(T));
   return *p;
 }
 template <class T>
 void __stcs(T* p, T v) {
+  emulatedCheckAligned(p, sizeof(T));
   *p = v;
 }
 unsigned long long atomicMin(unsigned long long* address, unsigned long long value);

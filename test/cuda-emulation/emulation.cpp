@@ -1,8 +1,14 @@
 // The CPU emulation's runtime (see cuda_runtime.h here): one emulated device whose memory is
 // tracked host memory, synchronous copies and streams, and launches that run each block's threads
-// as OS threads meeting at barriers.
+// on reused OS threads meeting at futex barriers.
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -16,26 +22,29 @@ thread_local EmulatedIndex threadIdx, blockIdx, blockDim, gridDim;
 
 namespace {
 
-// A reusable barrier for n threads.
+// A reusable barrier for n threads on a futex: the last to arrive bumps the generation and wakes
+// the others with one call. (A mutex and condition variable made hundreds of woken threads queue
+// for the mutex at every __syncthreads.)
 class Barrier {
  public:
   explicit Barrier(unsigned n) : n_(n) {}
   void wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const unsigned generation = generation_;
-    if (++arrived_ == n_) {
-      arrived_ = 0;
-      ++generation_;
-      all_.notify_all();
+    const unsigned generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_acq_rel);
+      syscall(SYS_futex, &generation_, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
       return;
     }
-    all_.wait(lock, [&] { return generation_ != generation; });
+    while (generation_.load(std::memory_order_acquire) == generation) {
+      syscall(SYS_futex, &generation_, FUTEX_WAIT_PRIVATE, generation, nullptr, nullptr, 0);
+    }
   }
 
  private:
-  std::mutex mutex_;
-  std::condition_variable all_;
-  unsigned n_, arrived_ = 0, generation_ = 0;
+  const unsigned n_;
+  std::atomic<unsigned> arrived_{0};
+  std::atomic<unsigned> generation_{0};
 };
 
 struct Warp {
@@ -92,6 +101,14 @@ struct EmulatedEvent {
 
 void __syncthreads() { currentBlock->barrier.wait(); }
 
+void __syncwarp(unsigned) { currentBlock->warps[threadIdx.x / 32]->barrier.wait(); }
+
+void emulatedCheckAligned(const void* p, size_t bytes) {
+  if ((uintptr_t)p % bytes == 0) return;
+  fprintf(stderr, "emulated CUDA: misaligned %zu-byte access at %p (block %u, thread %u)\n", bytes, p, blockIdx.x, threadIdx.x);
+  abort();
+}
+
 uint64_t emulatedShuffleXor(uint64_t bits, int laneMask) {
   Warp& warp = *currentBlock->warps[threadIdx.x / 32];
   const unsigned lane = threadIdx.x % 32;
@@ -109,24 +126,83 @@ unsigned long long atomicMin(unsigned long long* address, unsigned long long val
   return old;
 }
 
+// The emulated threads: OS threads made once and reused by every block (making 256 or 1024
+// threads per block costs far more than the kernels' work at the test sizes). Worker t runs
+// thread t of each block; a block starts when its threads are handed the body and ends when all
+// of them have returned.
+class Workers {
+ public:
+  void runBlock(Block& state, unsigned b, unsigned grid, unsigned size, const std::function<void()>& body) {
+    while (workers_.size() < size) {
+      auto worker = std::make_unique<Worker>();
+      Worker* w = worker.get();
+      const unsigned t = (unsigned)workers_.size();
+      worker->thread = std::thread([this, w, t] { loop(*w, t); });
+      workers_.push_back(std::move(worker));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      remaining_ = size;
+    }
+    for (unsigned t = 0; t < size; ++t) {
+      Worker& w = *workers_[t];
+      std::lock_guard<std::mutex> lock(w.mutex);
+      w.task = Task{&state, &body, b, grid, size};
+      w.pending = true;
+      w.wake.notify_one();
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    finished_.wait(lock, [&] { return remaining_ == 0; });
+  }
+
+ private:
+  struct Task {
+    Block* block;
+    const std::function<void()>* body;
+    unsigned blockIndex, grid, blockSize;
+  };
+  struct Worker {
+    std::thread thread;
+    std::mutex mutex;
+    std::condition_variable wake;
+    Task task{};
+    bool pending = false;
+  };
+
+  void loop(Worker& w, unsigned t) {
+    for (;;) {
+      Task task;
+      {
+        std::unique_lock<std::mutex> lock(w.mutex);
+        w.wake.wait(lock, [&] { return w.pending; });
+        w.pending = false;
+        task = w.task;
+      }
+      currentBlock = task.block;
+      threadIdx.x = t;
+      blockIdx.x = task.blockIndex;
+      blockDim.x = task.blockSize;
+      gridDim.x = task.grid;
+      (*task.body)();
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--remaining_ == 0) finished_.notify_one();
+    }
+  }
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::mutex mutex_;
+  std::condition_variable finished_;
+  unsigned remaining_ = 0;
+};
+
 cudaError_t emulateLaunch(unsigned grid, unsigned block, const std::function<void()>& body) {
   if (grid == 0 || block == 0 || block > 1024) return cudaErrorInvalidValue;
   std::lock_guard<std::mutex> lock(launchMutex);
+  // Never destroyed: the workers wait for blocks until the process exits.
+  static Workers* workers = new Workers();
   for (unsigned b = 0; b < grid; ++b) {
     Block state(block);
-    std::vector<std::thread> threads;
-    threads.reserve(block);
-    for (unsigned t = 0; t < block; ++t) {
-      threads.emplace_back([&, t] {
-        currentBlock = &state;
-        threadIdx.x = t;
-        blockIdx.x = b;
-        blockDim.x = block;
-        gridDim.x = grid;
-        body();
-      });
-    }
-    for (auto& thread : threads) thread.join();
+    workers->runBlock(state, b, grid, block, body);
   }
   return cudaSuccess;
 }

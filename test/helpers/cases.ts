@@ -300,6 +300,8 @@ export interface DpoRun {
   seq: SequenceLogpsResult;
   /** |native loss − reference loss| / |reference loss| */
   lossRelErr: number;
+  /** the largest |native loss − reference loss| accepted (1e-6 relative + the propagated π budget) */
+  lossTolerance: number;
   /** the gradient comparison, when there was one */
   grad: GradCheck | null;
 }
@@ -323,7 +325,7 @@ export function checkDpo(c: TokenCase, options: Partial<DpoLossOptions>, mode: G
   }
   const got = dpoLoss({ ...options, ...tokens, grad } as DpoLossOptions);
   const ctx = `${context}; ${c.dtype} ${c.layout} rows=${c.rows} V=${c.vocab} grad=${String(mode)} backend=${backendInfo().backend} simd=${backendInfo().simd}`;
-  const lossRelErr = checkForward(got, seq, want, input, stats, c, ctx);
+  const { lossRelErr, lossTolerance } = checkForward(got, seq, want, input, stats, c, ctx);
   let gradCheck: GradCheck | null = null;
   if (mode === false) {
     assert.is(got.grad, null, `grad: false gives null (${ctx})`);
@@ -332,10 +334,10 @@ export function checkDpo(c: TokenCase, options: Partial<DpoLossOptions>, mode: G
     if (mode === 'tensor') assert.ok(got.grad?.data === target, `grad tensor returns the given array (${ctx})`);
     if (!Number.isNaN(want.loss)) gradCheck = checkGrad(got, stats, c, ctx, ignoreIndex);
   }
-  return { got, want, seq, lossRelErr, grad: gradCheck };
+  return { got, want, seq, lossRelErr, lossTolerance, grad: gradCheck };
 }
 
-/** Forward outputs; returns the end-to-end loss relative error. */
+/** Forward outputs; returns the end-to-end loss relative error and the error it accepted. */
 function checkForward(
   got: DpoLossResult,
   seq: SequenceLogpsResult,
@@ -344,7 +346,7 @@ function checkForward(
   stats: TokenStats,
   c: TokenCase,
   ctx: string,
-): number {
+): { lossRelErr: number; lossTolerance: number } {
   const B = c.B;
   const S = 2 * B;
   assert.equal(Array.from(seq.counts), Array.from(want.seqCounts), `sequenceLogps counts (${ctx})`);
@@ -352,7 +354,7 @@ function checkForward(
   assert.is(got.metrics.numTokens, want.metrics.numTokens, `numTokens (${ctx})`);
   if (Number.isNaN(want.loss)) {
     assert.ok(Number.isNaN(got.loss), `loss: got ${got.loss}, the reference is NaN (${ctx})`);
-    return 0;
+    return { lossRelErr: 0, lossTolerance: 0 };
   }
   assert.ok(Number.isFinite(got.loss), `loss is ${got.loss} (${ctx})`);
 
@@ -395,7 +397,8 @@ function checkForward(
   // End to end: the loss to 1e-6 relative plus the propagated π budget
   let propagated = 0;
   for (let s = 0; s < S; s++) propagated += 2 * Math.max(Math.abs(want.seqGrad[s]!), Math.abs(at.seqGrad[s]!)) * budget[s]!;
-  near('loss (vs the float64 reference)', got.loss, want.loss, LOSS_RTOL * Math.abs(want.loss) + propagated + 1e-12, ctx);
+  const lossTolerance = LOSS_RTOL * Math.abs(want.loss) + propagated + 1e-12;
+  near('loss (vs the float64 reference)', got.loss, want.loss, lossTolerance, ctx);
 
   // Metrics
   const m = got.metrics as unknown as Record<string, number>;
@@ -434,7 +437,7 @@ function checkForward(
   for (const name of Object.keys(w)) {
     near(`metrics['${name}']`, m[name]!, w[name]!, LOSS_RTOL * Math.abs(w[name]!) + tolerance[name]! + 1e-15, ctx);
   }
-  return relErr(got.loss, want.loss, 1e-300);
+  return { lossRelErr: relErr(got.loss, want.loss, 1e-300), lossTolerance };
 }
 
 /**
