@@ -312,8 +312,11 @@ struct ZeroValues {
 // Writes values.at(i, z_i) over one row of dst, in dst's 16-byte vectors (a scalar head and tail
 // around them). Reads src only when Read; src vectors are loaded whole when src and dst share
 // their alignment, element by element otherwise. dst may equal src: each element is read by
-// the thread that then writes it.
-template <int DT, bool Read, class Values>
+// the thread that then writes it. Co-aligned reads go kDepth vectors at a time, all loaded before
+// any is written (in place too: they are the thread's own): pass B reads HBM with 4 (64 bytes in
+// flight per thread, as visitRow; one at a time would leave it short of bandwidth), the deferred
+// mode re-reads L2 with 1 (its 1024-thread blocks have no registers to spare for more).
+template <int DT, bool Read, int kDepth, class Values>
 __device__ __forceinline__ void writeRow(const void* src, void* dst, int64_t vocab, int t, int nt,
                                          const Values& values) {
   using E = Elements<DT>;
@@ -326,8 +329,28 @@ __device__ __forceinline__ void writeRow(const void* src, void* dst, int64_t voc
   if (t < head) scalarAt(t);
   uint4* out = (uint4*)((char*)dst + head * elementBytes<DT>());
   const uint4* in = (const uint4*)((const char*)src + head * elementBytes<DT>());
-  for (int64_t v = t; v < vectors; v += nt) {
-    const int64_t i0 = head + v * N;
+  // Vector v's values from its unpacked elements z, stored to dst.
+  auto writeVector = [&](int64_t v, const float (&z)[N]) {
+    float g[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) g[j] = values.at(head + v * N + j, z[j]);
+    __stcs(out + v, E::pack(g));
+  };
+  int64_t v = t;
+  if (Read && coAligned && kDepth > 1) {
+    for (; v + (kDepth - 1) * (int64_t)nt < vectors; v += kDepth * (int64_t)nt) {
+      uint4 raw[kDepth];
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) raw[u] = __ldcs(in + v + u * nt);
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) {
+        float z[N];
+        E::unpack(raw[u], z);
+        writeVector(v + u * nt, z);
+      }
+    }
+  }
+  for (; v < vectors; v += nt) {
     float z[N];
     if (!Read) {
 #pragma unroll
@@ -336,12 +359,9 @@ __device__ __forceinline__ void writeRow(const void* src, void* dst, int64_t voc
       E::unpack(__ldcs(in + v), z);
     } else {
 #pragma unroll
-      for (int j = 0; j < N; ++j) z[j] = E::load(src, i0 + j);
+      for (int j = 0; j < N; ++j) z[j] = E::load(src, head + v * N + j);
     }
-    float g[N];
-#pragma unroll
-    for (int j = 0; j < N; ++j) g[j] = values.at(i0 + j, z[j]);
-    __stcs(out + v, E::pack(g));
+    writeVector(v, z);
   }
   if (t < vocab - tail) scalarAt(tail + t);
 }
@@ -360,7 +380,7 @@ __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kGroup,
     void* gradRow = Deferred ? (void*)rowAt<DT>(grad, r, rows.vocab) : nullptr;
     // The same label for the whole group: the branch (and the barriers after it) stay uniform.
     if (label == rows.ignoreIndex || label < 0 || label >= rows.vocab) {
-      if (Deferred) writeRow<DT, false>(row, gradRow, rows.vocab, t, kGroup, ZeroValues());
+      if (Deferred) writeRow<DT, false, 1>(row, gradRow, rows.vocab, t, kGroup, ZeroValues());
       continue;
     }
     // Read before the group's reduction: in place, the row is overwritten after it.
@@ -370,14 +390,14 @@ __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kGroup,
     const RowState st = reduceGroup<kGroup>(visitor.st);
     const RowForward f = finishRow(st, labelLogit, label, rows.vocab);
     if (t == 0) out[r] = f;
-    if (Deferred) writeRow<DT, true>(row, gradRow, rows.vocab, t, kGroup, GradValues(f, 1.0f, label));
+    if (Deferred) writeRow<DT, true, 1>(row, gradRow, rows.vocab, t, kGroup, GradValues(f, 1.0f, label));
   }
 }
 
 // Pass B: grad = scale * (onehot - p) per row; rows with scale 0 (ignored, or a pair with no
 // gradient) are written as zeros without reading the logits.
 template <int DT, int kGroup>
-__global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kBackwardBlock) backwardKernel(DeviceRows rows, const RowForward* forward, const float* rowScale, void* grad) {
+__global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kBackwardBlock, 2) backwardKernel(DeviceRows rows, const RowForward* forward, const float* rowScale, void* grad) {
   const int groups = blockDim.x / kGroup;
   const int t = threadIdx.x % kGroup;
   for (int64_t r = (int64_t)blockIdx.x * groups + threadIdx.x / kGroup; r < rows.rows; r += (int64_t)gridDim.x * groups) {
@@ -385,9 +405,9 @@ __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kBackwardBl
     void* gradRow = (void*)rowAt<DT>(grad, r, rows.vocab);
     const float scale = rowScale[r];
     if (scale == 0.0f) {
-      writeRow<DT, false>(row, gradRow, rows.vocab, t, kGroup, ZeroValues());
+      writeRow<DT, false, 1>(row, gradRow, rows.vocab, t, kGroup, ZeroValues());
     } else {
-      writeRow<DT, true>(row, gradRow, rows.vocab, t, kGroup, GradValues(forward[r], scale, rows.labels[r]));
+      writeRow<DT, true, 4>(row, gradRow, rows.vocab, t, kGroup, GradValues(forward[r], scale, rows.labels[r]));
     }
   }
 }
