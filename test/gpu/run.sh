@@ -36,7 +36,8 @@ if [ ! -d node_modules ] && [ -f .gpu-carry/node_modules.tar.xz ]; then
   unxz .gpu-carry/node_modules.tar.xz | tar -xf -
 fi
 NODE=$(command -v "${FDPO_NODE:-node}") || { echo "run.sh: no node (set FDPO_NODE, or carry .gpu-carry)" >&2; exit 1; }
-export PATH="$(dirname "$NODE"):$PATH"
+# (the toolkit's usual home, for nvcc and compute-sanitizer when they are not on PATH)
+export PATH="$(dirname "$NODE"):$PATH:/usr/local/cuda/bin"
 export FDPO_SEED=${FDPO_SEED:-$(( (RANDOM << 15 | RANDOM) + 1 ))}
 
 dest=${OUT:-bench/results}
@@ -82,10 +83,6 @@ build() {
 }
 
 sanitize() {
-  if ! command -v compute-sanitizer >/dev/null; then
-    echo "compute-sanitizer is not installed here: skipped"
-    return 0
-  fi
   compute-sanitizer --tool "$1" --error-exitcode 3 --print-limit 20 "$NODE" --import tsx test/gpu/check.ts --quick --no-trl 2>&1 | tail -25
 }
 
@@ -111,7 +108,12 @@ export NODE out
   fi
 
   stage "CUDA against the CPU and the float64 reference; timings" 240 "$NODE" --import tsx test/gpu/check.ts $quick "$out.json"
-  if [ -z "$quick" ]; then
+  if [ -n "$quick" ]; then
+    summary+=("compute-sanitizer: skipped (--quick)")
+  elif ! command -v compute-sanitizer >/dev/null; then
+    echo "## compute-sanitizer: not installed here, skipped"
+    summary+=("compute-sanitizer: skipped (not installed)")
+  else
     stage "compute-sanitizer memcheck (check.ts --quick)" 90 sanitize memcheck
     stage "compute-sanitizer racecheck (check.ts --quick)" 90 sanitize racecheck
   fi
