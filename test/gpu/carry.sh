@@ -2,8 +2,8 @@
 # Packs what test/gpu/run.sh needs on a GPU machine that has CUDA, CMake and Python but no Node and
 # no registry: this machine's node binary, node_modules without the TypeScript compiler and the
 # demo's corpus (tsx runs the checks), and the prebuilt addon as a fallback should the build there
-# fail. Writes .gpu-carry/ (git-ignored, ~35 MB); the device tool's `run` takes it as
-#   carry: [".gpu-carry"], command: "bash test/gpu/run.sh", timeout_s: 540
+# fail. Writes .gpu-carry/ (git-ignored, ~35 MB with the prebuild); the device tool's `run` takes it as
+#   carry: [".gpu-carry"], command: "bash test/gpu/run.sh", timeout_s: 480
 # and its report comes back from $OUT. Run `npm ci` (and `npm run prebuilds`) here first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
