@@ -1,7 +1,8 @@
 // The reduce on the GPU: the shared phases of reduce_math.h (the CPU runs the same ones in
 // reduce.cpp), so the pair losses and G_s are computed with the same arithmetic in the same
-// order on both backends; only the per-sequence sums take another (fixed) order. O(rows + pairs) work in three small kernels, no host
-// synchronisation: sequence sums (a block per sequence), the batch (one block), row scales.
+// order on both backends; only the per-sequence sums take another (fixed) order. O(rows + pairs)
+// work in three small kernels, no host synchronisation: sequence sums (a block per sequence),
+// the batch (one block), row scales.
 #include <cuda_runtime.h>
 #include <stdint.h>
 
