@@ -1,6 +1,7 @@
 // A CPU emulation of the part of CUDA the fused-dpo CUDA backend uses, so that its .cu files can be
 // compiled by a C++ compiler and their logic tested where there is no GPU (npm run test:cuda-emulated).
-// Device memory is host memory that this layer tracks; a launch runs its blocks one after another,
+// Device memory is host memory that this layer tracks, each allocation ending at an inaccessible
+// page (a 16-byte access past its end faults); a launch runs its blocks one after another,
 // each block's threads as OS threads, with __syncthreads, __syncwarp and the warp shuffles as
 // barriers, and a misaligned 16-byte load or store stops the process as a GPU would fault. It
 // checks the kernels' arithmetic, indexing, synchronisation structure and the host orchestration;

@@ -5,6 +5,7 @@
 #include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -62,9 +63,15 @@ struct Block {
 
 thread_local Block* currentBlock = nullptr;
 
-// Allocations: base -> bytes, for cudaPointerGetAttributes and the address-range query.
+// Allocations: base -> bytes and the pages mapped for it, for cudaPointerGetAttributes, the
+// address-range query and cudaFree.
+struct Allocation {
+  size_t bytes;
+  void* mapping;
+  size_t mapped;
+};
 std::mutex allocationsMutex;
-std::map<uintptr_t, size_t> allocations;
+std::map<uintptr_t, Allocation> allocations;
 
 // One launch at a time: the kernels' __shared__ arrays are statics.
 std::mutex launchMutex;
@@ -76,9 +83,9 @@ bool isAllocated(const void* p, uintptr_t* base, size_t* size) {
   auto it = allocations.upper_bound(address);
   if (it == allocations.begin()) return false;
   --it;
-  if (address >= it->first + (it->second > 0 ? it->second : 1)) return false;
+  if (address >= it->first + (it->second.bytes > 0 ? it->second.bytes : 1)) return false;
   if (base) *base = it->first;
-  if (size) *size = it->second;
+  if (size) *size = it->second.bytes;
   return true;
 }
 
@@ -243,23 +250,35 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int) {
   return cudaSuccess;
 }
 
+// Each allocation ends within 15 bytes of an inaccessible page (its start is 16-byte aligned), so
+// a kernel's 16-byte access past the end faults here, as compute-sanitizer would flag it on a GPU.
 cudaError_t cudaMalloc(void** p, size_t bytes) {
-  *p = malloc(bytes > 0 ? bytes : 1);
-  if (!*p) return cudaErrorMemoryAllocation;
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  const size_t body = (bytes + 15) & ~(size_t)15;
+  const size_t mapped = (body + page - 1) / page * page + page;
+  void* mapping = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapping == MAP_FAILED) return cudaErrorMemoryAllocation;
+  char* guard = (char*)mapping + mapped - page;
+  mprotect(guard, page, PROT_NONE);
+  *p = guard - (body > 0 ? body : 16);
   // Poison: a kernel that reads memory nobody wrote gets NaNs, not zeros that look right.
   memset(*p, 0xff, bytes);
   std::lock_guard<std::mutex> lock(allocationsMutex);
-  allocations[(uintptr_t)*p] = bytes;
+  allocations[(uintptr_t)*p] = Allocation{bytes, mapping, mapped};
   return cudaSuccess;
 }
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  Allocation allocation;
   {
     std::lock_guard<std::mutex> lock(allocationsMutex);
-    if (allocations.erase((uintptr_t)p) == 0) return cudaErrorInvalidValue;
+    auto it = allocations.find((uintptr_t)p);
+    if (it == allocations.end()) return cudaErrorInvalidValue;
+    allocation = it->second;
+    allocations.erase(it);
   }
-  free(p);
+  munmap(allocation.mapping, allocation.mapped);
   return cudaSuccess;
 }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
