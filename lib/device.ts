@@ -10,7 +10,8 @@ export type DeviceDType = DType | 'int32';
 
 type HostArray = Float32Array | Uint16Array | Int32Array;
 
-const ELEMENT_BYTES: Record<DeviceDType, number> = { float32: 4, bfloat16: 2, float16: 2, int32: 4 };
+/** Bytes per element of each dtype a tensor can hold. */
+export const ELEMENT_BYTES: Record<DeviceDType, number> = { float32: 4, bfloat16: 2, float16: 2, int32: 4 };
 
 export interface DeviceOptions {
   /** CUDA device index (default 0). */

@@ -1,6 +1,6 @@
 // The public loss and log-prob calls: validate, fill the binding's argument object, run, and
 // shape the results.
-import { DeviceTensor, holdingTensors } from './device.js';
+import { DeviceTensor, ELEMENT_BYTES, holdingTensors } from './device.js';
 import { invalidArgument } from './errors.js';
 import { native, STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './native.js';
 import { LOSS_TYPES, REPORTS_AVERAGED, type DpoMetrics, type DType, type LossType, type Tensor } from './types.js';
@@ -154,7 +154,7 @@ function gradTarget(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens): Gra
   if (grad instanceof DeviceTensor) {
     if (!onDevice) throw invalidArgument('grad', 'a host tensor for host logits (a DeviceTensor only for device logits)', grad.toString());
     if (grad.dtype !== tokens.dtype) throw invalidArgument('grad.dtype', `the logits dtype '${tokens.dtype}'`, grad.dtype);
-    if (grad.byteLength !== elements * (tokens.dtype === 'float32' ? 4 : 2)) {
+    if (grad.byteLength !== elements * ELEMENT_BYTES[tokens.dtype]) {
       throw invalidArgument('grad.shape', `${elements} elements (as many as logits)`, grad.shape);
     }
     if (grad.device !== tokens.device) throw invalidArgument('grad.device', `the call's device ${tokens.device}`, grad.device);

@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { backendInfo, DeviceTensor, dpoLoss, sequenceLogps } from '../lib/index.js';
-import { holdingTensors } from '../lib/device.js';
+import { ELEMENT_BYTES, holdingTensors } from '../lib/device.js';
 import { decodeToFloat64 } from '../lib/dtype.js';
 import { makeCase, tokenOptions } from './helpers/cases.js';
 import { makeRng, testSeed } from './helpers/random.js';
@@ -113,9 +113,8 @@ test('with a device: device tensors at any element offset, the logits and the gr
       const c = makeCase(rng, { B: 1, vocab, dtype, T: 3 });
       const host = tokenOptions(c);
       const options = { ref: c.ref, lossType: 'sigmoid' as const };
-      const es = dtype === 'float32' ? 4 : 2;
       const n = c.rows * c.vocab, guard = 16;
-      const at = (block: DeviceTensor, offset: number) => DeviceTensor.wrap(block.pointer + BigInt(offset * es), host.logits.shape, dtype);
+      const at = (block: DeviceTensor, offset: number) => DeviceTensor.wrap(block.pointer + BigInt(offset * ELEMENT_BYTES[dtype]), host.logits.shape, dtype);
       const fresh = () => (dtype === 'float32' ? new Float32Array(n + 2 * guard).fill(777) : new Uint16Array(n + 2 * guard).fill(0x4321));
       const logitsBlock = DeviceTensor.alloc([n + 2 * guard], dtype);
       const gradBlock = DeviceTensor.alloc([n + 2 * guard], dtype);

@@ -4,6 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
+import { ELEMENT_BYTES } from '../lib/device.js';
 import { dpoLoss, sequenceLogps, type LossType } from '../lib/index.js';
 import { IGNORE, makeCase, sameBytes, tokenOptions, type TokenCase } from './helpers/cases.js';
 import { makeRng, testSeed } from './helpers/random.js';
@@ -121,7 +122,7 @@ test('SharedArrayBuffer views (multi-threaded JS models) give the same bits as p
     const c = makeCase(rng, { B: 2, vocab: 37, T: 5, dtype, layout: 'padded' });
     const n = c.logits.data.length;
     const shared = (length: number) => {
-      const buffer = new SharedArrayBuffer((length + 3) * (dtype === 'float32' ? 4 : 2));
+      const buffer = new SharedArrayBuffer((length + 3) * ELEMENT_BYTES[dtype]);
       return dtype === 'float32' ? new Float32Array(buffer, 12, length) : new Uint16Array(buffer, 6, length);
     };
     const logits = shared(n);

@@ -254,13 +254,13 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int) {
 // a kernel's 16-byte access past the end faults here, as compute-sanitizer would flag it on a GPU.
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  const size_t body = (bytes + 15) & ~(size_t)15;
+  const size_t body = ((bytes > 0 ? bytes : 1) + 15) & ~(size_t)15;
   const size_t mapped = (body + page - 1) / page * page + page;
   void* mapping = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mapping == MAP_FAILED) return cudaErrorMemoryAllocation;
   char* guard = (char*)mapping + mapped - page;
   mprotect(guard, page, PROT_NONE);
-  *p = guard - (body > 0 ? body : 16);
+  *p = guard - body;
   // Poison: a kernel that reads memory nobody wrote gets NaNs, not zeros that look right.
   memset(*p, 0xff, bytes);
   std::lock_guard<std::mutex> lock(allocationsMutex);

@@ -17,6 +17,7 @@ import { native } from '../../lib/native.js';
 import { LOSS_TYPES, NEEDS_REF, type DType, type LossType } from '../../lib/types.js';
 import { checkDpo, DTYPES, encode, GRAD_L2, makeCase, relErr, relL2, sameBytes, tokenOptions, type Layout, type TokenCase } from '../helpers/cases.js';
 import { decodeToFloat64 } from '../../lib/dtype.js';
+import { ELEMENT_BYTES } from '../../lib/device.js';
 import { makeRng, testSeed, type Rng } from '../helpers/random.js';
 
 const SEED = testSeed();
@@ -38,7 +39,6 @@ const here = dirname(fileURLToPath(import.meta.url));
 const report: Record<string, unknown> = { seed: SEED, date: new Date().toISOString() };
 const failures: string[] = [];
 const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[rng.int(xs.length)]!;
-const elementBytes = (dtype: DType) => (dtype === 'float32' ? 4 : 2);
 
 function check(what: string, run: () => void): void {
   try {
@@ -131,7 +131,7 @@ console.log('\n2. Device tensors: grad modes, deferred scale, sequenceLogps, gua
         fresh.grad!.free();
 
         // A gradient target with 64 guard elements on each side, filled with a pattern.
-        const n = c.rows * c.vocab, guard = 64, es = elementBytes(dtype);
+        const n = c.rows * c.vocab, guard = 64, es = ELEMENT_BYTES[dtype];
         const padded = DeviceTensor.alloc([n + 2 * guard], dtype);
         const pattern = dtype === 'float32' ? new Float32Array(n + 2 * guard).fill(1234.5) : new Uint16Array(n + 2 * guard).fill(0x7bcd);
         padded.upload(pattern);
@@ -221,7 +221,7 @@ function tiledLogits(rng: Rng, rows: number, vocab: number, dtype: DType, block:
   const values = Float32Array.from({ length: block * vocab }, () => 3 * rng.normal());
   const { data } = encode(values, dtype);
   const tensor = DeviceTensor.alloc([rows, vocab], dtype);
-  const blockBytes = BigInt(block * vocab * elementBytes(dtype));
+  const blockBytes = BigInt(block * vocab * ELEMENT_BYTES[dtype]);
   for (let r = 0; r < rows; r += block) {
     const n = Math.min(block, rows - r);
     const piece = DeviceTensor.wrap(tensor.pointer + BigInt(r / block) * blockBytes, [n, vocab], dtype);
