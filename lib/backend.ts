@@ -1,7 +1,8 @@
 import { availableParallelism } from 'node:os';
 
 import { fusedDpoError, invalidArgument } from './errors.js';
-import { native, type NativeCudaStatus } from './native.js';
+import type { NativeCudaStatus } from './binding.js';
+import { native } from './native.js';
 
 export type BackendName = 'cpu' | 'cuda';
 

@@ -2,7 +2,8 @@
 // shape the results.
 import { DeviceTensor, ELEMENT_BYTES, holdingTensors } from './device.js';
 import { invalidArgument } from './errors.js';
-import { native, STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './native.js';
+import { STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './binding.js';
+import { native } from './native.js';
 import { LOSS_TYPES, REPORTS_AVERAGED, type DpoMetrics, type DType, type LossType, type Tensor } from './types.js';
 import {
   checkLossSettings,

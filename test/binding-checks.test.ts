@@ -4,7 +4,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
-import { native, STAT, type NativeLossArgs } from '../lib/native.js';
+import { STAT, type NativeLossArgs } from '../lib/binding.js';
+import { native } from '../lib/native.js';
 import { makeRng, testSeed } from './helpers/random.js';
 
 const SEED = testSeed();

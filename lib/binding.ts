@@ -1,0 +1,93 @@
+// The binding's types: the plain argument objects lib/ fills after validation and
+// csrc/binding/addon.cpp reads, and what the addon exports.
+
+/** Device memory as the binding takes it (a DeviceTensor's address and size). */
+export interface DeviceBuffer {
+  pointer: bigint;
+  byteLength: number;
+}
+
+/** The argument object the binding reads (csrc/binding/addon.cpp); lib/ fills it after validation. */
+export interface NativeTokens {
+  logits: Float32Array | Uint16Array | DeviceBuffer;
+  dtype: number;
+  rows: number;
+  vocab: number;
+  labels: Int32Array | DeviceBuffer;
+  cuSeqlens: Int32Array;
+  ignoreIndex: number;
+  threads: number;
+  /** null: the CPU backend; a device index: the CUDA backend. */
+  device: number | null;
+  stream: bigint | null;
+  /** CUDA only: receives pass A, reduce and pass B times in ms. */
+  timings: Float32Array | null;
+}
+
+export interface NativeSequenceArgs extends NativeTokens {
+  average: boolean;
+  logps: Float64Array;
+  counts: Int32Array;
+}
+
+export interface NativeLossArgs extends NativeTokens {
+  kinds: Int32Array;
+  weights: Float64Array;
+  beta: number;
+  labelSmoothing: number;
+  simpoGamma: number;
+  discopopTau: number;
+  scale: number;
+  refChosen: Float64Array | null;
+  refRejected: Float64Array | null;
+  seqLogps: Float64Array;
+  seqCounts: Int32Array;
+  seqGrad: Float64Array;
+  pairLosses: Float64Array;
+  chosenRewards: Float64Array;
+  rejectedRewards: Float64Array;
+  stats: Float64Array;
+  grad: Float32Array | Uint16Array | DeviceBuffer | null;
+  rowScale: Float32Array | DeviceBuffer | null;
+}
+
+export interface NativeCudaStatus {
+  compiled: boolean;
+  available: boolean;
+  deviceCount: number;
+  runtimeVersion: number;
+  driverVersion: number;
+  reason: string;
+}
+
+export interface NativeAddon {
+  sequenceLogps(args: NativeSequenceArgs): void;
+  sequenceLogpsAsync(args: NativeSequenceArgs): Promise<void>;
+  dpoLoss(args: NativeLossArgs): void;
+  dpoLossAsync(args: NativeLossArgs): Promise<void>;
+  dpoLossUnfused(args: NativeLossArgs): void;
+  info(): { abiVersion: number; simd: string };
+  setSimdLevel(level: string): void;
+  vectorExp(input: Float32Array): Float32Array;
+  copy(dst: ArrayBufferView, src: ArrayBufferView, threads: number): void;
+  expThroughput(count: number, threads: number): number;
+  cudaStatus(): NativeCudaStatus;
+  cudaDevice(index: number): { name: string; computeCapability: string; totalMemory: number; multiprocessors: number };
+  cudaAlloc(device: number, bytes: number): bigint;
+  cudaFree(device: number, pointer: bigint): void;
+  /** dst and src: host typed arrays or device addresses. */
+  cudaCopy(device: number, dst: ArrayBufferView | bigint, src: ArrayBufferView | bigint, bytes: number): void;
+  cudaCopyBandwidth(device: number, bytes: number, iterations: number): number;
+}
+
+/** Indexes of the binding's stats array (fdpo_stat in csrc/core/fused_dpo.h). */
+export const STAT = {
+  loss: 0,
+  chosenLogitSum: 1,
+  chosenTokens: 2,
+  rejectedLogitSum: 3,
+  rejectedTokens: 4,
+  entropySum: 5,
+  chosenCorrect: 6,
+  count: 7,
+} as const;
