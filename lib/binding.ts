@@ -91,3 +91,6 @@ export const STAT = {
   chosenCorrect: 6,
   count: 7,
 } as const;
+
+/** The C ABI version (FDPO_ABI_VERSION in csrc/core/fused_dpo.h) this TypeScript was written for. */
+export const ABI_VERSION = 1;
