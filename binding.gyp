@@ -6,6 +6,7 @@
         "csrc/binding/addon.cpp",
         "csrc/core/cpu_backend.cpp",
         "csrc/core/checks.cpp",
+        "csrc/core/loss_kinds.cpp",
         "csrc/core/cuda_unavailable.cpp",
         "csrc/core/reduce.cpp",
         "csrc/core/thread_pool.cpp",

@@ -33,10 +33,8 @@ export interface NativeSequenceArgs extends NativeTokens {
 export interface NativeLossArgs extends NativeTokens {
   kinds: Int32Array;
   weights: Float64Array;
-  beta: number;
-  labelSmoothing: number;
-  simpoGamma: number;
-  discopopTau: number;
+  /** The hyperparameters, indexed by their codes in lib/loss-kinds.ts (fdpo_loss_param). */
+  params: Float64Array;
   scale: number;
   refChosen: Float64Array | null;
   refRejected: Float64Array | null;
@@ -67,6 +65,11 @@ export interface NativeAddon {
   dpoLossAsync(args: NativeLossArgs): Promise<void>;
   dpoLossUnfused(args: NativeLossArgs): void;
   info(): { abiVersion: number; simd: string };
+  /** The loss-kind table compiled into the binary (csrc/core/fused_dpo_kinds.h). */
+  lossTable(): {
+    kinds: { name: string; code: number; flags: number; reads: number }[];
+    params: { name: string; code: number; default: number }[];
+  };
   setSimdLevel(level: string): void;
   vectorExp(input: Float32Array): Float32Array;
   copy(dst: ArrayBufferView, src: ArrayBufferView, threads: number): void;
@@ -93,4 +96,4 @@ export const STAT = {
 } as const;
 
 /** The C ABI version (FDPO_ABI_VERSION in csrc/core/fused_dpo.h) this TypeScript was written for. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;

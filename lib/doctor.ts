@@ -8,7 +8,8 @@ import { decodeToFloat64, toBfloat16 } from './dtype.js';
 import { dpoLoss } from './loss.js';
 import { nativePath, nativeSource, packageRoot, type NativeSource } from './native.js';
 import { referenceDpo } from './reference.js';
-import { LOSS_DEFAULTS, type DType, type LossType } from './types.js';
+import { LOSS_DEFAULTS, type LossType } from './loss-kinds.js';
+import type { DType } from './types.js';
 import { paddedCuSeqlens } from './validate.js';
 
 export interface SelfCheck {
@@ -56,12 +57,10 @@ function selfCheck(backend: BackendName, lossType: LossType, dtype: DType): Self
     cuSeqlens: paddedCuSeqlens(2 * B, T),
     ignoreIndex: -100,
     ref,
+    ...LOSS_DEFAULTS,
     beta: 0.5,
     lossTypes: [lossType],
     lossWeights: [1],
-    labelSmoothing: LOSS_DEFAULTS.labelSmoothing,
-    simpoGamma: LOSS_DEFAULTS.simpoGamma,
-    discopopTau: LOSS_DEFAULTS.discopopTau,
     scale: 1 / B,
   });
   const grad = decodeToFloat64(got.grad!.data, dtype);

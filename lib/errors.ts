@@ -1,6 +1,10 @@
 /** Every error fused-dpo throws carries one of these codes. */
 export type FusedDpoErrorCode =
   | 'ERR_FDPO_INVALID_ARGUMENT'
+  /** An options object has a key the call does not know (the message suggests the one it resembles). */
+  | 'ERR_FDPO_UNKNOWN_OPTION'
+  /** An option TRL has and fused-dpo does not (the message says what to do instead). */
+  | 'ERR_FDPO_UNSUPPORTED_OPTION'
   | 'ERR_FDPO_OUT_OF_MEMORY'
   | 'ERR_FDPO_INTERNAL'
   /** No native binary loads (the message lists every place tried). */

@@ -1,15 +1,21 @@
 // The public loss and log-prob calls: validate, fill the binding's argument object, run, and
 // shape the results.
-import { DeviceTensor, ELEMENT_BYTES, holdingTensors } from './device.js';
-import { invalidArgument } from './errors.js';
 import { STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './binding.js';
+import { DeviceTensor, holdingTensors } from './device.js';
+import { HYPERPARAMETER_NAMES, LOSS_KINDS, type HyperparameterName, type LossType } from './loss-kinds.js';
 import { native } from './native.js';
-import { LOSS_TYPES, REPORTS_AVERAGED, type DpoMetrics, type DType, type LossType, type Tensor } from './types.js';
+import { firstNonFinite, type NonFiniteRow } from './non-finite.js';
+import { snapshotOptions } from './options.js';
+import type { DpoMetrics, DType, Tensor } from './types.js';
 import {
+  checkAverage,
+  checkDeferScale,
+  checkGradTarget,
   checkLossSettings,
-  checkTensor,
+  checkPairs,
   checkTokens,
   DTYPE_CODE,
+  TOKEN_KEYS,
   type CheckedTokens,
   type DeviceTokenOptions,
   type TokenOptions,
@@ -28,18 +34,21 @@ export interface SequenceLogpsResult {
   logps: Float64Array;
   /** One per sequence: the number of non-ignored tokens. */
   counts: Int32Array;
+  /** The first scored row holding an inf or NaN logit (its logps entry is NaN), or null. */
+  nonFinite: NonFiniteRow | null;
 }
 
-/** The loss's settings, shared by host and device calls. */
-export interface LossSettingsOptions {
+const SEQUENCE_KEYS = [...TOKEN_KEYS, 'average'] as const;
+
+/**
+ * The loss's settings, shared by host and device calls. The hyperparameters (beta,
+ * labelSmoothing, simpoGamma, discopopTau) are lib/loss-kinds.ts's table, each with TRL's default.
+ */
+export interface LossSettingsOptions extends Partial<Record<HyperparameterName, number>> {
   /** Reference sequence log-prob sums (as sequenceLogps returns them), B each. */
   ref?: { chosen: ArrayLike<number>; rejected: ArrayLike<number> } | null;
-  beta?: number;
   lossType?: LossType | LossType[];
   lossWeights?: number[];
-  labelSmoothing?: number;
-  simpoGamma?: number;
-  discopopTau?: number;
   reduction?: 'mean' | 'sum';
   /** Divide the summed loss by this count instead (data-parallel shards). Overrides reduction. */
   normalizer?: number;
@@ -88,7 +97,14 @@ export interface DpoLossResult<G extends Tensor | DeviceTensor = Tensor, S exten
    */
   rowScale: S | null;
   metrics: DpoMetrics;
+  /**
+   * The first scored row holding an inf or NaN logit, when there is one (the loss is then NaN):
+   * its sequence and its row (row is null for DeviceTensor logits, which are not read back).
+   */
+  nonFinite: NonFiniteRow | null;
 }
+
+const LOSS_KEYS = [...TOKEN_KEYS, 'ref', 'lossType', 'lossWeights', ...HYPERPARAMETER_NAMES, 'reduction', 'normalizer', 'deferScale', 'grad'] as const;
 
 function bufferOf<T>(value: T | DeviceTensor): T | DeviceBuffer {
   return value instanceof DeviceTensor ? value.nativeBuffer() : value;
@@ -110,31 +126,36 @@ function tokenArgs(t: CheckedTokens) {
   };
 }
 
-function prepareSequenceLogps(options: SequenceLogpsOptions): NativeSequenceArgs {
-  const tokens = checkTokens(options);
-  if (options.average !== undefined && typeof options.average !== 'boolean') {
-    throw invalidArgument('average', 'a boolean', options.average, TypeError);
-  }
-  return {
+interface PreparedSequenceLogps {
+  args: NativeSequenceArgs;
+  tokens: CheckedTokens;
+  finish(): SequenceLogpsResult;
+}
+
+function prepareSequenceLogps(options: SequenceLogpsOptions): PreparedSequenceLogps {
+  const o = snapshotOptions('sequenceLogps', options, SEQUENCE_KEYS);
+  const tokens = checkTokens(o);
+  const args: NativeSequenceArgs = {
     ...tokenArgs(tokens),
-    average: options.average === true,
+    average: checkAverage(o.average),
     logps: new Float64Array(tokens.numSeqs),
     counts: new Int32Array(tokens.numSeqs),
   };
+  return { args, tokens, finish: () => ({ logps: args.logps, counts: args.counts, nonFinite: firstNonFinite(tokens, args.logps) }) };
 }
 
 /** Per-sequence log-prob sums (or means) and token counts: forward only, one read of the logits. */
 export function sequenceLogps(options: SequenceLogpsOptions): SequenceLogpsResult {
-  const args = prepareSequenceLogps(options);
-  native().sequenceLogps(args);
-  return { logps: args.logps, counts: args.counts };
+  const prepared = prepareSequenceLogps(options);
+  native().sequenceLogps(prepared.args);
+  return prepared.finish();
 }
 
 /** sequenceLogps on the libuv thread pool; the event loop stays free. */
 export async function sequenceLogpsAsync(options: SequenceLogpsOptions): Promise<SequenceLogpsResult> {
-  const args = prepareSequenceLogps(options);
-  await holdingTensors([options.logits, options.labels], () => native().sequenceLogpsAsync(args));
-  return { logps: args.logps, counts: args.counts };
+  const prepared = prepareSequenceLogps(options);
+  await holdingTensors([prepared.tokens.data, prepared.tokens.labels], () => native().sequenceLogpsAsync(prepared.args));
+  return prepared.finish();
 }
 
 function newLike(dtype: DType, length: number): Float32Array | Uint16Array {
@@ -143,35 +164,19 @@ function newLike(dtype: DType, length: number): Float32Array | Uint16Array {
 
 type GradData = Float32Array | Uint16Array | DeviceTensor;
 
-function gradTarget(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens): GradData | null {
-  const elements = tokens.rows * tokens.vocab;
-  if (grad === undefined || grad === true) {
-    if (tokens.data instanceof DeviceTensor) return DeviceTensor.alloc(tokens.shape, tokens.dtype, { device: tokens.data.device });
-    return newLike(tokens.dtype, elements);
+function gradData(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens): GradData | null {
+  const target = checkGradTarget(grad, tokens);
+  switch (target.kind) {
+    case 'none':
+      return null;
+    case 'inplace':
+      return tokens.data;
+    case 'given':
+      return target.data;
+    case 'new':
+      if (tokens.data instanceof DeviceTensor) return DeviceTensor.alloc(tokens.shape, tokens.dtype, { device: tokens.data.device });
+      return newLike(tokens.dtype, tokens.rows * tokens.vocab);
   }
-  if (grad === false) return null;
-  if (grad === 'inplace') return tokens.data;
-  const onDevice = tokens.data instanceof DeviceTensor;
-  if (grad instanceof DeviceTensor) {
-    if (!onDevice) throw invalidArgument('grad', 'a host tensor for host logits (a DeviceTensor only for device logits)', grad.toString());
-    if (grad.dtype !== tokens.dtype) throw invalidArgument('grad.dtype', `the logits dtype '${tokens.dtype}'`, grad.dtype);
-    if (grad.byteLength !== elements * ELEMENT_BYTES[tokens.dtype]) {
-      throw invalidArgument('grad.shape', `${elements} elements (as many as logits)`, grad.shape);
-    }
-    if (grad.device !== tokens.device) throw invalidArgument('grad.device', `the call's device ${tokens.device}`, grad.device);
-    grad.pointer; // throws when freed
-    return grad;
-  }
-  if (typeof grad !== 'object' || grad === null || onDevice) {
-    const target = onDevice ? 'a DeviceTensor' : 'a tensor';
-    throw invalidArgument('grad', `true, false, 'inplace' or ${target} to fill`, grad, TypeError);
-  }
-  const target = checkTensor('grad', grad);
-  if (target.dtype !== tokens.dtype) throw invalidArgument('grad.dtype', `the logits dtype '${tokens.dtype}'`, target.dtype);
-  if (target.data.length !== elements) {
-    throw invalidArgument('grad.data', `${elements} elements (as many as logits)`, target.data);
-  }
-  return target.data;
 }
 
 type AnyDpoLossOptions = DpoLossOptions | DeviceDpoLossOptions;
@@ -186,37 +191,23 @@ interface PreparedLoss {
   tensors: readonly unknown[];
 }
 
-function prepareDpoLoss(options: AnyDpoLossOptions): PreparedLoss {
-  const tokens = checkTokens(options);
-  if (tokens.numSeqs < 2 || tokens.numSeqs % 2 !== 0) {
-    throw invalidArgument(
-      options.cuSeqlens ? 'cuSeqlens' : 'logits.shape[0]',
-      'an even number of sequences, 2B (B chosen then B rejected), B >= 1',
-      tokens.numSeqs,
-    );
-  }
-  const numPairs = tokens.numSeqs / 2;
-  const settings = checkLossSettings(options as unknown as Record<string, unknown>, numPairs);
-  if (options.deferScale !== undefined && typeof options.deferScale !== 'boolean') {
-    throw invalidArgument('deferScale', 'a boolean', options.deferScale, TypeError);
-  }
-  if (options.deferScale && options.grad === false) {
-    throw invalidArgument('deferScale', 'used with a gradient (grad not false)', options.grad);
-  }
-  const gradData = gradTarget(options.grad, tokens);
-  const rowScale = !options.deferScale
+function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): PreparedLoss {
+  const o = snapshotOptions(where, options, LOSS_KEYS);
+  const tokens = checkTokens(o);
+  const numPairs = checkPairs(tokens, o.cuSeqlens !== undefined);
+  const settings = checkLossSettings(o, numPairs);
+  const deferScale = checkDeferScale(o.deferScale, o.grad);
+  const grad = gradData(o.grad as AnyDpoLossOptions['grad'], tokens);
+  const rowScale = !deferScale
     ? null
-    : gradData instanceof DeviceTensor
-      ? DeviceTensor.alloc([tokens.rows], 'float32', { device: gradData.device })
+    : grad instanceof DeviceTensor
+      ? DeviceTensor.alloc([tokens.rows], 'float32', { device: grad.device })
       : new Float32Array(tokens.rows);
   const args: NativeLossArgs = {
     ...tokenArgs(tokens),
-    kinds: Int32Array.from(settings.lossTypes, (t) => LOSS_TYPES.indexOf(t)),
+    kinds: Int32Array.from(settings.lossTypes, (t) => LOSS_KINDS[t].code),
     weights: Float64Array.from(settings.lossWeights),
-    beta: settings.beta,
-    labelSmoothing: settings.labelSmoothing,
-    simpoGamma: settings.simpoGamma,
-    discopopTau: settings.discopopTau,
+    params: Float64Array.from(HYPERPARAMETER_NAMES, (name) => settings.hyperparameters[name]),
     scale: settings.scale,
     refChosen: settings.ref?.chosen ?? null,
     refRejected: settings.ref?.rejected ?? null,
@@ -227,14 +218,14 @@ function prepareDpoLoss(options: AnyDpoLossOptions): PreparedLoss {
     chosenRewards: new Float64Array(numPairs),
     rejectedRewards: new Float64Array(numPairs),
     stats: new Float64Array(STAT.count),
-    grad: gradData === null ? null : bufferOf(gradData),
+    grad: grad === null ? null : bufferOf(grad),
     rowScale: rowScale === null ? null : bufferOf(rowScale),
   };
-  const averaged = settings.lossTypes.some((t) => REPORTS_AVERAGED.has(t));
-  const allocated = [gradData !== options.grad && gradData !== tokens.data ? gradData : null, rowScale];
+  const averaged = settings.lossTypes.some((t) => LOSS_KINDS[t].reportsAveraged);
+  const allocated = [o.grad === undefined || o.grad === true ? grad : null, rowScale];
   return {
     args,
-    tensors: [tokens.data, tokens.labels, gradData, rowScale],
+    tensors: [tokens.data, tokens.labels, grad, rowScale],
     release() {
       for (const t of allocated) if (t instanceof DeviceTensor) t.free();
     },
@@ -255,9 +246,10 @@ function prepareDpoLoss(options: AnyDpoLossOptions): PreparedLoss {
         rejectedRewards: args.rejectedRewards,
         tokenCounts: args.seqCounts,
         sequenceGrad: args.seqGrad,
-        grad: gradData === null || gradData instanceof DeviceTensor ? gradData : { data: gradData, shape: tokens.shape, dtype: tokens.dtype },
+        grad: grad === null || grad instanceof DeviceTensor ? grad : { data: grad, shape: tokens.shape, dtype: tokens.dtype },
         rowScale,
         metrics: metricsOf(args, chosenLogps, rejectedLogps),
+        nonFinite: firstNonFinite(tokens, args.seqLogps),
       };
     },
   };
@@ -305,7 +297,7 @@ export function dpoLoss(options: AnyDpoLossOptions): AnyDpoLossResult {
 export function dpoLossAsync(options: DpoLossOptions): Promise<DpoLossResult>;
 export function dpoLossAsync(options: DeviceDpoLossOptions): Promise<DpoLossResult<DeviceTensor, DeviceTensor>>;
 export async function dpoLossAsync(options: AnyDpoLossOptions): Promise<AnyDpoLossResult> {
-  const prepared = prepareDpoLoss(options);
+  const prepared = prepareDpoLoss(options, 'dpoLossAsync');
   try {
     await holdingTensors(prepared.tensors, () => native().dpoLossAsync(prepared.args));
   } catch (error) {
@@ -330,7 +322,7 @@ function runReleasingOnError(prepared: PreparedLoss, run: () => void): void {
  * B in ms. For test/gpu/ and benchmarks: not exported from the package.
  */
 export function dpoLossTimed(options: AnyDpoLossOptions): { result: AnyDpoLossResult; timings: Float32Array } {
-  const prepared = prepareDpoLoss({ ...options, backend: 'cuda' });
+  const prepared = prepareDpoLoss({ ...options, backend: 'cuda' }, 'dpoLossTimed');
   const timings = new Float32Array(3);
   prepared.args.timings = timings;
   runReleasingOnError(prepared, () => native().dpoLoss(prepared.args));
@@ -342,7 +334,7 @@ export function dpoLossTimed(options: AnyDpoLossOptions): { result: AnyDpoLossRe
  * op per pass). For the benchmark: not exported from the package.
  */
 export function dpoLossUnfused(options: DpoLossOptions): DpoLossResult {
-  const prepared = prepareDpoLoss({ ...options, backend: 'cpu' });
+  const prepared = prepareDpoLoss({ ...options, backend: 'cpu' }, 'dpoLossUnfused');
   native().dpoLossUnfused(prepared.args);
   return prepared.finish() as DpoLossResult;
 }

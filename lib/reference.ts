@@ -2,10 +2,11 @@
  * Float64 reference implementation of SPEC.md. Written for reading, not for speed: every
  * backend is checked against this file, so each formula appears once, in the SPEC's terms.
  */
-import { LOSS_TYPES, NEEDS_REF, REPORTS_AVERAGED } from './types.js';
-import type { DpoMetrics, LossType } from './types.js';
+import { LOSS_KINDS, type HyperparameterName, type LossType } from './loss-kinds.js';
+import type { DpoMetrics } from './types.js';
 
-export interface ReferenceInput {
+/** The input; the hyperparameters (beta, labelSmoothing, …: lib/loss-kinds.ts) by name. */
+export interface ReferenceInput extends Record<HyperparameterName, number> {
   logits: Float64Array; // R*V, already decoded to float64
   rows: number;
   vocab: number;
@@ -13,12 +14,8 @@ export interface ReferenceInput {
   cuSeqlens: Int32Array; // S+1, S = 2B
   ignoreIndex: number;
   ref?: { chosen: Float64Array; rejected: Float64Array } | null; // B each, sums
-  beta: number;
   lossTypes: readonly LossType[];
   lossWeights: readonly number[];
-  labelSmoothing: number;
-  simpoGamma: number;
-  discopopTau: number;
   scale: number; // 1/B for mean, 1 for sum, 1/normalizer
 }
 
@@ -501,7 +498,7 @@ export function referencePairLoss(
   const B = S / 2;
   const types = cfg.lossTypes;
   if (types.length === 0) throw new RangeError('lossTypes is empty');
-  for (const t of types) if (!(LOSS_TYPES as readonly string[]).includes(t)) throw new TypeError(`unknown loss type '${t}'`);
+  for (const t of types) if (!Object.hasOwn(LOSS_KINDS, t)) throw new TypeError(`unknown loss type '${t}'`);
   const weights = cfg.lossWeights.length === 0 ? types.map(() => 1) : cfg.lossWeights;
   if (weights.length !== types.length) throw new RangeError('lossWeights must match lossTypes in length');
 
@@ -512,7 +509,7 @@ export function referencePairLoss(
     refC = cfg.ref.chosen;
     refR = cfg.ref.rejected;
   } else {
-    const needing = types.filter((t) => NEEDS_REF.has(t));
+    const needing = types.filter((t) => LOSS_KINDS[t].needsRef);
     if (needing.length > 0) throw new TypeError(`loss type(s) ${needing.join(', ')} need reference log-probs`);
   }
 
@@ -564,7 +561,7 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
   }
 
   // Rewards and logps as TRL reports them: averaged when simpo/orpo is in the list.
-  const averaged = input.lossTypes.some((t) => REPORTS_AVERAGED.has(t));
+  const averaged = input.lossTypes.some((t) => LOSS_KINDS[t].reportsAveraged);
   const chosenLogps = new Float64Array(B);
   const rejectedLogps = new Float64Array(B);
   const chosenRewards = new Float64Array(B);

@@ -1,11 +1,17 @@
-// Turns user options into the plain, checked values the binding takes. Every rule here has a
-// message naming the argument, what it expected and what it got.
+// Turns user options into the plain, checked values the binding takes. Every option rule lives
+// here, each with a message naming the argument, what it expected and what it got. User values
+// are read once (options through snapshotOptions, typed arrays through the intrinsic getters), so
+// a getter or Proxy that answers differently on each read cannot pass one value to validation and
+// another to the binding.
 import { availableParallelism } from 'node:os';
 
 import { backendFor, type BackendName } from './backend.js';
-import { DeviceTensor } from './device.js';
+import { DeviceTensor, ELEMENT_BYTES } from './device.js';
 import { invalidArgument } from './errors.js';
-import { LOSS_DEFAULTS, LOSS_TYPES, NEEDS_REF, type DType, type LabelTensor, type LossType, type Tensor } from './types.js';
+import { typedArrayFacts, type TypedArrayFacts } from './intrinsics.js';
+import { HYPERPARAMETERS, HYPERPARAMETER_NAMES, LOSS_KINDS, LOSS_TYPES, type HyperparameterName, type LossType } from './loss-kinds.js';
+import { snapshotOptions } from './options.js';
+import type { DType, LabelTensor, Tensor } from './types.js';
 
 export const DTYPE_CODE: Record<DType, number> = { float32: 0, bfloat16: 1, float16: 2 };
 
@@ -39,6 +45,9 @@ export interface TokenSettings {
   stream?: bigint;
 }
 
+/** The keys of TokenSettings and the tensors, which every call takes. */
+export const TOKEN_KEYS = ['logits', 'labels', 'cuSeqlens', 'ignoreIndex', 'threads', 'backend', 'device', 'stream'] as const;
+
 export interface CheckedTokens {
   data: Float32Array | Uint16Array | DeviceTensor;
   dtype: DType;
@@ -56,12 +65,11 @@ export interface CheckedTokens {
   stream: bigint | null;
 }
 
+/** Sequences per call at most (the per-sequence outputs cost about 50 bytes each). */
+export const MAX_SEQUENCES = 2 ** 26;
+
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null;
-}
 
 export function checkInteger(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -77,51 +85,66 @@ export function checkFinite(name: string, value: unknown, rule: string, ok: (v: 
   return value;
 }
 
-// A resizable or growable buffer could shrink under a running async call: refuse it.
-function checkFixedBuffer(name: string, view: ArrayBufferView): void {
-  const buffer = view.buffer as ArrayBufferLike & { resizable?: boolean; growable?: boolean };
-  if (buffer.resizable || buffer.growable) {
-    throw invalidArgument(name, 'a typed array over a fixed-length buffer', 'a resizable/growable buffer', TypeError);
-  }
+// A typed array of the given kinds, by its internal slots. A resizable or growable buffer could
+// shrink under a running async call: refuse it.
+function checkTypedArray(name: string, value: unknown, kinds: readonly string[], expected: string): TypedArrayFacts {
+  const facts = typedArrayFacts(value);
+  if (!facts || !kinds.includes(facts.kind)) throw invalidArgument(name, expected, value, TypeError);
+  if (facts.resizable) throw invalidArgument(name, 'a typed array over a fixed-length buffer', 'a resizable/growable buffer', TypeError);
+  return facts;
 }
 
+// A shape read once into a plain array.
 function checkShape(name: string, shape: unknown): number[] {
-  if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number' || !Number.isInteger(d) || d < 0)) {
-    throw invalidArgument(`${name}.shape`, 'an array of non-negative integers', shape, TypeError);
+  if (!Array.isArray(shape)) throw invalidArgument(`${name}.shape`, 'an array of non-negative integers', shape, TypeError);
+  const dims: unknown[] = Array.from(shape as unknown[]);
+  if (dims.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)) {
+    throw invalidArgument(`${name}.shape`, 'an array of non-negative integers', dims, TypeError);
   }
-  return shape as number[];
+  return dims as number[];
+}
+
+// A host tensor's fields, each read once.
+function tensorFields(name: string, tensor: unknown, what: string): { data: unknown; shape: unknown; dtype: unknown } {
+  if (typeof tensor !== 'object' || tensor === null) throw invalidArgument(name, what, tensor, TypeError);
+  const t = tensor as Record<string, unknown>;
+  return { data: t.data, shape: t.shape, dtype: t.dtype };
 }
 
 export function checkTensor(name: string, tensor: unknown): { data: Float32Array | Uint16Array; dtype: DType; shape: number[] } {
-  if (!isObject(tensor)) throw invalidArgument(name, 'a tensor { data, shape, dtype? }', tensor, TypeError);
-  const { data, dtype } = tensor;
-  const shape = checkShape(name, tensor.shape);
+  return checkTensorFields(name, tensorFields(name, tensor, 'a tensor { data, shape, dtype? }'));
+}
+
+function checkTensorFields(
+  name: string,
+  { data, dtype, shape: rawShape }: { data: unknown; shape: unknown; dtype: unknown },
+): { data: Float32Array | Uint16Array; dtype: DType; shape: number[] } {
+  const facts = checkTypedArray(`${name}.data`, data, ['Float32Array', 'Uint16Array'], 'a Float32Array, or a Uint16Array of bfloat16/float16 bits');
+  const shape = checkShape(name, rawShape);
   let kind: DType;
-  if (data instanceof Float32Array) {
+  if (facts.kind === 'Float32Array') {
     if (dtype !== undefined && dtype !== 'float32') {
       throw invalidArgument(`${name}.dtype`, "'float32' (or omitted) for Float32Array data", dtype);
     }
     kind = 'float32';
-  } else if (data instanceof Uint16Array) {
+  } else {
     if (dtype !== 'bfloat16' && dtype !== 'float16') {
       throw invalidArgument(`${name}.dtype`, "'bfloat16' or 'float16' for Uint16Array data", dtype);
     }
     kind = dtype;
-  } else {
-    throw invalidArgument(`${name}.data`, 'a Float32Array, or a Uint16Array of bfloat16/float16 bits', data, TypeError);
   }
-  checkFixedBuffer(`${name}.data`, data);
   const size = shape.reduce((a, b) => a * b, 1);
-  if (size !== data.length) {
-    throw invalidArgument(`${name}.data`, `${size} elements (the product of shape [${shape.join(', ')}])`, data);
+  if (size !== facts.length) {
+    throw invalidArgument(`${name}.data`, `${size} elements (the product of shape [${shape.join(', ')}])`, `${facts.length} elements`);
   }
-  return { data, dtype: kind, shape };
+  return { data: data as Float32Array | Uint16Array, dtype: kind, shape };
 }
 
-function checkCuSeqlens(cu: unknown, rows: number): Int32Array {
-  if (!(cu instanceof Int32Array)) throw invalidArgument('cuSeqlens', 'an Int32Array', cu, TypeError);
-  checkFixedBuffer('cuSeqlens', cu);
+function checkCuSeqlens(value: unknown, rows: number): Int32Array {
+  checkTypedArray('cuSeqlens', value, ['Int32Array'], 'an Int32Array');
+  const cu = value as Int32Array;
   if (cu.length < 2) throw invalidArgument('cuSeqlens', 'at least 2 entries (one sequence)', cu);
+  if (cu.length - 1 > MAX_SEQUENCES) throw invalidArgument('cuSeqlens', `at most ${MAX_SEQUENCES + 1} entries (${MAX_SEQUENCES} sequences)`, `${cu.length} entries`);
   if (cu[0] !== 0) throw invalidArgument('cuSeqlens[0]', '0', cu[0]);
   for (let s = 1; s < cu.length; s++) {
     if (cu[s] < cu[s - 1]) throw invalidArgument(`cuSeqlens[${s}]`, `>= cuSeqlens[${s - 1}] (${cu[s - 1]}): offsets never decrease`, cu[s]);
@@ -138,17 +161,16 @@ function checkDeviceLogits(tensor: DeviceTensor): { data: DeviceTensor; dtype: D
   return { data: tensor, dtype: tensor.dtype, shape: [...tensor.shape] };
 }
 
-function checkLabels(tensor: unknown): { labels: Int32Array | DeviceTensor; shape: number[] } {
+function checkLabels(tensor: unknown): { labels: Int32Array | DeviceTensor; shape: number[]; length?: number } {
   if (tensor instanceof DeviceTensor) {
     if (tensor.dtype !== 'int32') throw invalidArgument('labels.dtype', "'int32' for a DeviceTensor of labels", tensor.dtype);
     tensor.pointer; // throws when freed
     return { labels: tensor, shape: [...tensor.shape] };
   }
-  if (!isObject(tensor) || !(tensor.data instanceof Int32Array)) {
-    throw invalidArgument('labels', 'a tensor { data: Int32Array, shape } or an int32 DeviceTensor', tensor, TypeError);
-  }
-  checkFixedBuffer('labels.data', tensor.data);
-  return { labels: tensor.data, shape: checkShape('labels', tensor.shape) };
+  const what = 'a tensor { data: Int32Array, shape } or an int32 DeviceTensor';
+  const { data, shape } = tensorFields('labels', tensor, what);
+  const facts = checkTypedArray('labels.data', data, ['Int32Array'], 'an Int32Array of token ids');
+  return { labels: data as Int32Array, shape: checkShape('labels', shape), length: facts.length };
 }
 
 // Where the call runs: the backend, and for CUDA the device (DeviceTensor inputs must share one).
@@ -178,13 +200,13 @@ export function paddedCuSeqlens(numSeqs: number, T: number): Int32Array {
   return Int32Array.from({ length: numSeqs + 1 }, (_, s) => s * T);
 }
 
-export function checkTokens(options: unknown): CheckedTokens {
-  if (!isObject(options)) throw invalidArgument('options', 'an object', options, TypeError);
+/** Checks the tokens of a snapshot (options as snapshotOptions returned them). */
+export function checkTokens(options: Record<string, unknown>): CheckedTokens {
   const { data, dtype, shape } =
     options.logits instanceof DeviceTensor ? checkDeviceLogits(options.logits) : checkTensor('logits', options.logits);
   const ignoreIndex = options.ignoreIndex === undefined ? -100 : checkInteger('ignoreIndex', options.ignoreIndex, INT32_MIN, INT32_MAX);
   const threads = options.threads === undefined ? availableParallelism() : checkInteger('threads', options.threads, 1, 4096);
-  const { labels, shape: labelShape } = checkLabels(options.labels);
+  const { labels, shape: labelShape, length: labelCount } = checkLabels(options.labels);
   const placement = checkPlacement(options, options.logits, options.labels);
 
   const packed = options.cuSeqlens !== undefined;
@@ -200,17 +222,19 @@ export function checkTokens(options: unknown): CheckedTokens {
   const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
   const expected = shape.slice(0, -1);
   if (labelShape.length !== expected.length || labelShape.some((d, i) => d !== expected[i])) {
-    throw invalidArgument('labels.shape', `[${expected.join(', ')}] (logits.shape without V)`, labelShape);
+    // Either may be wrong; the logits are the likelier (T and V swapped), and the message shows both.
+    throw invalidArgument(
+      'logits.shape',
+      `labels.shape [${labelShape.join(', ')}] followed by V (logits ${packed ? '[N, V]' : '[numSeqs, T, V]'}, labels ${packed ? '[N]' : '[numSeqs, T]'})`,
+      shape,
+    );
   }
-  if (!(labels instanceof DeviceTensor) && labels.length !== rows) throw invalidArgument('labels.data', `${rows} elements`, labels);
+  if (!(labels instanceof DeviceTensor) && labelCount !== rows) throw invalidArgument('labels.data', `${rows} elements`, `${labelCount} elements`);
 
-  let cuSeqlens: Int32Array;
-  if (packed) {
-    cuSeqlens = checkCuSeqlens(options.cuSeqlens, rows);
-  } else {
-    cuSeqlens = paddedCuSeqlens(shape[0]!, shape[1]!);
-  }
   if (rows > INT32_MAX) throw invalidArgument('logits', 'fewer than 2^31 rows', rows);
+  // Checked before the offsets are built: an empty [S, 0, V] has no data to bound S.
+  if (!packed && shape[0]! > MAX_SEQUENCES) throw invalidArgument('logits.shape[0]', `at most ${MAX_SEQUENCES} sequences`, shape[0]);
+  const cuSeqlens = packed ? checkCuSeqlens(options.cuSeqlens, rows) : paddedCuSeqlens(shape[0]!, shape[1]!);
 
   // (Device labels are checked on the device, before any kernel indexes with them.)
   for (let r = 0; !(labels instanceof DeviceTensor) && r < rows; r++) {
@@ -225,55 +249,61 @@ export function checkTokens(options: unknown): CheckedTokens {
 export interface LossSettings {
   lossTypes: LossType[];
   lossWeights: number[];
-  beta: number;
-  labelSmoothing: number;
-  simpoGamma: number;
-  discopopTau: number;
+  /** Every hyperparameter, by name (the defaults where the options left one out). */
+  hyperparameters: Record<HyperparameterName, number>;
   scale: number;
   ref: { chosen: Float64Array; rejected: Float64Array } | null;
 }
 
 function checkRefSide(name: string, value: unknown, numPairs: number): Float64Array {
-  const isArrayLike = Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
-  if (!isArrayLike) throw invalidArgument(name, `a Float64Array (or number array) of ${numPairs} reference log-prob sums`, value, TypeError);
-  const values = value as ArrayLike<number>;
-  if (values.length !== numPairs) throw invalidArgument(name, `${numPairs} entries (one per pair)`, value);
-  const out = Float64Array.from(values as ArrayLike<number>);
+  const facts = typedArrayFacts(value);
+  const isNumberArray = Array.isArray(value) || (facts !== null && facts.kind !== 'BigInt64Array' && facts.kind !== 'BigUint64Array');
+  if (!isNumberArray) throw invalidArgument(name, `a Float64Array (or number array) of ${numPairs} reference log-prob sums`, value, TypeError);
+  const out = Float64Array.from(value as ArrayLike<number>);
+  if (out.length !== numPairs) throw invalidArgument(name, `${numPairs} entries (one per pair)`, `${out.length} entries`);
   for (let i = 0; i < numPairs; i++) {
-    if (!Number.isFinite(out[i])) throw invalidArgument(`${name}[${i}]`, 'a finite number', values[i]);
+    if (!Number.isFinite(out[i])) throw invalidArgument(`${name}[${i}]`, 'a finite number', out[i]);
   }
   return out;
 }
 
-export function checkLossSettings(options: Record<string, unknown>, numPairs: number): LossSettings {
-  const rawTypes = options.lossType === undefined ? 'sigmoid' : options.lossType;
-  const list = Array.isArray(rawTypes) ? rawTypes : [rawTypes];
-  if (list.length < 1 || list.length > 8) throw invalidArgument('lossType', 'a loss type or a list of 1 to 8', rawTypes);
-  const lossTypes = list.map((t, i) => {
-    if (!(LOSS_TYPES as readonly unknown[]).includes(t)) {
-      throw invalidArgument(Array.isArray(rawTypes) ? `lossType[${i}]` : 'lossType', `one of ${LOSS_TYPES.join(', ')}`, t);
+function checkLossTypes(raw: unknown): LossType[] {
+  const list: unknown[] = Array.isArray(raw) ? Array.from(raw as unknown[]) : [raw];
+  if (list.length < 1 || list.length > 8) throw invalidArgument('lossType', 'a loss type or a list of 1 to 8', list);
+  return list.map((t, i) => {
+    if (typeof t !== 'string' || !Object.hasOwn(LOSS_KINDS, t)) {
+      throw invalidArgument(Array.isArray(raw) ? `lossType[${i}]` : 'lossType', `one of ${LOSS_TYPES.join(', ')}`, t);
     }
     return t as LossType;
   });
+}
+
+// Each hyperparameter by the table's rule (TRL's default where it is left out).
+function checkHyperparameters(options: Record<string, unknown>, lossTypes: LossType[]): Record<HyperparameterName, number> {
+  const values = {} as Record<HyperparameterName, number>;
+  for (const name of HYPERPARAMETER_NAMES) {
+    const p = HYPERPARAMETERS[name];
+    values[name] = options[name] === undefined ? p.default : checkFinite(name, options[name], p.rule, p.ok);
+  }
+  if (lossTypes.includes('robust') && values.labelSmoothing >= 0.5) {
+    throw invalidArgument('labelSmoothing', "below 0.5 for lossType 'robust' (it divides by 1 - 2·labelSmoothing)", values.labelSmoothing);
+  }
+  return values;
+}
+
+export function checkLossSettings(options: Record<string, unknown>, numPairs: number): LossSettings {
+  const lossTypes = checkLossTypes(options.lossType === undefined ? 'sigmoid' : options.lossType);
   let lossWeights: number[];
   if (options.lossWeights === undefined) {
     lossWeights = lossTypes.map(() => 1);
   } else {
-    const w = options.lossWeights;
+    const w = Array.isArray(options.lossWeights) ? Array.from(options.lossWeights as unknown[]) : options.lossWeights;
     if (!Array.isArray(w) || w.length !== lossTypes.length) {
       throw invalidArgument('lossWeights', `an array of ${lossTypes.length} numbers (one per lossType)`, w, TypeError);
     }
     lossWeights = w.map((x, i) => checkFinite(`lossWeights[${i}]`, x, 'a finite number'));
   }
-  const beta = options.beta === undefined ? LOSS_DEFAULTS.beta : checkFinite('beta', options.beta, 'a finite number > 0', (v) => v > 0);
-  const labelSmoothing =
-    options.labelSmoothing === undefined ? LOSS_DEFAULTS.labelSmoothing : checkFinite('labelSmoothing', options.labelSmoothing, 'a number in [0, 0.5]', (v) => v >= 0 && v <= 0.5);
-  if (lossTypes.includes('robust') && labelSmoothing >= 0.5) {
-    throw invalidArgument('labelSmoothing', "below 0.5 for lossType 'robust' (it divides by 1 - 2·labelSmoothing)", labelSmoothing);
-  }
-  const simpoGamma = options.simpoGamma === undefined ? LOSS_DEFAULTS.simpoGamma : checkFinite('simpoGamma', options.simpoGamma, 'a finite number');
-  const discopopTau =
-    options.discopopTau === undefined ? LOSS_DEFAULTS.discopopTau : checkFinite('discopopTau', options.discopopTau, 'a finite number > 0', (v) => v > 0);
+  const hyperparameters = checkHyperparameters(options, lossTypes);
 
   const reduction = options.reduction === undefined ? 'mean' : options.reduction;
   if (reduction !== 'mean' && reduction !== 'sum') throw invalidArgument('reduction', "'mean' or 'sum'", reduction);
@@ -282,7 +312,7 @@ export function checkLossSettings(options: Record<string, unknown>, numPairs: nu
     scale = 1 / checkFinite('normalizer', options.normalizer, 'a finite number > 0', (v) => v > 0);
   }
 
-  const needing = lossTypes.find((t) => NEEDS_REF.has(t));
+  const needing = lossTypes.find((t) => LOSS_KINDS[t].needsRef);
   let ref: LossSettings['ref'] = null;
   if (options.ref === undefined || options.ref === null) {
     if (needing) {
@@ -294,11 +324,78 @@ export function checkLossSettings(options: Record<string, unknown>, numPairs: nu
       );
     }
   } else {
-    if (!isObject(options.ref)) throw invalidArgument('ref', '{ chosen, rejected }', options.ref, TypeError);
+    const sides = snapshotOptions('ref', options.ref, ['chosen', 'rejected'], 'ref');
     ref = {
-      chosen: checkRefSide('ref.chosen', options.ref.chosen, numPairs),
-      rejected: checkRefSide('ref.rejected', options.ref.rejected, numPairs),
+      chosen: checkRefSide('ref.chosen', sides.chosen, numPairs),
+      rejected: checkRefSide('ref.rejected', sides.rejected, numPairs),
     };
   }
-  return { lossTypes, lossWeights, beta, labelSmoothing, simpoGamma, discopopTau, scale, ref };
+  return { lossTypes, lossWeights, hyperparameters, scale, ref };
+}
+
+/** sequenceLogps's own option: average. */
+export function checkAverage(value: unknown): boolean {
+  if (value !== undefined && typeof value !== 'boolean') throw invalidArgument('average', 'a boolean', value, TypeError);
+  return value === true;
+}
+
+/** The loss call's 2B sequences: B pairs. */
+export function checkPairs(tokens: CheckedTokens, packed: boolean): number {
+  if (tokens.numSeqs < 2 || tokens.numSeqs % 2 !== 0) {
+    throw invalidArgument(
+      packed ? 'cuSeqlens' : 'logits.shape[0]',
+      'an even number of sequences, 2B (B chosen then B rejected), B >= 1',
+      tokens.numSeqs,
+    );
+  }
+  return tokens.numSeqs / 2;
+}
+
+export function checkDeferScale(deferScale: unknown, grad: unknown): boolean {
+  if (deferScale !== undefined && typeof deferScale !== 'boolean') {
+    throw invalidArgument('deferScale', 'a boolean', deferScale, TypeError);
+  }
+  if (deferScale && grad === false) throw invalidArgument('deferScale', 'used with a gradient (grad not false)', grad);
+  return deferScale === true;
+}
+
+/** What the gradient goes into: a new array (or DeviceTensor), the logits, none, or the caller's tensor. */
+export type GradTarget =
+  | { kind: 'new' }
+  | { kind: 'inplace' }
+  | { kind: 'none' }
+  | { kind: 'given'; data: Float32Array | Uint16Array | DeviceTensor };
+
+export function checkGradTarget(grad: unknown, tokens: CheckedTokens): GradTarget {
+  const elements = tokens.rows * tokens.vocab;
+  if (grad === undefined || grad === true) return { kind: 'new' };
+  if (grad === false) return { kind: 'none' };
+  if (grad === 'inplace') return { kind: 'inplace' };
+  const onDevice = tokens.data instanceof DeviceTensor;
+  if (grad instanceof DeviceTensor) {
+    if (!onDevice) throw invalidArgument('grad', 'a host tensor for host logits (a DeviceTensor only for device logits)', grad.toString());
+    if (grad.dtype !== tokens.dtype) throw invalidArgument('grad.dtype', `the logits dtype '${tokens.dtype}'`, grad.dtype);
+    if (grad.byteLength !== elements * ELEMENT_BYTES[tokens.dtype]) {
+      throw invalidArgument('grad.shape', `${elements} elements (as many as logits)`, grad.shape);
+    }
+    if (grad.device !== tokens.device) throw invalidArgument('grad.device', `the call's device ${tokens.device}`, grad.device);
+    grad.pointer; // throws when freed
+    return { kind: 'given', data: grad };
+  }
+  if (typeof grad !== 'object' || grad === null || onDevice) {
+    const target = onDevice ? 'a DeviceTensor' : 'a tensor';
+    throw invalidArgument('grad', `true, false, 'inplace' or ${target} to fill`, grad, TypeError);
+  }
+  const fields = tensorFields('grad', grad, 'a tensor { data, shape, dtype? }');
+  const gradData = typedArrayFacts(fields.data);
+  const wanted = tokens.dtype === 'float32' ? 'Float32Array' : 'Uint16Array';
+  if (gradData && (gradData.kind === 'Float32Array' || gradData.kind === 'Uint16Array') && gradData.kind !== wanted) {
+    throw invalidArgument('grad.data', `a ${wanted}: grad.dtype must match the logits' dtype (${tokens.dtype})`, fields.data);
+  }
+  const target = checkTensorFields('grad', fields);
+  if (target.dtype !== tokens.dtype) throw invalidArgument('grad.dtype', `the logits dtype '${tokens.dtype}'`, target.dtype);
+  if (target.shape.reduce((a, b) => a * b, 1) !== elements) {
+    throw invalidArgument('grad.data', `${elements} elements (as many as logits)`, `${target.shape.reduce((a, b) => a * b, 1)} elements`);
+  }
+  return { kind: 'given', data: target.data };
 }

@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
 
 import { doctor, formatDoctor } from '../lib/doctor.js';
+import { ABI_VERSION } from '../lib/binding.js';
 import { backendInfo } from '../lib/index.js';
 
 const lib = join(dirname(fileURLToPath(import.meta.url)), '..', 'lib', 'index.ts');
@@ -36,7 +37,7 @@ test('backendInfo names the backend, SIMD level, threads, ABI version and CUDA s
   assert.is(info.backend, cudaAvailable && !forcedCpu ? 'cuda' : 'cpu');
   assert.ok(['avx512', 'avx2', 'baseline'].includes(info.simd), info.simd);
   assert.ok(Number.isInteger(info.threads) && info.threads >= 1);
-  assert.is(info.abiVersion, 1);
+  assert.is(info.abiVersion, ABI_VERSION);
   assert.type(info.cuda.compiled, 'boolean');
   if (info.cuda.compiled) assert.match(info.cuda.runtimeVersion ?? '', /^\d+\.\d+$/);
   else assert.is(info.cuda.runtimeVersion, null);

@@ -5,6 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { STAT, type NativeLossArgs } from '../lib/binding.js';
+import { HYPERPARAMETER_NAMES, LOSS_DEFAULTS } from '../lib/loss-kinds.js';
 import { native } from '../lib/native.js';
 import { makeRng, testSeed } from './helpers/random.js';
 
@@ -26,10 +27,7 @@ function validArgs(): NativeLossArgs {
     timings: null,
     kinds: new Int32Array([0]),
     weights: new Float64Array([1]),
-    beta: 0.1,
-    labelSmoothing: 0,
-    simpoGamma: 0.5,
-    discopopTau: 0.05,
+    params: Float64Array.from(HYPERPARAMETER_NAMES, (name) => LOSS_DEFAULTS[name]),
     scale: 1,
     refChosen: new Float64Array([-3]),
     refRejected: new Float64Array([-3]),
@@ -80,6 +78,8 @@ test('lies about sizes, offsets, labels and types are refused by the binding', (
     ['odd number of sequences', (a) => (a.cuSeqlens = new Int32Array([0, 2, 4, 6]))],
     ['an unknown loss kind', (a) => (a.kinds = new Int32Array([99]))],
     ['weights shorter than kinds', (a) => ((a.kinds = new Int32Array([0, 1])), (a.weights = new Float64Array([1])))],
+    ['more hyperparameters than the addon knows', (a) => (a.params = new Float64Array(HYPERPARAMETER_NAMES.length + 1))],
+    ['params of another type', (a) => ((a as unknown as { params: Float32Array }).params = new Float32Array(4))],
     ['nine loss kinds', (a) => ((a.kinds = new Int32Array(9)), (a.weights = new Float64Array(9)))],
     ['ref too short', (a) => (a.refChosen = new Float64Array(0))],
     ['ref missing for sigmoid', (a) => ((a.refChosen = null), (a.refRejected = null))],

@@ -140,7 +140,7 @@ test('the async forms reject; they do not throw synchronously', async () => {
     () => assert.unreachable('resolved'),
     (e: unknown) => assertInvalid(e, /beta/, 'dpoLossAsync rejection'),
   );
-  assert.not.throws(() => (result = sequenceLogpsAsync({ ...valid, threads: 0 })), 'sequenceLogpsAsync threw synchronously');
+  assert.not.throws(() => (result = sequenceLogpsAsync({ ...tokenOptions(base), threads: 0 })), 'sequenceLogpsAsync threw synchronously');
   await (result as Promise<unknown>).then(
     () => assert.unreachable('resolved'),
     (e: unknown) => assertInvalid(e, /threads/, 'sequenceLogpsAsync rejection'),

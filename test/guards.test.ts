@@ -63,7 +63,7 @@ test("grad 'inplace' on subarray-view logits: guards untouched, the view holds t
         const g = guarded(dtype, offset, c.logits.data.length, 41);
         g.view.set(c.logits.data);
         const logits = { data: g.view, shape: c.logits.shape, dtype };
-        const seqBefore = sequenceLogps({ ...options, logits });
+        const seqBefore = sequenceLogps({ ...tokenOptions(c), threads: 2, logits });
         const out = dpoLoss({ ...options, logits, grad: 'inplace' });
         const what = `${dtype} V=${V} offset ${offset} (seed=${SEED})`;
         assert.ok(out.grad!.data === g.view, `${what}: the result is the logits view`);

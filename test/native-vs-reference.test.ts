@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 
 import { dpoLoss, sequenceLogps, type DpoLossOptions } from '../lib/index.js';
 import { referenceSequenceLogps, referenceTokenStats } from '../lib/reference.js';
-import { LOSS_TYPES, NEEDS_REF, type LossType } from '../lib/types.js';
+import { LOSS_KINDS, LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
 import {
   checkDpo,
   DTYPES,
@@ -34,7 +34,7 @@ const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[rng.int(xs.length)]!;
 
 function refOption(c: TokenCase, types: readonly LossType[], rng: Rng): DpoLossOptions['ref'] {
   // reference-free losses get a ref half the time (it then shifts the rewards)
-  return types.some((t) => NEEDS_REF.has(t)) || rng.next() < 0.5 ? c.ref : undefined;
+  return types.some((t) => LOSS_KINDS[t].needsRef) || rng.next() < 0.5 ? c.ref : undefined;
 }
 
 const COMBOS: [LossType[], number[]][] = [
@@ -204,7 +204,7 @@ test('non-finite logits: NaN/±Infinity in a scored row gives a NaN loss; NaN in
         const scored = labels.findLastIndex((y) => y !== IGNORE); // in a rejected sequence, most likely
         const ignored = labels.findIndex((y) => y === IGNORE);
         assert.ok(scored >= 0 && ignored >= 0, 'the case has scored and ignored rows');
-        const options = { lossType: type, ref: NEEDS_REF.has(type) ? clean.ref : undefined };
+        const options = { lossType: type, ref: LOSS_KINDS[type].needsRef ? clean.ref : undefined };
         for (const bad of [NaN, Infinity, -Infinity]) {
           const c = make();
           setLogit(c, scored * c.vocab + rng.int(c.vocab), bad);

@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { referenceDpo } from '../lib/reference.js';
-import { LOSS_DEFAULTS } from '../lib/types.js';
+import { LOSS_DEFAULTS } from '../lib/loss-kinds.js';
 import { paddedCuSeqlens } from '../lib/validate.js';
 import { makeRng, testSeed } from './helpers/random.js';
 

@@ -9,7 +9,7 @@ import {
   type PairLossConfig,
   type ReferenceInput,
 } from '../lib/reference.js';
-import { LOSS_TYPES, NEEDS_REF, type LossType } from '../lib/types.js';
+import { LOSS_KINDS, LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
 import { makeRng, testSeed, type Rng } from './helpers/random.js';
 
 const SEED = testSeed();
@@ -253,7 +253,7 @@ test('pair loss: seqGrad matches central differences for every loss type', () =>
       const sc = randomScores(rng, B);
       const scale = [1 / B, 1, 1 / 37][trial % 3]!;
       const eps = SMOOTHED.has(type) && trial >= 2 ? 0.05 + 0.3 * rng.next() : 0;
-      const cfg = pairConfig([type], [1], NEEDS_REF.has(type) ? sc.ref : null, {
+      const cfg = pairConfig([type], [1], LOSS_KINDS[type].needsRef ? sc.ref : null, {
         beta: 0.05 + 0.95 * rng.next(),
         labelSmoothing: eps,
         simpoGamma: rng.next(),
@@ -422,7 +422,7 @@ test('pair loss: sequences with no completion tokens never give NaN', () => {
   const counts = new Int32Array([2, 0, 0, 1]);
   const ref = { chosen: new Float64Array([-2, 0]), rejected: new Float64Array([0, -1]) };
   for (const type of LOSS_TYPES) {
-    const out = referencePairLoss(pi, counts, pairConfig([type], [1], NEEDS_REF.has(type) ? ref : null, { beta: 0.5, scale: 0.5 }));
+    const out = referencePairLoss(pi, counts, pairConfig([type], [1], LOSS_KINDS[type].needsRef ? ref : null, { beta: 0.5, scale: 0.5 }));
     assert.ok(Number.isFinite(out.loss), `${type}: loss ${out.loss}`);
     assert.ok(out.seqGrad.every(Number.isFinite), `${type}: seqGrad ${out.seqGrad}`);
   }

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 
 import { backendInfo, setSimdLevel } from '../lib/index.js';
 import { native } from '../lib/native.js';
-import { LOSS_TYPES, type LossType } from '../lib/types.js';
+import { LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
 import { checkDpo, DTYPES, encode, IGNORE, makeCase, ulpDist32, type TokenCase } from './helpers/cases.js';
 import { makeRng, testSeed, type Rng } from './helpers/random.js';
 

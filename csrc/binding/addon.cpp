@@ -4,6 +4,7 @@
 // status codes into JS Errors with a `code`.
 #include <napi.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <string>
 
@@ -89,6 +90,7 @@ struct Placement {
   fdpo_cuda_launch launch{};
 
   explicit Placement(const Napi::Object& args) {
+    fdpo_cuda_launch_init(&launch);
     if (args.Get("device").IsNull() || args.Get("device").IsUndefined()) return;
     cuda = true;
     launch.device = (int32_t)integer(args, "device", 0, 1023);
@@ -141,7 +143,8 @@ size_t logitsElementBytes(int32_t dtype) { return dtype == FDPO_FLOAT32 ? 4 : 2;
 
 // Reads the token-level arguments shared by both entry points.
 fdpo_tokens readTokens(const Napi::Object& args, const Placement& placement) {
-  fdpo_tokens t{};
+  fdpo_tokens t;
+  fdpo_tokens_init(&t);
   t.dtype = (int32_t)integer(args, "dtype", 0, 2);
   t.rows = integer(args, "rows", 0, (int64_t)1 << 40);
   t.vocab = integer(args, "vocab", 1, 0x7fffffff);
@@ -188,8 +191,10 @@ struct LossCall {
   fdpo_loss_outputs outputs;
   int32_t threads;
 
-  explicit LossCall(const Napi::Object& args) : placement(args), config{}, outputs{} {
+  explicit LossCall(const Napi::Object& args) : placement(args) {
     Napi::Env env = args.Env();
+    fdpo_loss_config_init(&config);
+    fdpo_loss_outputs_init(&outputs);
     tokens = readTokens(args, placement);
     threads = (int32_t)integer(args, "threads", 0, 4096);
     if (tokens.num_seqs < 2 || tokens.num_seqs % 2 != 0) invalid(env, "cuSeqlens must describe 2B sequences");
@@ -206,10 +211,11 @@ struct LossCall {
       config.kinds[k] = dataOf<int32_t>(kinds)[k];
       config.weights[k] = dataOf<double>(weights)[k];
     }
-    config.beta = number(args, "beta");
-    config.label_smoothing = number(args, "labelSmoothing");
-    config.simpo_gamma = number(args, "simpoGamma");
-    config.discopop_tau = number(args, "discopopTau");
+    // The hyperparameters, indexed by fdpo_loss_param (lib/loss-kinds.ts's codes).
+    Napi::TypedArray params = typedArray(args, "params", napi_float64_array);
+    if (params.ElementLength() > FDPO_PARAM_COUNT) invalid(env, "params has more entries than this addon knows");
+    config.num_params = (int32_t)params.ElementLength();
+    for (int32_t p = 0; p < config.num_params; ++p) config.params[p] = dataOf<double>(params)[p];
     config.scale = number(args, "scale");
     if (!args.Get("refChosen").IsNull()) {
       config.ref_chosen = checkedData<double>(args, "refChosen", napi_float64_array, pairs);
@@ -307,6 +313,38 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The loss-kind table this binary was built with (fused_dpo_kinds.h), for test/loss-kinds.test.ts
+// to compare with lib/loss-kinds.ts.
+Napi::Value LossTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array kinds = Napi::Array::New(env), params = Napi::Array::New(env);
+  for (int32_t k = 0; k < FDPO_LOSS_COUNT; ++k) {
+    const char* name = nullptr;
+    uint32_t flags = 0, reads = 0;
+    fdpo_loss_kind_info(k, &name, &flags, &reads);
+    Napi::Object kind = Napi::Object::New(env);
+    kind.Set("name", Napi::String::New(env, name));
+    kind.Set("code", Napi::Number::New(env, k));
+    kind.Set("flags", Napi::Number::New(env, flags));
+    kind.Set("reads", Napi::Number::New(env, reads));
+    kinds.Set((uint32_t)k, kind);
+  }
+  for (int32_t p = 0; p < FDPO_PARAM_COUNT; ++p) {
+    const char* name = nullptr;
+    double value = 0;
+    fdpo_loss_param_info(p, &name, &value);
+    Napi::Object param = Napi::Object::New(env);
+    param.Set("name", Napi::String::New(env, name));
+    param.Set("code", Napi::Number::New(env, p));
+    param.Set("default", Napi::Number::New(env, value));
+    params.Set((uint32_t)p, param);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("kinds", kinds);
+  out.Set("params", params);
+  return out;
+}
+
 Napi::Value SetSimdLevel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) invalid(env, "expected a SIMD level name");
@@ -351,6 +389,8 @@ Napi::Value ExpThroughput(const Napi::CallbackInfo& info) {
 Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   fdpo_cuda_status status;
+  memset(&status, 0, sizeof status);
+  status.struct_size = sizeof status;
   fdpo_cuda_get_status(&status);
   Napi::Object out = Napi::Object::New(env);
   out.Set("compiled", Napi::Boolean::New(env, status.compiled != 0));
@@ -383,6 +423,8 @@ void check(Napi::Env env, int32_t status, const char* error) {
 Napi::Value CudaDevice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   fdpo_cuda_device_info device;
+  memset(&device, 0, sizeof device);
+  device.struct_size = sizeof device;
   char error[512] = {0};
   check(env, fdpo_cuda_get_device(deviceArgument(info, 0), &device, error, sizeof error), error);
   Napi::Object out = Napi::Object::New(env);
@@ -451,6 +493,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dpoLossAsync", Napi::Function::New(env, runAsync<LossCall>));
   exports.Set("dpoLossUnfused", Napi::Function::New(env, runSync<UnfusedLossCall>));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("lossTable", Napi::Function::New(env, LossTable));
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel));
   exports.Set("copy", Napi::Function::New(env, Copy));
   exports.Set("expThroughput", Napi::Function::New(env, ExpThroughput));

@@ -4,6 +4,7 @@
 #define FUSED_DPO_CHECKS_H
 
 #include <stddef.h>
+#include <string.h>
 #include <stdint.h>
 
 #include <vector>
@@ -16,9 +17,33 @@ namespace fdpo {
 int32_t fail(char* error, size_t size, int32_t status, const char* format, ...)
     __attribute__((format(printf, 4, 5)));
 
-// The loss call's config and outputs, given checked tokens.
-int32_t checkConfig(const fdpo_tokens* t, const fdpo_loss_config* c, const fdpo_loss_outputs* o, char* error,
-                    size_t size);
+// Copies a caller's struct of the versioned ABI (fused_dpo.h, "How the ABI grows") into out:
+// the caller's first struct_size bytes, zeros after them; refuses a struct_size below ABI 2's
+// size, or one past what this library knows unless the bytes past it are zero.
+template <class T>
+int32_t readVersioned(const T* in, T& out, size_t abi2Size, const char* name, char* error, size_t size);
+
+// The size of the caller's T to write: min(struct_size, sizeof(T)); 0 when struct_size is below
+// ABI 2's size (nothing is written, the call fails).
+size_t writableSize(uint32_t structSize, size_t abi2Size, size_t ownSize);
+
+// ABI 2's sizes: the end of each struct's last ABI-2 field (later fields are appended after it).
+#define FDPO_END_OF(type, field) (offsetof(type, field) + sizeof(((type*)0)->field))
+constexpr size_t kTokensAbi2Size = FDPO_END_OF(fdpo_tokens, ignore_index);
+constexpr size_t kConfigAbi2Size = FDPO_END_OF(fdpo_loss_config, ref_rejected);
+constexpr size_t kOutputsAbi2Size = FDPO_END_OF(fdpo_loss_outputs, row_scale);
+constexpr size_t kLaunchAbi2Size = FDPO_END_OF(fdpo_cuda_launch, timings_ms);
+constexpr size_t kCudaStatusAbi2Size = FDPO_END_OF(fdpo_cuda_status, reason);
+constexpr size_t kDeviceInfoAbi2Size = FDPO_END_OF(fdpo_cuda_device_info, multiprocessors);
+
+// The loss call's config and outputs, read as versioned structs and checked against checked
+// tokens: config.params holds every hyperparameter (the defaults past the caller's num_params).
+struct LossSnapshot {
+  fdpo_loss_config config;
+  fdpo_loss_outputs outputs;
+
+  int32_t take(const fdpo_tokens& t, const fdpo_loss_config* c, const fdpo_loss_outputs* o, char* error, size_t size);
+};
 
 // The labels and offsets the kernels index with, copied before they are checked: a caller that
 // mutates its arrays while an async call runs cannot turn a checked index into a bad one.
@@ -30,6 +55,31 @@ struct TokenSnapshot {
 
   int32_t take(const fdpo_tokens* t, char* error, size_t size, bool labelsOnHost = true);
 };
+
+template <class T>
+int32_t readVersioned(const T* in, T& out, size_t abi2Size, const char* name, char* error, size_t size) {
+  // A struct_size past this bound is not a struct size: refuse it before reading that far.
+  const uint32_t kLargest = 1u << 16;
+  if (!in) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "%s is NULL", name);
+  const uint32_t given = in->struct_size;
+  if (given < abi2Size || given > kLargest) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
+                "%s.struct_size is %u: set it to sizeof(%s) (at least %zu; the *_init functions do)", name,
+                (unsigned)given, name, abi2Size);
+  }
+  memset(&out, 0, sizeof out);
+  memcpy(&out, in, given < sizeof out ? given : sizeof out);
+  for (uint32_t i = (uint32_t)sizeof out; i < given; ++i) {
+    if (((const unsigned char*)in)[i] != 0) {
+      return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
+                  "%s sets a field at byte %u that this library (ABI %d, %zu bytes) does not know: use a newer "
+                  "library, or leave it 0",
+                  name, (unsigned)i, FDPO_ABI_VERSION, sizeof out);
+    }
+  }
+  out.struct_size = (uint32_t)sizeof out;
+  return FDPO_OK;
+}
 
 }  // namespace fdpo
 

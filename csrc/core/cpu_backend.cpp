@@ -80,9 +80,12 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
                    fdpo_loss_outputs* outputs, int32_t threads, char* error, size_t error_size) {
   try {
     TokenSnapshot snapshot;
+    LossSnapshot loss;
     int32_t status = snapshot.take(tokens, error, error_size);
-    if (status == FDPO_OK) status = checkConfig(&snapshot.tokens, config, outputs, error, error_size);
+    if (status == FDPO_OK) status = loss.take(snapshot.tokens, config, outputs, error, error_size);
     if (status != FDPO_OK) return status;
+    config = &loss.config;
+    outputs = &loss.outputs;
     const fdpo_tokens& t = snapshot.tokens;
     const int nThreads = resolveThreads(threads);
     const int64_t numPairs = t.num_seqs / 2;

@@ -267,10 +267,13 @@ struct CallStart {
 int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                    const fdpo_cuda_launch* launch, char* error, size_t error_size) {
   CallStart call(launch);
+  LossSnapshot loss;
   int32_t status = call.begin(tokens, launch, error, error_size, [&](const fdpo_tokens& t) {
-    return checkConfig(&t, config, outputs, error, error_size);
+    return loss.take(t, config, outputs, error, error_size);
   });
   if (status != FDPO_OK) return status;
+  config = &loss.config;
+  outputs = &loss.outputs;
   cudaStream_t stream = call.stream;
   Workspace& ws = call.ws;
   DeviceTokens& d = call.d;
@@ -416,8 +419,20 @@ using namespace fdpo;
 
 extern "C" {
 
-int32_t fdpo_cuda_get_status(fdpo_cuda_status* out) {
-  if (!out) return FDPO_ERR_INVALID_ARGUMENT;
+// Writes status into the caller's struct, as far as its struct_size reaches.
+static int32_t writeStatus(fdpo_cuda_status* out, const fdpo_cuda_status& status) {
+  const size_t bytes = writableSize(out->struct_size, kCudaStatusAbi2Size, sizeof status);
+  if (bytes == 0) return FDPO_ERR_INVALID_ARGUMENT;
+  const uint32_t callerSize = out->struct_size;
+  memcpy(out, &status, bytes);
+  out->struct_size = callerSize;
+  return FDPO_OK;
+}
+
+int32_t fdpo_cuda_get_status(fdpo_cuda_status* caller) {
+  if (!caller) return FDPO_ERR_INVALID_ARGUMENT;
+  fdpo_cuda_status status;
+  fdpo_cuda_status* out = &status;
   memset(out, 0, sizeof *out);
   out->compiled = 1;
   cudaRuntimeGetVersion(&out->runtime_version);
@@ -430,26 +445,33 @@ int32_t fdpo_cuda_get_status(fdpo_cuda_status* out) {
                       : e == cudaErrorNoDevice        ? "no CUDA device"
                                                       : cudaGetErrorString(e);
     snprintf(out->reason, sizeof out->reason, "%s (%s)", why, cudaGetErrorName(e));
-    return FDPO_OK;
+    return writeStatus(caller, status);
   }
   out->device_count = count;
   out->available = count > 0;
   if (count == 0) snprintf(out->reason, sizeof out->reason, "no CUDA device");
-  return FDPO_OK;
+  return writeStatus(caller, status);
 }
 
-int32_t fdpo_cuda_get_device(int32_t device, fdpo_cuda_device_info* out, char* error, size_t error_size) {
-  if (!out) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "out is NULL");
+int32_t fdpo_cuda_get_device(int32_t device, fdpo_cuda_device_info* caller, char* error, size_t error_size) {
+  if (!caller) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "out is NULL");
+  const size_t bytes = writableSize(caller->struct_size, kDeviceInfoAbi2Size, sizeof(fdpo_cuda_device_info));
+  if (bytes == 0) {
+    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "out->struct_size must be sizeof(fdpo_cuda_device_info)");
+  }
   const int32_t status = useDevice(device, error, error_size);
   if (status != FDPO_OK) return status;
   cudaDeviceProp props;
   FDPO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "cudaGetDeviceProperties");
-  memset(out, 0, sizeof *out);
-  strncpy(out->name, props.name, sizeof out->name - 1);
-  out->major = props.major;
-  out->minor = props.minor;
-  out->total_memory = (int64_t)props.totalGlobalMem;
-  out->multiprocessors = props.multiProcessorCount;
+  fdpo_cuda_device_info info;
+  memset(&info, 0, sizeof info);
+  info.struct_size = caller->struct_size;
+  strncpy(info.name, props.name, sizeof info.name - 1);
+  info.major = props.major;
+  info.minor = props.minor;
+  info.total_memory = (int64_t)props.totalGlobalMem;
+  info.multiprocessors = props.multiProcessorCount;
+  memcpy(caller, &info, bytes);
   return FDPO_OK;
 }
 
@@ -521,12 +543,18 @@ int32_t fdpo_cuda_check_device_buffer(const void* pointer, int64_t bytes, int32_
 
 int32_t fdpo_cuda_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
                                  const fdpo_cuda_launch* launch, char* error, size_t error_size) {
-  return guarded(error, error_size, [&] { return runSequenceLogps(tokens, average, logps, counts, launch, error, error_size); });
+  fdpo_cuda_launch checked;
+  const int32_t status = readVersioned(launch, checked, kLaunchAbi2Size, "fdpo_cuda_launch", error, error_size);
+  if (status != FDPO_OK) return status;
+  return guarded(error, error_size, [&] { return runSequenceLogps(tokens, average, logps, counts, &checked, error, error_size); });
 }
 
 int32_t fdpo_cuda_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                            const fdpo_cuda_launch* launch, char* error, size_t error_size) {
-  return guarded(error, error_size, [&] { return runDpoLoss(tokens, config, outputs, launch, error, error_size); });
+  fdpo_cuda_launch checked;
+  const int32_t status = readVersioned(launch, checked, kLaunchAbi2Size, "fdpo_cuda_launch", error, error_size);
+  if (status != FDPO_OK) return status;
+  return guarded(error, error_size, [&] { return runDpoLoss(tokens, config, outputs, &checked, error, error_size); });
 }
 
 int32_t fdpo_cuda_copy_bandwidth(int32_t device, int64_t bytes, int32_t iterations, double* bytes_per_second,

@@ -21,8 +21,13 @@ extern "C" {
 
 int32_t fdpo_cuda_get_status(fdpo_cuda_status* out) {
   if (!out) return FDPO_ERR_INVALID_ARGUMENT;
-  memset(out, 0, sizeof *out);
-  strncpy(out->reason, kNotCompiled, sizeof out->reason - 1);
+  const size_t bytes = fdpo::writableSize(out->struct_size, fdpo::kCudaStatusAbi2Size, sizeof *out);
+  if (bytes == 0) return FDPO_ERR_INVALID_ARGUMENT;
+  fdpo_cuda_status status;
+  memset(&status, 0, sizeof status);
+  status.struct_size = out->struct_size;
+  strncpy(status.reason, kNotCompiled, sizeof status.reason - 1);
+  memcpy(out, &status, bytes);
   return FDPO_OK;
 }
 

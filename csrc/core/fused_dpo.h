@@ -1,24 +1,45 @@
 /*
  * fused-dpo C ABI: the DPO-family loss and its logits gradient, for any caller (the Node
  * binding, C/C++ trainers, Rust, Python ctypes). Plain C, no exceptions cross it: every entry
- * point returns a status code and, on failure, writes a message into the caller's buffer.
+ * point that can fail returns a status code (fdpo_status), and those that take an error buffer
+ * write a message into it on failure.
  *
  * Layout: logits are R rows x V columns, row-major, in fp32, bf16 or fp16. Sequences are row
  * ranges given by cu_seqlens[num_seqs + 1] (sequence s = rows cu_seqlens[s]..cu_seqlens[s+1]-1).
  * For the loss, num_seqs = 2B: sequences 0..B-1 are the chosen completions, B..2B-1 the
  * rejected ones. The math every backend meets is SPEC.md at the package root.
+ *
+ * How the ABI grows (from ABI 2 on). Every struct a caller passes or receives starts with
+ * `uint32_t struct_size`, which the caller sets to sizeof the struct as its header declares it
+ * (the *_init functions below do it, zero everything else and set the defaults). Fields are only
+ * ever appended, and a new field's zero means "as before" (off, or the default). So:
+ *   - a caller built against an older header passes a smaller struct_size: the library reads
+ *     only those bytes and takes zero for the fields after them;
+ *   - a caller built against a newer header passes a larger struct_size: the library accepts it
+ *     when every byte past the end it knows is zero, and otherwise refuses the call with
+ *     FDPO_ERR_INVALID_ARGUMENT naming the struct (an option this library does not have is
+ *     never ignored);
+ *   - structs the library writes (fdpo_cuda_status, fdpo_cuda_device_info) are written only up
+ *     to the caller's struct_size.
+ * Loss hyperparameters travel in fdpo_loss_config.params, indexed by fdpo_loss_param
+ * (fused_dpo_kinds.h), with num_params saying how many the caller filled; the library takes the
+ * defaults for the others and refuses a num_params larger than it knows.
+ * FDPO_ABI_VERSION changes only when this contract breaks; fdpo_abi_version() reports it.
  */
 #ifndef FUSED_DPO_H
 #define FUSED_DPO_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "fused_dpo_kinds.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define FDPO_ABI_VERSION 1
+#define FDPO_ABI_VERSION 2
 
 /* The exported entry points (the library is built with hidden visibility otherwise). */
 #if defined(FDPO_BUILDING) && defined(__GNUC__)
@@ -27,6 +48,8 @@ extern "C" {
 #define FDPO_API
 #endif
 #define FDPO_MAX_LOSSES 8
+/* Room for loss hyperparameters in fdpo_loss_config.params (FDPO_PARAM_COUNT are defined). */
+#define FDPO_MAX_PARAMS 16
 
 typedef enum {
   FDPO_OK = 0,
@@ -39,30 +62,11 @@ typedef enum {
 
 typedef enum { FDPO_FLOAT32 = 0, FDPO_BFLOAT16 = 1, FDPO_FLOAT16 = 2 } fdpo_dtype;
 
-/* Loss kinds, in the order of SPEC.md's table. */
-typedef enum {
-  FDPO_LOSS_SIGMOID = 0,
-  FDPO_LOSS_HINGE,
-  FDPO_LOSS_IPO,
-  FDPO_LOSS_ROBUST,
-  FDPO_LOSS_EXO_PAIR,
-  FDPO_LOSS_NCA_PAIR,
-  FDPO_LOSS_BCO_PAIR,
-  FDPO_LOSS_SPPO_HARD,
-  FDPO_LOSS_APO_ZERO,
-  FDPO_LOSS_APO_DOWN,
-  FDPO_LOSS_DISCOPOP,
-  FDPO_LOSS_SIGMOID_NORM,
-  FDPO_LOSS_AOT,
-  FDPO_LOSS_AOT_UNPAIRED,
-  FDPO_LOSS_SFT,
-  FDPO_LOSS_SIMPO,
-  FDPO_LOSS_ORPO,
-  FDPO_LOSS_COUNT
-} fdpo_loss_kind;
+/* The loss kinds (fdpo_loss_kind) are in fused_dpo_kinds.h, generated from lib/loss-kinds.ts. */
 
 /* The token-level input: what sequenceLogps needs, and the first half of the loss input. */
 typedef struct {
+  uint32_t struct_size;      /* sizeof(fdpo_tokens) */
   const void* logits;        /* rows * vocab elements of dtype */
   int32_t dtype;             /* fdpo_dtype */
   int64_t rows;
@@ -74,13 +78,12 @@ typedef struct {
 } fdpo_tokens;
 
 typedef struct {
+  uint32_t struct_size;                  /* sizeof(fdpo_loss_config) */
   int32_t num_losses;                    /* 1..FDPO_MAX_LOSSES */
   int32_t kinds[FDPO_MAX_LOSSES];        /* fdpo_loss_kind */
   double weights[FDPO_MAX_LOSSES];
-  double beta;
-  double label_smoothing;
-  double simpo_gamma;
-  double discopop_tau;
+  int32_t num_params;                    /* entries of params the caller filled, <= FDPO_PARAM_COUNT */
+  double params[FDPO_MAX_PARAMS];        /* indexed by fdpo_loss_param */
   double scale;                          /* 1/B (mean), 1 (sum) or 1/normalizer */
   const double* ref_chosen;              /* B reference sums, or NULL when no loss needs them */
   const double* ref_rejected;
@@ -99,6 +102,7 @@ typedef enum {
 } fdpo_stat;
 
 typedef struct {
+  uint32_t struct_size;     /* sizeof(fdpo_loss_outputs) */
   double* seq_logps;        /* num_seqs: policy sums pi_s */
   int32_t* seq_counts;      /* num_seqs: N_s */
   double* seq_grad;         /* num_seqs: G_s = dloss/dpi_s, or NULL */
@@ -165,6 +169,7 @@ FDPO_API int32_t fdpo_dpo_loss_unfused(const fdpo_tokens* tokens, const fdpo_los
  * FDPO_ERR_UNAVAILABLE (and fdpo_cuda_get_status says why).
  */
 typedef struct {
+  uint32_t struct_size;    /* sizeof(fdpo_cuda_status), set by the caller */
   int32_t compiled;        /* 1 when this library contains the CUDA backend */
   int32_t available;       /* 1 when at least one device answered */
   int32_t device_count;
@@ -174,6 +179,7 @@ typedef struct {
 } fdpo_cuda_status;
 
 typedef struct {
+  uint32_t struct_size;      /* sizeof(fdpo_cuda_device_info), set by the caller */
   char name[256];
   int32_t major, minor;      /* compute capability */
   int64_t total_memory;      /* bytes */
@@ -198,6 +204,7 @@ FDPO_API int32_t fdpo_cuda_check_device_buffer(const void* pointer, int64_t byte
 
 /* Where a CUDA call runs. */
 typedef struct {
+  uint32_t struct_size; /* sizeof(fdpo_cuda_launch) */
   int32_t device;
   void* stream;        /* a cudaStream_t, or NULL for the default stream */
   float* timings_ms;   /* NULL, or 3 floats: pass A, the reduce, pass B (CUDA events; 0 when not run) */
@@ -220,6 +227,45 @@ FDPO_API int32_t fdpo_cuda_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_c
  * the ceiling the kernels are measured against. */
 FDPO_API int32_t fdpo_cuda_copy_bandwidth(int32_t device, int64_t bytes, int32_t iterations, double* bytes_per_second,
                                           char* error, size_t error_size);
+
+/*
+ * Initialisers, inline so they use the caller's own header: struct_size, zeros, and for the
+ * config one sigmoid loss of weight 1, every hyperparameter at its default and scale 1.
+ */
+static inline void fdpo_tokens_init(fdpo_tokens* t) {
+  memset(t, 0, sizeof *t);
+  t->struct_size = (uint32_t)sizeof *t;
+  t->ignore_index = -100;
+}
+
+static inline void fdpo_loss_config_init(fdpo_loss_config* c) {
+  memset(c, 0, sizeof *c);
+  c->struct_size = (uint32_t)sizeof *c;
+  c->num_losses = 1;
+  c->kinds[0] = FDPO_LOSS_SIGMOID;
+  c->weights[0] = 1.0;
+  c->num_params = FDPO_PARAM_COUNT;
+#define FDPO_SET_DEFAULT_(param, name, value) c->params[param] = (value);
+  FDPO_PARAM_TABLE(FDPO_SET_DEFAULT_)
+#undef FDPO_SET_DEFAULT_
+  c->scale = 1.0;
+}
+
+static inline void fdpo_loss_outputs_init(fdpo_loss_outputs* o) {
+  memset(o, 0, sizeof *o);
+  o->struct_size = (uint32_t)sizeof *o;
+}
+
+static inline void fdpo_cuda_launch_init(fdpo_cuda_launch* l) {
+  memset(l, 0, sizeof *l);
+  l->struct_size = (uint32_t)sizeof *l;
+}
+
+/* The loss kinds this library was built with: name, flags (FDPO_KIND_*) and the hyperparameters
+ * it reads (bit p for params[p]); FDPO_ERR_INVALID_ARGUMENT for a kind it does not know. */
+FDPO_API int32_t fdpo_loss_kind_info(int32_t kind, const char** name, uint32_t* flags, uint32_t* reads);
+/* The hyperparameters this library knows: name and default; FDPO_ERR_INVALID_ARGUMENT past the last. */
+FDPO_API int32_t fdpo_loss_param_info(int32_t param, const char** name, double* default_value);
 
 #ifdef __cplusplus
 }

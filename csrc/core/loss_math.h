@@ -13,13 +13,6 @@
 
 namespace fdpo {
 
-struct LossParams {
-  double beta;
-  double eps;    // label smoothing
-  double gamma;  // simpo margin
-  double tau;    // discopop temperature
-};
-
 // What one pair contributes: its loss and the derivatives with respect to pi_c and pi_r.
 struct PairTerm {
   double loss;
@@ -80,9 +73,10 @@ FDPO_HD PairTerm orpoOddsTerm(double beta, double xc, double xr) {
   return t;
 }
 
-// A pair-local loss (every kind but the batch-coupled ones, and orpo without its NLL part).
-FDPO_HD PairTerm pairLoss(int kind, const LossParams& p, const PairScores& s) {
-  const double beta = p.beta, eps = p.eps;
+// A pair-local loss (the kinds with FDPO_KIND_PAIR_TERM; orpo without its NLL part). params is
+// fdpo_loss_config.params, indexed by fdpo_loss_param.
+FDPO_HD PairTerm pairLoss(int kind, const double* params, const PairScores& s) {
+  const double beta = params[FDPO_PARAM_BETA], eps = params[FDPO_PARAM_LABEL_SMOOTHING];
   const double a = s.piChosen - s.refChosen;
   const double b = s.piRejected - s.refRejected;
   const double delta = a - b;
@@ -123,7 +117,7 @@ FDPO_HD PairTerm pairLoss(int kind, const LossParams& p, const PairScores& s) {
       break;
     }
     case FDPO_LOSS_DISCOPOP: {
-      const double tau = p.tau;
+      const double tau = params[FDPO_PARAM_DISCOPOP_TAU];
       const double modN = sigmoid(-u / tau);  // 1 - sigmoid(u/tau)
       const double modP = sigmoid(u / tau);
       const double sp = softplus(-u);         // -log sig(u)
@@ -181,7 +175,7 @@ FDPO_HD PairTerm pairLoss(int kind, const LossParams& p, const PairScores& s) {
       break;
     }
     case FDPO_LOSS_SIMPO: {
-      const double v = beta * (s.piChosen / s.nChosen - s.piRejected / s.nRejected) - p.gamma;
+      const double v = beta * (s.piChosen / s.nChosen - s.piRejected / s.nRejected) - params[FDPO_PARAM_SIMPO_GAMMA];
       const UnaryTerm l = smoothedLogistic(v, eps);
       t.loss = l.loss;
       ofU = false;

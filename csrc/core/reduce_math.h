@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "fused_dpo.h"
+#include "loss_kinds.h"
 #include "loss_math.h"
 #include "row_kernels.h"
 
@@ -133,11 +134,10 @@ struct PairLocalStep {
   double weight;
   FDPO_HD void operator()(int64_t i) const {
     const fdpo_loss_config& c = b.config;
-    const LossParams params = {c.beta, c.label_smoothing, c.simpo_gamma, c.discopop_tau};
     const int64_t B = b.numPairs;
     const PairScores s = {b.logps[i], b.logps[B + i], b.refChosen(i), b.refRejected(i), b.clampedCount(i),
                           b.clampedCount(B + i)};
-    const PairTerm t = pairLoss(kind, params, s);
+    const PairTerm t = pairLoss(kind, c.params, s);
     b.pairLoss[i] += weight * t.loss;
     b.addGrad(i, weight, t.dChosen);
     b.addGrad(B + i, weight, t.dRejected);
@@ -200,8 +200,9 @@ struct AlignedStep {
   double weight;
   FDPO_HD void operator()(int64_t k) const {
     const int64_t p = b.scratch.firstOrder[k], q = b.scratch.secondOrder[k];
-    const double beta = b.config.beta;
-    const UnaryTerm t = smoothedLogistic(beta * (b.scratch.first[p] - b.scratch.second[q]), b.config.label_smoothing);
+    const double beta = b.config.params[FDPO_PARAM_BETA];
+    const UnaryTerm t = smoothedLogistic(beta * (b.scratch.first[p] - b.scratch.second[q]),
+                                         b.config.params[FDPO_PARAM_LABEL_SMOOTHING]);
     b.pairLoss[p] += weight * t.loss;
     b.addGrad(p, weight, beta * t.dU);
     // Paired: the policy margin at k is pair p's (the reference side has no gradient).
@@ -216,8 +217,9 @@ struct RewardsStep {
     const int64_t B = b.numPairs;
     const double nc = reportAveraged ? b.clampedCount(i) : 1.0;
     const double nr = reportAveraged ? b.clampedCount(B + i) : 1.0;
-    b.chosenRewards[i] = b.config.beta * (b.logps[i] - b.refChosen(i)) / nc;
-    b.rejectedRewards[i] = b.config.beta * (b.logps[B + i] - b.refRejected(i)) / nr;
+    const double beta = b.config.params[FDPO_PARAM_BETA];
+    b.chosenRewards[i] = beta * (b.logps[i] - b.refChosen(i)) / nc;
+    b.rejectedRewards[i] = beta * (b.logps[B + i] - b.refRejected(i)) / nr;
   }
 };
 
@@ -247,16 +249,16 @@ FDPO_HD void reduceBatch(const Batch& b, Exec& exec) {
   for (int k = 0; k < b.config.num_losses; ++k) {
     const int kind = b.config.kinds[k];
     const double weight = b.config.weights[k];
-    if (kind == FDPO_LOSS_SIMPO || kind == FDPO_LOSS_ORPO) reportAveraged = true;
+    const uint32_t flags = lossKindFlags(kind);
+    if (flags & FDPO_KIND_REPORTS_AVERAGED) reportAveraged = true;
     if (kind == FDPO_LOSS_AOT || kind == FDPO_LOSS_AOT_UNPAIRED) {
       const bool paired = kind == FDPO_LOSS_AOT;
       exec.each(B, AlignedValuesStep{b, paired});
       exec.once(AlignedSortStep{b});
       exec.each(B, AlignedStep{b, paired, weight});
-      continue;
     }
-    if (kind != FDPO_LOSS_SFT) exec.each(B, PairLocalStep{b, kind, weight});
-    if (kind == FDPO_LOSS_SFT || kind == FDPO_LOSS_ORPO) {  // ORPO = NLL on chosen + the odds-ratio term
+    if (flags & FDPO_KIND_PAIR_TERM) exec.each(B, PairLocalStep{b, kind, weight});
+    if (flags & FDPO_KIND_CHOSEN_NLL) {  // sft; ORPO = NLL on chosen + its odds-ratio term
       exec.once(SftTotalsStep{b});
       exec.each(B, SftStep{b, weight});
     }

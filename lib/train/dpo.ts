@@ -3,7 +3,8 @@
 // back-propagates that through the model and takes an Adam step. Every few steps it evaluates
 // the policy on held-out prompts: the gold reward of its samples and its KL to the reference.
 import { dpoLoss, sequenceLogps } from '../loss.js';
-import type { DpoMetrics, LossType } from '../types.js';
+import type { LossType } from '../loss-kinds.js';
+import type { DpoMetrics } from '../types.js';
 import { Adam, sampleContinuations, Workspace, WordLM, writeContext, zeroParams } from './model.js';
 import { PairBatch, type PairSet } from './pairs.js';
 import { sharedFloats } from './pool.js';

@@ -2,7 +2,7 @@
 // model pretrained on the Brown corpus is the reference; continuations it samples for corpus
 // prompts are ranked by the AFINN sentiment of their words; DPO trains a policy on those
 // preferences for each β, and the policy's gold reward is traced against its KL to the reference.
-import { LOSS_TYPES, type LossType } from '../types.js';
+import { LOSS_TYPES, type LossType } from '../loss-kinds.js';
 import { loadCorpus, samplePrompts, type Corpus } from './data.js';
 import { samplePolicy, trainDpo, type DpoData, type DpoEvalRecord, type DpoStepRecord } from './dpo.js';
 import { WordLM, type ModelConfig } from './model.js';

@@ -3,12 +3,21 @@
  * Reads a case from the file named by argv[1] (int64 rows, vocab, num_seqs; float32 logits;
  * int32 labels; int32 cu_seqlens; float64 ref sums, chosen then rejected), runs the sigmoid loss
  * with beta 0.1 and its gradient, and prints the loss, each sequence's log-prob sum and the
- * gradient, one number a line, for test/c-abi.test.ts to compare with the float64 reference.
+ * gradient, one number a line, for test/c-abi.test.ts to compare with the float64 reference;
+ * then checks that malformed calls (sizes that disagree, versioned structs that lie) are refused.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fused_dpo.h"
+
+/* 1 (a failure) unless status is FDPO_ERR_INVALID_ARGUMENT. */
+static int expectInvalid(const char* what, int32_t status) {
+  if (status == FDPO_ERR_INVALID_ARGUMENT) return 0;
+  fprintf(stderr, "%s: status %d, not FDPO_ERR_INVALID_ARGUMENT\n", what, (int)status);
+  return 1;
+}
 
 static void* readExactly(FILE* f, size_t bytes) {
   void* p = malloc(bytes ? bytes : 1);
@@ -41,14 +50,18 @@ int main(int argc, char** argv) {
     fprintf(stderr, "ABI %d, header %d\n", fdpo_abi_version(), FDPO_ABI_VERSION);
     return 1;
   }
-  fdpo_tokens tokens = {logits, FDPO_FLOAT32, rows, vocab, labels, cu, seqs, -100};
-  fdpo_loss_config config = {0};
-  config.num_losses = 1;
-  config.kinds[0] = FDPO_LOSS_SIGMOID;
-  config.weights[0] = 1.0;
-  config.beta = 0.1;
-  config.discopop_tau = 0.05;
-  config.simpo_gamma = 0.5;
+  fdpo_tokens tokens;
+  fdpo_tokens_init(&tokens);
+  tokens.logits = logits;
+  tokens.dtype = FDPO_FLOAT32;
+  tokens.rows = rows;
+  tokens.vocab = vocab;
+  tokens.labels = labels;
+  tokens.cu_seqlens = cu;
+  tokens.num_seqs = seqs;
+  /* The defaults (TRL's: beta 0.1, ...) from the header's table; one sigmoid loss. */
+  fdpo_loss_config config;
+  fdpo_loss_config_init(&config);
   config.scale = 1.0 / (double)pairs;
   config.ref_chosen = ref;
   config.ref_rejected = ref + pairs;
@@ -60,7 +73,15 @@ int main(int argc, char** argv) {
   double* rejectedRewards = calloc((size_t)pairs, sizeof(double));
   double stats[FDPO_STAT_COUNT];
   float* grad = calloc((size_t)(rows * vocab), sizeof(float));
-  fdpo_loss_outputs outputs = {seqLogps, seqCounts, NULL, pairLosses, chosenRewards, rejectedRewards, stats, grad};
+  fdpo_loss_outputs outputs;
+  fdpo_loss_outputs_init(&outputs);
+  outputs.seq_logps = seqLogps;
+  outputs.seq_counts = seqCounts;
+  outputs.pair_losses = pairLosses;
+  outputs.chosen_rewards = chosenRewards;
+  outputs.rejected_rewards = rejectedRewards;
+  outputs.stats = stats;
+  outputs.grad = grad;
 
   char error[256];
   const int32_t status = fdpo_dpo_loss(&tokens, &config, &outputs, 0, error, sizeof error);
@@ -68,15 +89,51 @@ int main(int argc, char** argv) {
     fprintf(stderr, "fdpo_dpo_loss: %d %s\n", (int)status, error);
     return 1;
   }
-  printf("%.17g\n", stats[FDPO_STAT_LOSS]);
+  const double loss = stats[FDPO_STAT_LOSS];
+  printf("%.17g\n", loss);
   for (int64_t s = 0; s < seqs; ++s) printf("%.17g\n", seqLogps[s]);
   for (int64_t i = 0; i < rows * vocab; ++i) printf("%.9g\n", grad[i]);
 
-  /* A bad call must come back as a status and a message, not a crash. */
-  labels[0] = (int32_t)vocab;
-  if (fdpo_dpo_loss(&tokens, &config, &outputs, 0, error, sizeof error) != FDPO_ERR_INVALID_ARGUMENT) {
-    fprintf(stderr, "an out-of-range label was accepted\n");
-    return 1;
+  /* Bad calls must come back as a status and a message, not a crash or a read out of bounds
+   * (this program also runs under AddressSanitizer). */
+  int failures = 0;
+  fdpo_tokens bad = tokens;
+  bad.rows = rows + 1000000; /* past the labels: must be refused before they are read */
+  failures += expectInvalid("rows past cu_seqlens", fdpo_dpo_loss(&bad, &config, &outputs, 0, error, sizeof error));
+  bad.rows = INT64_MAX;
+  failures += expectInvalid("rows = INT64_MAX", fdpo_dpo_loss(&bad, &config, &outputs, 0, error, sizeof error));
+  bad = tokens;
+  bad.struct_size = 0;
+  failures += expectInvalid("struct_size 0", fdpo_dpo_loss(&bad, &config, &outputs, 0, error, sizeof error));
+  fdpo_loss_config badConfig = config;
+  badConfig.num_params = FDPO_PARAM_COUNT + 1;
+  failures += expectInvalid("num_params past the table", fdpo_dpo_loss(&tokens, &badConfig, &outputs, 0, error, sizeof error));
+
+  /* A caller built against a newer header: a larger struct is fine while the bytes this library
+   * does not know are zero, and refused once one is set. */
+  struct {
+    fdpo_loss_config config;
+    double newer_option;
+  } newer;
+  memset(&newer, 0, sizeof newer);
+  newer.config = config;
+  newer.config.struct_size = (uint32_t)sizeof newer;
+  if (fdpo_dpo_loss(&tokens, &newer.config, &outputs, 0, error, sizeof error) != FDPO_OK) {
+    fprintf(stderr, "a larger config with zero extra bytes was refused: %s\n", error);
+    failures++;
   }
-  return 0;
+  newer.newer_option = 1.0;
+  failures += expectInvalid("an option this library does not know", fdpo_dpo_loss(&tokens, &newer.config, &outputs, 0, error, sizeof error));
+
+  /* A caller that fills fewer hyperparameters gets the defaults for the others. */
+  badConfig = config;
+  badConfig.num_params = 0;
+  if (fdpo_dpo_loss(&tokens, &badConfig, &outputs, 0, error, sizeof error) != FDPO_OK || stats[FDPO_STAT_LOSS] != loss) {
+    fprintf(stderr, "num_params 0 did not give the defaults' loss\n");
+    failures++;
+  }
+
+  labels[0] = (int32_t)vocab;
+  failures += expectInvalid("an out-of-range label", fdpo_dpo_loss(&tokens, &config, &outputs, 0, error, sizeof error));
+  return failures == 0 ? 0 : 1;
 }

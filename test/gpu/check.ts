@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { backendInfo, DeviceTensor, dpoLoss, sequenceLogps, type DpoLossOptions } from '../../lib/index.js';
 import { dpoLossTimed } from '../../lib/loss.js';
 import { native } from '../../lib/native.js';
-import { LOSS_TYPES, NEEDS_REF, type DType, type LossType } from '../../lib/types.js';
+import { LOSS_KINDS, LOSS_TYPES, type LossType } from '../../lib/loss-kinds.js';
+import type { DType } from '../../lib/types.js';
 import { checkDpo, DTYPES, encode, GRAD_L2, makeCase, relErr, relL2, sameBytes, tokenOptions, type Layout, type TokenCase } from '../helpers/cases.js';
 import { decodeToFloat64 } from '../../lib/dtype.js';
 import { ELEMENT_BYTES } from '../../lib/device.js';
@@ -65,7 +66,7 @@ report.cuda = { runtime: info.cuda.runtimeVersion, driver: info.cuda.driverVersi
 console.log(`seed=${SEED} · ${device.name} (compute ${device.computeCapability}, ${(device.totalMemory / 2 ** 30).toFixed(0)} GiB) · CUDA runtime ${info.cuda.runtimeVersion}, driver ${info.cuda.driverVersion}`);
 
 function refFor(c: TokenCase, types: readonly LossType[]): DpoLossOptions['ref'] {
-  return types.some((t) => NEEDS_REF.has(t)) ? c.ref : undefined;
+  return types.some((t) => LOSS_KINDS[t].needsRef) ? c.ref : undefined;
 }
 
 function gradOf(result: { grad: { data: Float32Array | Uint16Array } | DeviceTensor | null }, dtype: DType): Float64Array {

@@ -16,7 +16,8 @@ import {
   type ReferenceInput,
   type ReferenceOutput,
 } from '../../lib/reference.js';
-import { LOSS_DEFAULTS, REPORTS_AVERAGED, type DType, type LossType, type Tensor } from '../../lib/types.js';
+import { HYPERPARAMETER_NAMES, LOSS_DEFAULTS, LOSS_KINDS, type HyperparameterName, type LossType } from '../../lib/loss-kinds.js';
+import type { DType, Tensor } from '../../lib/types.js';
 import type { Rng } from './random.js';
 
 export const IGNORE = -100;
@@ -132,6 +133,11 @@ export function refTokens(c: TokenCase, ignoreIndex = IGNORE) {
   return { logits: c.decoded, rows: c.rows, vocab: c.vocab, labels: c.labels.data, cuSeqlens: c.cuSeqlens, ignoreIndex };
 }
 
+/** Every hyperparameter of `options`, its default where it is left out. */
+export function hyperparametersOf(options: Partial<Record<HyperparameterName, number>>): Record<HyperparameterName, number> {
+  return Object.fromEntries(HYPERPARAMETER_NAMES.map((n) => [n, options[n] ?? LOSS_DEFAULTS[n]])) as Record<HyperparameterName, number>;
+}
+
 /** The reference's input for `options`, the API's defaults filled in as lib/ fills them. */
 export function referenceInput(c: TokenCase, options: Partial<DpoLossOptions>): ReferenceInput {
   const types = (Array.isArray(options.lossType) ? options.lossType : [options.lossType ?? 'sigmoid']) as LossType[];
@@ -140,12 +146,9 @@ export function referenceInput(c: TokenCase, options: Partial<DpoLossOptions>): 
   return {
     ...refTokens(c, options.ignoreIndex ?? IGNORE),
     ref,
-    beta: options.beta ?? LOSS_DEFAULTS.beta,
+    ...hyperparametersOf(options),
     lossTypes: types,
     lossWeights: options.lossWeights ?? types.map(() => 1),
-    labelSmoothing: options.labelSmoothing ?? LOSS_DEFAULTS.labelSmoothing,
-    simpoGamma: options.simpoGamma ?? LOSS_DEFAULTS.simpoGamma,
-    discopopTau: options.discopopTau ?? LOSS_DEFAULTS.discopopTau,
     scale,
   };
 }
@@ -368,7 +371,7 @@ function checkForward(
   }
 
   // dpoLoss reads the same π as sequenceLogps (same kernel, same order): bit for bit
-  const averaged = input.lossTypes.some((t) => REPORTS_AVERAGED.has(t));
+  const averaged = input.lossTypes.some((t) => LOSS_KINDS[t].reportsAveraged);
   const div = (s: number) => (averaged ? Math.max(seq.counts[s]!, 1) : 1);
   for (let i = 0; i < B; i++) {
     assert.ok(Object.is(got.chosenLogps[i], seq.logps[i]! / div(i)), `chosenLogps[${i}] ${got.chosenLogps[i]} vs sequenceLogps ${seq.logps[i]} (${ctx})`);

@@ -1,0 +1,152 @@
+// The one table of loss kinds and their hyperparameters. Everything else reads it: validation, the
+// binding's argument object, the float64 reference, the doctor, the bench, the tests; and
+// scripts/generate-loss-kinds.ts writes csrc/core/fused_dpo_kinds.h from it for the C side (the
+// enum codes, the properties and the defaults), which test/loss-kinds.test.ts keeps current.
+// A kind's code is its ABI number: never reuse or renumber one, only append.
+
+/** A loss hyperparameter: its ABI index into fdpo_loss_config.params, default (TRL's) and range. */
+export interface Hyperparameter {
+  readonly code: number;
+  readonly default: number;
+  /** What validation accepts, as the error message says it. */
+  readonly rule: string;
+  readonly ok: (value: number) => boolean;
+  /** TRL's name for it (DPOConfig, or CPOConfig for simpo_gamma). */
+  readonly trl: string;
+  readonly doc: string;
+}
+
+export const HYPERPARAMETERS = {
+  beta: {
+    code: 0,
+    default: 0.1,
+    rule: 'a finite number > 0',
+    ok: (v: number) => v > 0,
+    trl: 'beta',
+    doc: 'β, the KL penalty (the reward scale)',
+  },
+  labelSmoothing: {
+    code: 1,
+    default: 0,
+    rule: 'a number in [0, 0.5]',
+    ok: (v: number) => v >= 0 && v <= 0.5,
+    trl: 'label_smoothing',
+    doc: 'ε, the probability that a preference label is flipped',
+  },
+  simpoGamma: {
+    code: 2,
+    default: 0.5,
+    rule: 'a finite number',
+    ok: () => true,
+    trl: 'simpo_gamma',
+    doc: "γ, simpo's target reward margin",
+  },
+  discopopTau: {
+    code: 3,
+    default: 0.05,
+    rule: 'a finite number > 0',
+    ok: (v: number) => v > 0,
+    trl: 'discopop_tau',
+    doc: "τ, discopop's mixing temperature",
+  },
+} as const satisfies Record<string, Hyperparameter>;
+
+export type HyperparameterName = keyof typeof HYPERPARAMETERS;
+
+/** How a kind's loss is computed by the reduce (csrc/core/reduce_math.h). */
+export interface LossKind {
+  /** The ABI code (fdpo_loss_kind). */
+  readonly code: number;
+  /** Reads the reference model's sequence log-probs. */
+  readonly needsRef: boolean;
+  /** Scores sequences by their token-mean log-prob instead of the sum. */
+  readonly averagedScores: boolean;
+  /** Rewards and logps metrics are reported on averaged log-probs (as TRL's CPO/ORPO trainers do). */
+  readonly reportsAveraged: boolean;
+  /** Each pair's loss depends on the other pairs of the batch (sorts, batch sums). */
+  readonly couplesBatch: boolean;
+  /** Has a pair-local term (loss_math.h's pairLoss). */
+  readonly pairTerm: boolean;
+  /** Adds the token-mean NLL of the chosen completions (TRL's sft, and ORPO's NLL part). */
+  readonly chosenNll: boolean;
+  /** The hyperparameters its formula reads. */
+  readonly reads: readonly HyperparameterName[];
+}
+
+const pairOfDelta = (reads: readonly HyperparameterName[], averagedScores = false) => ({
+  needsRef: true,
+  averagedScores,
+  reportsAveraged: false,
+  couplesBatch: false,
+  pairTerm: true,
+  chosenNll: false,
+  reads,
+});
+
+const sorted = { needsRef: true, averagedScores: false, reportsAveraged: false, couplesBatch: true, pairTerm: false, chosenNll: false } as const;
+
+export const LOSS_KINDS = {
+  sigmoid: { code: 0, ...pairOfDelta(['beta', 'labelSmoothing']) },
+  hinge: { code: 1, ...pairOfDelta(['beta']) },
+  ipo: { code: 2, ...pairOfDelta(['beta'], true) },
+  robust: { code: 3, ...pairOfDelta(['beta', 'labelSmoothing']) },
+  exo_pair: { code: 4, ...pairOfDelta(['beta', 'labelSmoothing']) },
+  nca_pair: { code: 5, ...pairOfDelta(['beta']) },
+  bco_pair: { code: 6, ...pairOfDelta(['beta']) },
+  sppo_hard: { code: 7, ...pairOfDelta(['beta']) },
+  apo_zero: { code: 8, ...pairOfDelta(['beta']) },
+  apo_down: { code: 9, ...pairOfDelta(['beta']) },
+  discopop: { code: 10, ...pairOfDelta(['beta', 'discopopTau']) },
+  sigmoid_norm: { code: 11, ...pairOfDelta(['beta'], true) },
+  aot: { code: 12, ...sorted, reads: ['beta', 'labelSmoothing'] },
+  aot_unpaired: { code: 13, ...sorted, reads: ['beta', 'labelSmoothing'] },
+  sft: {
+    code: 14,
+    needsRef: false,
+    averagedScores: false,
+    reportsAveraged: false,
+    couplesBatch: true,
+    pairTerm: false,
+    chosenNll: true,
+    reads: [],
+  },
+  simpo: {
+    code: 15,
+    needsRef: false,
+    averagedScores: true,
+    reportsAveraged: true,
+    couplesBatch: false,
+    pairTerm: true,
+    chosenNll: false,
+    reads: ['beta', 'labelSmoothing', 'simpoGamma'],
+  },
+  orpo: {
+    code: 16,
+    needsRef: false,
+    averagedScores: true,
+    reportsAveraged: true,
+    couplesBatch: true,
+    pairTerm: true,
+    chosenNll: true,
+    reads: ['beta'],
+  },
+} as const satisfies Record<string, LossKind>;
+
+export type LossType = keyof typeof LOSS_KINDS;
+
+/** The loss type names, in ABI-code order. */
+export const LOSS_TYPES = (Object.keys(LOSS_KINDS) as LossType[]).sort((a, b) => LOSS_KINDS[a].code - LOSS_KINDS[b].code);
+
+export function lossKind(type: LossType): LossKind {
+  return LOSS_KINDS[type];
+}
+
+/** Hyperparameter names, in ABI-index order. */
+export const HYPERPARAMETER_NAMES = (Object.keys(HYPERPARAMETERS) as HyperparameterName[]).sort(
+  (a, b) => HYPERPARAMETERS[a].code - HYPERPARAMETERS[b].code,
+);
+
+/** The hyperparameters' defaults by name (TRL's). */
+export const LOSS_DEFAULTS = Object.fromEntries(HYPERPARAMETER_NAMES.map((n) => [n, HYPERPARAMETERS[n].default])) as {
+  readonly [K in HyperparameterName]: (typeof HYPERPARAMETERS)[K]['default'];
+};

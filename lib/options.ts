@@ -1,0 +1,85 @@
+// Options objects are read once, into a plain snapshot, and a key the call does not know is an
+// error that names it: a misspelt or foreign option never silently leaves a default in force.
+import { fusedDpoError, invalidArgument } from './errors.js';
+
+// TRL options fused-dpo does not have (yet), by TRL's name, with what to do instead.
+const TRL_UNSUPPORTED: Record<string, string> = {
+  ld_alpha: "TRL's LD-DPO length weighting (ld_alpha) is not supported yet",
+  f_divergence_type: "TRL's f_divergence_type (f-DPO) is not supported yet: the loss is the reverse-KL one",
+  f_alpha_divergence_coef: "TRL's f_alpha_divergence_coef (f-DPO) is not supported yet",
+  use_weighting: "TRL's use_weighting (WPO) is not supported yet",
+  rpo_alpha:
+    "TRL's rpo_alpha adds rpo_alpha times the chosen NLL; here that is lossType [..., 'sft'] with lossWeights [..., rpo_alpha]",
+  reference_free: "TRL's reference_free: pass ref as zeros ({ chosen: zeros, rejected: zeros }) instead",
+  use_logits_to_keep: "TRL's use_logits_to_keep is the trainer's business: pass only the completion rows' logits (cuSeqlens)",
+  padding_free: "TRL's padding_free is the packed layout here: pass logits [N, V] with cuSeqlens",
+  precompute_ref_log_probs: "TRL's precompute_ref_log_probs is the trainer's business: compute ref with sequenceLogps",
+  cpo_alpha: "TRL's cpo_alpha (CPO's NLL weight) is lossType [..., 'sft'] with lossWeights [..., cpo_alpha] here",
+  sync_ref_model: "TRL's TR-DPO reference syncing (sync_ref_model) is the trainer's business",
+  ref_model_mixup_alpha: "TRL's TR-DPO reference syncing (ref_model_mixup_alpha) is the trainer's business",
+  ref_model_sync_steps: "TRL's TR-DPO reference syncing (ref_model_sync_steps) is the trainer's business",
+};
+
+const camelCase = (key: string) => key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+const snakeCase = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+// TRL's names for options fused-dpo has under another name than TRL's in camelCase.
+const TRL_RENAMED: Record<string, string> = { label_pad_token_id: 'ignoreIndex' };
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** The known key an unknown one most likely meant, or null. */
+export function suggestKey(key: string, known: readonly string[]): string | null {
+  const renamed = TRL_RENAMED[key] ?? camelCase(key);
+  if (known.includes(renamed)) return renamed;
+  const lower = key.toLowerCase();
+  let best: string | null = null;
+  let bestDistance = Math.max(2, Math.floor(key.length / 4)) + 1;
+  for (const candidate of known) {
+    const d = editDistance(lower, candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function unknownOption(where: string, key: string, known: readonly string[]) {
+  const trl = TRL_UNSUPPORTED[key] ?? TRL_UNSUPPORTED[snakeCase(key)];
+  if (trl) return fusedDpoError(`${where}: option '${key}' is not supported: ${trl}`, 'ERR_FDPO_UNSUPPORTED_OPTION', TypeError);
+  const suggestion = suggestKey(key, known);
+  const hint = suggestion ? `did you mean '${suggestion}'?` : `the options are ${known.join(', ')}`;
+  return fusedDpoError(`${where}: unknown option '${key}': ${hint}`, 'ERR_FDPO_UNKNOWN_OPTION', TypeError);
+}
+
+/**
+ * A plain copy of options with each known key read once (own or inherited, getters included) and
+ * undefined ones left out; throws for an own enumerable key it does not know.
+ */
+export function snapshotOptions(where: string, options: unknown, known: readonly string[], name = 'options'): Record<string, unknown> {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalidArgument(name, name === 'options' ? 'an object' : `an object { ${known.join(', ')} }`, options, TypeError);
+  }
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) throw unknownOption(where, key, known);
+  }
+  const snapshot: Record<string, unknown> = {};
+  for (const key of known) {
+    const value = (options as Record<string, unknown>)[key];
+    if (value !== undefined) snapshot[key] = value;
+  }
+  return snapshot;
+}

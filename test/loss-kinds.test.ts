@@ -1,0 +1,57 @@
+// The loss-kind table is stated once (lib/loss-kinds.ts): the C header is generated from it, the
+// compiled binary carries the same table, and the README and SPEC.md name every kind and option.
+import { readFileSync } from 'node:fs';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+import { native } from '../lib/native.js';
+import { HYPERPARAMETERS, HYPERPARAMETER_NAMES, LOSS_DEFAULTS, LOSS_KINDS, LOSS_TYPES } from '../lib/loss-kinds.js';
+import { kindsHeader } from '../scripts/loss-kinds-header.js';
+
+const root = new URL('..', import.meta.url);
+const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
+
+// The flag bits, in the order scripts/loss-kinds-header.ts gives them.
+const FLAG_KEYS = ['needsRef', 'averagedScores', 'reportsAveraged', 'couplesBatch', 'pairTerm', 'chosenNll'] as const;
+
+test('csrc/core/fused_dpo_kinds.h is what the table gives (run `npm run generate` after changing it)', () => {
+  assert.is(read('csrc/core/fused_dpo_kinds.h'), kindsHeader());
+});
+
+test('codes are 0..n-1 in table order, hyperparameter codes too', () => {
+  assert.equal(LOSS_TYPES.map((t) => LOSS_KINDS[t].code), LOSS_TYPES.map((_, i) => i));
+  assert.equal(HYPERPARAMETER_NAMES.map((n) => HYPERPARAMETERS[n].code), HYPERPARAMETER_NAMES.map((_, i) => i));
+  for (const name of HYPERPARAMETER_NAMES) assert.ok(HYPERPARAMETERS[name].ok(LOSS_DEFAULTS[name]), `${name}'s default passes its own rule`);
+});
+
+test('the loaded binary was built from this table (names, codes, flags, reads, defaults)', () => {
+  const table = native().lossTable();
+  assert.equal(
+    table.kinds.map((k) => k.name),
+    LOSS_TYPES,
+    'the binary lists the kinds in code order',
+  );
+  for (const k of table.kinds) {
+    const kind = LOSS_KINDS[k.name as keyof typeof LOSS_KINDS];
+    const flags = FLAG_KEYS.reduce((bits, key, i) => bits | (kind[key] ? 1 << i : 0), 0);
+    const reads = kind.reads.reduce((bits, p) => bits | (1 << HYPERPARAMETERS[p].code), 0);
+    assert.is(k.code, kind.code, `${k.name}: code`);
+    assert.is(k.flags, flags, `${k.name}: flags`);
+    assert.is(k.reads, reads, `${k.name}: reads`);
+  }
+  assert.equal(
+    table.params.map((p) => [p.name, p.code, p.default]),
+    HYPERPARAMETER_NAMES.map((n) => [n, HYPERPARAMETERS[n].code, HYPERPARAMETERS[n].default]),
+  );
+});
+
+test("the README's and SPEC.md's loss tables name every kind, and the README every hyperparameter", () => {
+  const readme = read('README.md'), spec = read('SPEC.md');
+  for (const type of LOSS_TYPES) {
+    assert.ok(readme.includes(`| \`${type}\` |`), `README's loss table lacks ${type}`);
+    assert.ok(new RegExp(`^\\| ${type} \\|`, 'm').test(spec), `SPEC.md's loss table lacks ${type}`);
+  }
+  for (const name of HYPERPARAMETER_NAMES) assert.ok(readme.includes(`| \`${name}\` |`), `README's options table lacks ${name}`);
+});
+
+test.run();
