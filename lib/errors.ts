@@ -9,6 +9,8 @@ export type FusedDpoErrorCode =
   | 'ERR_FDPO_INTERNAL'
   /** No native binary loads (the message lists every place tried). */
   | 'ERR_FDPO_NATIVE_NOT_FOUND'
+  /** A buffer of the call is being written (or read, for an output) by an async call that has not settled. */
+  | 'ERR_FDPO_BUFFER_IN_USE'
   /** The CUDA backend was asked for where it cannot run (not in this build, no driver, no device). */
   | 'ERR_FDPO_CUDA_UNAVAILABLE'
   /** A CUDA call failed; the message names it. */

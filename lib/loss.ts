@@ -2,6 +2,7 @@
 // shape the results.
 import { STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './binding.js';
 import { DeviceTensor, holdingTensors } from './device.js';
+import { checkNotInFlight, whileInFlight, type CallBuffers } from './in-flight.js';
 import { HYPERPARAMETER_NAMES, LOSS_KINDS, type HyperparameterName, type LossType } from './loss-kinds.js';
 import { native } from './native.js';
 import { firstNonFinite, type NonFiniteRow } from './non-finite.js';
@@ -34,7 +35,7 @@ export interface SequenceLogpsResult {
   logps: Float64Array;
   /** One per sequence: the number of non-ignored tokens. */
   counts: Int32Array;
-  /** The first scored row holding an inf or NaN logit (its logps entry is NaN), or null. */
+  /** The first scored row holding an inf, NaN or beyond-±1.7e38 logit (its logps entry is not finite), or null. */
   nonFinite: NonFiniteRow | null;
 }
 
@@ -98,7 +99,7 @@ export interface DpoLossResult<G extends Tensor | DeviceTensor = Tensor, S exten
   rowScale: S | null;
   metrics: DpoMetrics;
   /**
-   * The first scored row holding an inf or NaN logit, when there is one (the loss is then NaN):
+   * The first scored row holding an inf, NaN or beyond-±1.7e38 logit, when there is one (the loss is then NaN or inf):
    * its sequence and its row (row is null for DeviceTensor logits, which are not read back).
    */
   nonFinite: NonFiniteRow | null;
@@ -129,7 +130,13 @@ function tokenArgs(t: CheckedTokens) {
 interface PreparedSequenceLogps {
   args: NativeSequenceArgs;
   tokens: CheckedTokens;
+  buffers: CallBuffers;
   finish(): SequenceLogpsResult;
+}
+
+// The host memory a call reads (the tokens) and writes.
+function tokenReads(tokens: CheckedTokens): CallBuffers['reads'] {
+  return [['logits', tokens.data], ['labels', tokens.labels], ['cuSeqlens', tokens.cuSeqlens]];
 }
 
 function prepareSequenceLogps(options: SequenceLogpsOptions): PreparedSequenceLogps {
@@ -141,12 +148,14 @@ function prepareSequenceLogps(options: SequenceLogpsOptions): PreparedSequenceLo
     logps: new Float64Array(tokens.numSeqs),
     counts: new Int32Array(tokens.numSeqs),
   };
-  return { args, tokens, finish: () => ({ logps: args.logps, counts: args.counts, nonFinite: firstNonFinite(tokens, args.logps) }) };
+  const finish = () => ({ logps: args.logps, counts: args.counts, nonFinite: firstNonFinite(tokens, args.logps) });
+  return { args, tokens, buffers: { reads: tokenReads(tokens), writes: [] }, finish };
 }
 
 /** Per-sequence log-prob sums (or means) and token counts: forward only, one read of the logits. */
 export function sequenceLogps(options: SequenceLogpsOptions): SequenceLogpsResult {
   const prepared = prepareSequenceLogps(options);
+  checkNotInFlight(prepared.buffers);
   native().sequenceLogps(prepared.args);
   return prepared.finish();
 }
@@ -154,7 +163,9 @@ export function sequenceLogps(options: SequenceLogpsOptions): SequenceLogpsResul
 /** sequenceLogps on the libuv thread pool; the event loop stays free. */
 export async function sequenceLogpsAsync(options: SequenceLogpsOptions): Promise<SequenceLogpsResult> {
   const prepared = prepareSequenceLogps(options);
-  await holdingTensors([prepared.tokens.data, prepared.tokens.labels], () => native().sequenceLogpsAsync(prepared.args));
+  await whileInFlight(prepared.buffers, () =>
+    holdingTensors([prepared.tokens.data, prepared.tokens.labels], () => native().sequenceLogpsAsync(prepared.args)),
+  );
   return prepared.finish();
 }
 
@@ -189,6 +200,8 @@ interface PreparedLoss {
   release(): void;
   /** Every tensor the call reads or writes. */
   tensors: readonly unknown[];
+  /** The host memory it reads and writes. */
+  buffers: CallBuffers;
 }
 
 function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): PreparedLoss {
@@ -226,6 +239,7 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
   return {
     args,
     tensors: [tokens.data, tokens.labels, grad, rowScale],
+    buffers: { reads: tokenReads(tokens), writes: [['grad', grad]] },
     release() {
       for (const t of allocated) if (t instanceof DeviceTensor) t.free();
     },
@@ -289,7 +303,10 @@ export function dpoLoss(options: DpoLossOptions): DpoLossResult;
 export function dpoLoss(options: DeviceDpoLossOptions): DpoLossResult<DeviceTensor, DeviceTensor>;
 export function dpoLoss(options: AnyDpoLossOptions): AnyDpoLossResult {
   const prepared = prepareDpoLoss(options);
-  runReleasingOnError(prepared, () => native().dpoLoss(prepared.args));
+  runReleasingOnError(prepared, () => {
+    checkNotInFlight(prepared.buffers);
+    native().dpoLoss(prepared.args);
+  });
   return prepared.finish();
 }
 
@@ -299,7 +316,7 @@ export function dpoLossAsync(options: DeviceDpoLossOptions): Promise<DpoLossResu
 export async function dpoLossAsync(options: AnyDpoLossOptions): Promise<AnyDpoLossResult> {
   const prepared = prepareDpoLoss(options, 'dpoLossAsync');
   try {
-    await holdingTensors(prepared.tensors, () => native().dpoLossAsync(prepared.args));
+    await whileInFlight(prepared.buffers, () => holdingTensors(prepared.tensors, () => native().dpoLossAsync(prepared.args)));
   } catch (error) {
     prepared.release();
     throw error;

@@ -205,7 +205,9 @@ export function checkTokens(options: Record<string, unknown>): CheckedTokens {
   const { data, dtype, shape } =
     options.logits instanceof DeviceTensor ? checkDeviceLogits(options.logits) : checkTensor('logits', options.logits);
   const ignoreIndex = options.ignoreIndex === undefined ? -100 : checkInteger('ignoreIndex', options.ignoreIndex, INT32_MIN, INT32_MAX);
-  const threads = options.threads === undefined ? availableParallelism() : checkInteger('threads', options.threads, 1, 4096);
+  // More threads than the machine runs at once add no speed (and results are the same for any
+  // count): at most availableParallelism() are used.
+  const threads = Math.min(availableParallelism(), options.threads === undefined ? Infinity : checkInteger('threads', options.threads, 1, 4096));
   const { labels, shape: labelShape, length: labelCount } = checkLabels(options.labels);
   const placement = checkPlacement(options, options.logits, options.labels);
 

@@ -22,8 +22,64 @@ size_t writableSize(uint32_t structSize, size_t abi2Size, size_t ownSize) {
   return structSize < ownSize ? structSize : ownSize;
 }
 
-int32_t LossSnapshot::take(const fdpo_tokens& t, const fdpo_loss_config* c, const fdpo_loss_outputs* o, char* error,
-                           size_t size) {
+namespace {
+
+// A buffer of the call: its name, first byte, byte count, and whether the call writes it.
+struct Extent {
+  const char* name;
+  const void* begin;
+  size_t bytes;
+  bool written;
+};
+
+bool overlap(const Extent& a, const Extent& b) {
+  if (!a.begin || !b.begin || a.bytes == 0 || b.bytes == 0) return false;
+  const uintptr_t a0 = (uintptr_t)a.begin, b0 = (uintptr_t)b.begin;
+  return a0 < b0 + b.bytes && b0 < a0 + a.bytes;
+}
+
+// Every output against every other buffer: an output that overlaps anything would be read after
+// (or while) it is written. The one exception is the in-place gradient, exactly over the logits.
+int32_t checkOverlaps(const TokenSnapshot& snapshot, const fdpo_loss_config& c, const fdpo_loss_outputs& o, char* error,
+                      size_t size) {
+  const fdpo_tokens& t = snapshot.tokens;
+  const size_t rows = (size_t)t.rows, seqs = (size_t)t.num_seqs, pairs = seqs / 2;
+  const size_t logitsBytes = rows * (size_t)t.vocab * (t.dtype == FDPO_FLOAT32 ? 4 : 2);
+  const Extent extents[] = {
+      {"logits", t.logits, logitsBytes, o.grad == t.logits},
+      {"labels", snapshot.callerLabels, rows * 4, false},
+      {"cu_seqlens", snapshot.callerCuSeqlens, (seqs + 1) * 4, false},
+      {"ref_chosen", c.ref_chosen, pairs * 8, false},
+      {"ref_rejected", c.ref_rejected, pairs * 8, false},
+      {"grad", o.grad == t.logits ? nullptr : o.grad, logitsBytes, true},
+      {"row_scale", o.row_scale, rows * 4, true},
+      {"seq_logps", o.seq_logps, seqs * 8, true},
+      {"seq_counts", o.seq_counts, seqs * 4, true},
+      {"seq_grad", o.seq_grad, seqs * 8, true},
+      {"pair_losses", o.pair_losses, pairs * 8, true},
+      {"chosen_rewards", o.chosen_rewards, pairs * 8, true},
+      {"rejected_rewards", o.rejected_rewards, pairs * 8, true},
+      {"stats", o.stats, FDPO_STAT_COUNT * 8, true},
+  };
+  const size_t n = sizeof extents / sizeof extents[0];
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = i + 1; j < n; ++j) {
+      if ((extents[i].written || extents[j].written) && overlap(extents[i], extents[j])) {
+        return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
+                    "%s and %s overlap in memory: an output may share memory with no other buffer (only an exact "
+                    "in-place gradient, grad == logits, may)",
+                    extents[i].name, extents[j].name);
+      }
+    }
+  }
+  return FDPO_OK;
+}
+
+}  // namespace
+
+int32_t LossSnapshot::take(const TokenSnapshot& snapshot, const fdpo_loss_config* c, const fdpo_loss_outputs* o,
+                           char* error, size_t size) {
+  const fdpo_tokens& t = snapshot.tokens;
   int32_t status = readVersioned(c, config, kConfigAbi2Size, "fdpo_loss_config", error, size);
   if (status == FDPO_OK) status = readVersioned(o, outputs, kOutputsAbi2Size, "fdpo_loss_outputs", error, size);
   if (status != FDPO_OK) return status;
@@ -55,7 +111,7 @@ int32_t LossSnapshot::take(const fdpo_tokens& t, const fdpo_loss_config* c, cons
   if (!out.seq_logps || !out.seq_counts || !out.pair_losses || !out.chosen_rewards || !out.rejected_rewards || !out.stats) {
     return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "an output array is NULL");
   }
-  return FDPO_OK;
+  return checkOverlaps(snapshot, config, outputs, error, size);
 }
 
 // Everything the kernels index with comes from JavaScript or a foreign caller: check every size
@@ -80,6 +136,8 @@ int32_t TokenSnapshot::take(const fdpo_tokens* in, char* error, size_t size, boo
   }
   if (!t.cu_seqlens) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "cu_seqlens is NULL");
   if (t.rows > 0 && (!t.logits || !t.labels)) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "logits or labels is NULL");
+  callerLabels = t.labels;
+  callerCuSeqlens = t.cu_seqlens;
   cuSeqlens.assign(t.cu_seqlens, t.cu_seqlens + t.num_seqs + 1);
   tokens.cu_seqlens = cuSeqlens.data();
   if (t.cu_seqlens[0] != 0) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "cu_seqlens[0] must be 0");

@@ -36,15 +36,6 @@ constexpr size_t kLaunchAbi2Size = FDPO_END_OF(fdpo_cuda_launch, timings_ms);
 constexpr size_t kCudaStatusAbi2Size = FDPO_END_OF(fdpo_cuda_status, reason);
 constexpr size_t kDeviceInfoAbi2Size = FDPO_END_OF(fdpo_cuda_device_info, multiprocessors);
 
-// The loss call's config and outputs, read as versioned structs and checked against checked
-// tokens: config.params holds every hyperparameter (the defaults past the caller's num_params).
-struct LossSnapshot {
-  fdpo_loss_config config;
-  fdpo_loss_outputs outputs;
-
-  int32_t take(const fdpo_tokens& t, const fdpo_loss_config* c, const fdpo_loss_outputs* o, char* error, size_t size);
-};
-
 // The labels and offsets the kernels index with, copied before they are checked: a caller that
 // mutates its arrays while an async call runs cannot turn a checked index into a bad one.
 // Labels in device memory (labelsOnHost = false) are left where they are, unchecked: the CUDA
@@ -52,8 +43,21 @@ struct LossSnapshot {
 struct TokenSnapshot {
   std::vector<int32_t> labels, cuSeqlens;
   fdpo_tokens tokens;
+  // The caller's own arrays, which the copies replace in tokens (for LossSnapshot's overlap check).
+  const int32_t* callerLabels = nullptr;
+  const int32_t* callerCuSeqlens = nullptr;
 
   int32_t take(const fdpo_tokens* t, char* error, size_t size, bool labelsOnHost = true);
+};
+
+// The loss call's config and outputs, read as versioned structs and checked against checked
+// tokens: config.params holds every hyperparameter (the defaults past the caller's num_params).
+struct LossSnapshot {
+  fdpo_loss_config config;
+  fdpo_loss_outputs outputs;
+
+  int32_t take(const TokenSnapshot& tokens, const fdpo_loss_config* c, const fdpo_loss_outputs* o, char* error,
+               size_t size);
 };
 
 template <class T>

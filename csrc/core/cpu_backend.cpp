@@ -82,7 +82,7 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
     TokenSnapshot snapshot;
     LossSnapshot loss;
     int32_t status = snapshot.take(tokens, error, error_size);
-    if (status == FDPO_OK) status = loss.take(snapshot.tokens, config, outputs, error, error_size);
+    if (status == FDPO_OK) status = loss.take(snapshot, config, outputs, error, error_size);
     if (status != FDPO_OK) return status;
     config = &loss.config;
     outputs = &loss.outputs;

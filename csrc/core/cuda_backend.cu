@@ -268,8 +268,8 @@ int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fd
                    const fdpo_cuda_launch* launch, char* error, size_t error_size) {
   CallStart call(launch);
   LossSnapshot loss;
-  int32_t status = call.begin(tokens, launch, error, error_size, [&](const fdpo_tokens& t) {
-    return loss.take(t, config, outputs, error, error_size);
+  int32_t status = call.begin(tokens, launch, error, error_size, [&](const fdpo_tokens&) {
+    return loss.take(call.snapshot, config, outputs, error, error_size);
   });
   if (status != FDPO_OK) return status;
   config = &loss.config;
