@@ -133,7 +133,8 @@ export function sequenceLogps(options: SequenceLogpsOptions): SequenceLogpsResul
 /** sequenceLogps on the libuv thread pool; the event loop stays free. */
 export async function sequenceLogpsAsync(options: SequenceLogpsOptions): Promise<SequenceLogpsResult> {
   const args = prepareSequenceLogps(options);
-  await holdingTensors([options.logits, options.labels], () => native().sequenceLogpsAsync(args));
+  const { logits, labels, cuSeqlens } = args;
+  await holdingTensors([options.logits, options.labels, logits, labels, cuSeqlens], () => native().sequenceLogpsAsync(args));
   return { logps: args.logps, counts: args.counts };
 }
 
@@ -307,7 +308,8 @@ export function dpoLossAsync(options: DeviceDpoLossOptions): Promise<DpoLossResu
 export async function dpoLossAsync(options: AnyDpoLossOptions): Promise<AnyDpoLossResult> {
   const prepared = prepareDpoLoss(options);
   try {
-    await holdingTensors(prepared.tensors, () => native().dpoLossAsync(prepared.args));
+    const { cuSeqlens, refChosen, refRejected } = prepared.args;
+    await holdingTensors([...prepared.tensors, cuSeqlens, refChosen, refRejected], () => native().dpoLossAsync(prepared.args));
   } catch (error) {
     prepared.release();
     throw error;
