@@ -1,6 +1,9 @@
 // GPU memory for the CUDA backend: a DeviceTensor is a shape, a dtype and a device pointer,
 // either allocated here (and freed by free() or, failing that, when it is garbage-collected) or
 // wrapped from other CUDA code (never freed here).
+import { types } from 'node:util';
+import { markAsUntransferable } from 'node:worker_threads';
+
 import { fusedDpoError, invalidArgument, type FusedDpoError } from './errors.js';
 import { native } from './native.js';
 import type { DType, LabelTensor, Tensor } from './types.js';
@@ -184,8 +187,22 @@ export class DeviceTensor {
 // Async calls running on a tensor: free() refuses while there are any.
 const inUse = new WeakMap<DeviceTensor, number>();
 
-/** Runs an async call that reads or writes `tensors` (the DeviceTensors among them are kept from free()). */
+// %TypedArray%.prototype.buffer: the real backing buffer, whatever a subclass's getter says.
+const viewBuffer = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Int8Array.prototype), 'buffer')!.get!;
+
+/**
+ * Runs an async call that reads or writes `tensors`: DeviceTensors are kept from free(), and the
+ * ArrayBuffer behind each host typed array is marked untransferable (postMessage, structuredClone
+ * and, where Node's mark covers it, ArrayBuffer.prototype.transfer then cannot detach it under the
+ * native code). Node has no way to undo the mark, so it stays after the call. SharedArrayBuffers
+ * are left alone: they cannot be detached, and growing one does not move its memory.
+ */
 export async function holdingTensors<T>(tensors: readonly unknown[], run: () => Promise<T>): Promise<T> {
+  for (const t of tensors) {
+    if (!types.isTypedArray(t)) continue;
+    const buffer: unknown = viewBuffer.call(t);
+    if (types.isArrayBuffer(buffer)) markAsUntransferable(buffer);
+  }
   const held = tensors.filter((t): t is DeviceTensor => t instanceof DeviceTensor);
   for (const t of held) inUse.set(t, (inUse.get(t) ?? 0) + 1);
   try {

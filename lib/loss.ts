@@ -164,7 +164,7 @@ export function sequenceLogps(options: SequenceLogpsOptions): SequenceLogpsResul
 export async function sequenceLogpsAsync(options: SequenceLogpsOptions): Promise<SequenceLogpsResult> {
   const prepared = prepareSequenceLogps(options);
   await whileInFlight(prepared.buffers, () =>
-    holdingTensors([prepared.tokens.data, prepared.tokens.labels], () => native().sequenceLogpsAsync(prepared.args)),
+    holdingTensors([prepared.tokens.data, prepared.tokens.labels, prepared.tokens.cuSeqlens], () => native().sequenceLogpsAsync(prepared.args)),
   );
   return prepared.finish();
 }
@@ -198,7 +198,7 @@ interface PreparedLoss {
   finish(): AnyDpoLossResult;
   /** Frees the device outputs this call allocated (when it fails). */
   release(): void;
-  /** Every tensor the call reads or writes. */
+  /** The tensors an async call holds: the caller's, and the DeviceTensors it allocated. */
   tensors: readonly unknown[];
   /** The host memory it reads and writes. */
   buffers: CallBuffers;
@@ -235,10 +235,11 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
     rowScale: rowScale === null ? null : bufferOf(rowScale),
   };
   const averaged = settings.lossTypes.some((t) => LOSS_KINDS[t].reportsAveraged);
-  const allocated = [o.grad === undefined || o.grad === true ? grad : null, rowScale];
+  const allocated = [o.grad === undefined || o.grad === true ? grad : null, rowScale].filter((t) => t instanceof DeviceTensor);
   return {
     args,
-    tensors: [tokens.data, tokens.labels, grad, rowScale],
+    // The caller's buffers (held, and marked untransferable), and the DeviceTensors this call allocated (held).
+    tensors: [tokens.data, tokens.labels, tokens.cuSeqlens, o.grad === undefined || o.grad === true ? null : grad, ...allocated],
     buffers: { reads: tokenReads(tokens), writes: [['grad', grad]] },
     release() {
       for (const t of allocated) if (t instanceof DeviceTensor) t.free();

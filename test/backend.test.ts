@@ -6,6 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 
 import { doctor, formatDoctor } from '../lib/doctor.js';
 import { ABI_VERSION } from '../lib/binding.js';
@@ -36,7 +37,7 @@ test('backendInfo names the backend, SIMD level, threads, ABI version and CUDA s
   const forcedCpu = process.env.FUSED_DPO_BACKEND === 'cpu';
   assert.is(info.backend, cudaAvailable && !forcedCpu ? 'cuda' : 'cpu');
   assert.ok(['avx512', 'avx2', 'baseline'].includes(info.simd), info.simd);
-  assert.ok(Number.isInteger(info.threads) && info.threads >= 1);
+  assert.is(info.threads, availableParallelism(), 'the default thread count is os.availableParallelism()');
   assert.is(info.abiVersion, ABI_VERSION);
   assert.type(info.cuda.compiled, 'boolean');
   if (info.cuda.compiled) assert.match(info.cuda.runtimeVersion ?? '', /^\d+\.\d+$/);

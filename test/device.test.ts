@@ -10,6 +10,7 @@ import { ELEMENT_BYTES, holdingTensors } from '../lib/device.js';
 import { decodeToFloat64 } from '../lib/dtype.js';
 import { makeCase, tokenOptions } from './helpers/cases.js';
 import { makeRng, testSeed } from './helpers/random.js';
+import { skip } from './helpers/skip.js';
 
 const SEED = testSeed();
 const cuda = backendInfo().cuda.devices.length > 0;
@@ -78,7 +79,7 @@ test('device inputs: CUDA or a clear error; never the CPU backend', () => {
 });
 
 test('with a device: upload, download, alloc, free, and a loss on device tensors', () => {
-  if (!cuda) return console.log('  (no CUDA device here: skipped)');
+  if (!cuda) return skip('device', 'no CUDA device here');
   const c = makeCase(makeRng(SEED + 1), { B: 2, vocab: 300, T: 5 });
   const host = tokenOptions(c);
   const logits = DeviceTensor.from(host.logits);
@@ -106,7 +107,7 @@ test('with a device: upload, download, alloc, free, and a loss on device tensors
 // be misaligned differently (then the gradient's vectors are read element by element). A wrong
 // head or tail faults on a GPU and aborts the CUDA emulation; the guards catch a stray write.
 test('with a device: device tensors at any element offset, the logits and the gradient differently', () => {
-  if (!cuda) return console.log('  (no CUDA device here: skipped)');
+  if (!cuda) return skip('device', 'no CUDA device here');
   const rng = makeRng(SEED + 2);
   for (const dtype of ['float32', 'bfloat16'] as const) {
     for (const vocab of [37, 4099]) {

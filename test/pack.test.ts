@@ -14,6 +14,7 @@ import { referenceDpo } from '../lib/reference.js';
 import { LOSS_DEFAULTS } from '../lib/loss-kinds.js';
 import { paddedCuSeqlens } from '../lib/validate.js';
 import { makeRng, testSeed } from './helpers/random.js';
+import { skip } from './helpers/skip.js';
 
 const SEED = testSeed();
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -40,8 +41,7 @@ test('the packed tarball installs and computes the reference loss with no compil
   if (!hasPrebuild) {
     // CI builds the prebuild (`npm run prebuilds`) before the tests.
     assert.ok(!process.env.CI, `CI needs a prebuilt binary in ${prebuildDir}: run \`npm run prebuilds\` first`);
-    console.log(`  (skipped: no prebuilt binary in prebuilds/${platformTag}; \`npm run prebuilds\` makes one)`);
-    return;
+    return skip('pack', `no prebuilt binary in prebuilds/${platformTag}; \`npm run prebuilds\` makes one`);
   }
   const temp = mkdtempSync(join(tmpdir(), 'fdpo-pack-'));
   try {

@@ -269,27 +269,48 @@ Napi::Value runSync(const Napi::CallbackInfo& info) {
 template <class Call>
 class AsyncCall : public Napi::AsyncWorker {
  public:
-  AsyncCall(Napi::Env env, const Napi::Object& args)
-      : Napi::AsyncWorker(env, "fused-dpo"), call_(args), deferred_(Napi::Promise::Deferred::New(env)) {
+  AsyncCall(Napi::Env env, const Napi::Object& args) : Napi::AsyncWorker(env, "fused-dpo"), call_(args) {
     keep_ = Napi::Persistent(args);
+    napi_value promise;
+    if (napi_create_promise(env, &deferred_, &promise) != napi_ok) invalid(env, "cannot create a promise");
+    promise_ = promise;
   }
-  Napi::Promise promise() { return deferred_.Promise(); }
+  Napi::Value promise() { return Napi::Value(Env(), promise_); }
 
   // On a libuv pool thread: no N-API here.
   void Execute() override { status_ = call_.run(error_, sizeof error_); }
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (status_ == FDPO_OK) {
-      deferred_.Resolve(env.Undefined());
-    } else {
-      deferred_.Reject(makeError(env, status_, error_).Value());
-    }
+  // Back on the JavaScript thread, whose environment may be shutting down (a worker being
+  // terminated): there every N-API call can fail, and a Napi::Error thrown from here would
+  // abort the whole process. So settle the promise with plain napi_* calls and, when one
+  // fails, drop the result: nobody is left to receive it.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    if (status != napi_cancelled) settle(env);
+    Destroy();
   }
 
  private:
+  void settle(napi_env env) {
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+    napi_value value = nullptr;
+    if (status_ == FDPO_OK) {
+      if (napi_get_undefined(env, &value) == napi_ok) napi_resolve_deferred(env, deferred_, value);
+    } else {
+      napi_value code, message;
+      const std::string text = std::string("fused-dpo: ") + error_;
+      if (napi_create_string_utf8(env, statusCode(status_), NAPI_AUTO_LENGTH, &code) == napi_ok &&
+          napi_create_string_utf8(env, text.c_str(), text.size(), &message) == napi_ok &&
+          napi_create_error(env, code, message, &value) == napi_ok) {
+        napi_reject_deferred(env, deferred_, value);
+      }
+    }
+    napi_close_handle_scope(env, scope);
+  }
+
   Call call_;
-  Napi::Promise::Deferred deferred_;
+  napi_deferred deferred_ = nullptr;
+  napi_value promise_ = nullptr;
   Napi::ObjectReference keep_;
   int32_t status_ = FDPO_OK;
   char error_[512] = {0};
@@ -300,7 +321,7 @@ Napi::Value runAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) invalid(env, "expected an argument object");
   auto* worker = new AsyncCall<Call>(env, info[0].As<Napi::Object>());
-  Napi::Promise promise = worker->promise();
+  Napi::Value promise = worker->promise();
   worker->Queue();
   return promise;
 }
