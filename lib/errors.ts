@@ -5,6 +5,8 @@ export type FusedDpoErrorCode =
   | 'ERR_FDPO_INTERNAL'
   /** No native binary loads (the message lists every place tried). */
   | 'ERR_FDPO_NATIVE_NOT_FOUND'
+  /** The binaries found were built for another C ABI version than this TypeScript's (a stale build). */
+  | 'ERR_FDPO_NATIVE_ABI_MISMATCH'
   /** The CUDA backend was asked for where it cannot run (not in this build, no driver, no device). */
   | 'ERR_FDPO_CUDA_UNAVAILABLE'
   /** A CUDA call failed; the message names it. */
