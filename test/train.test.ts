@@ -19,18 +19,25 @@ import {
   PairBatch,
   parseBrownFile,
   PARAM_NAMES,
+  pretrain,
+  ProgressBar,
   resolveOptions,
   Rng,
   runBeta,
+  runDemo,
+  sampleContinuations,
   samplePrompts,
   TINY_OPTIONS,
+  TrainOptionError,
   trainDpo,
   UNK,
+  UnknownOptionError,
   Vocabulary,
   Workspace,
   WordLM,
   zeroParams,
   type DpoData,
+  type DpoOptions,
   type ExperimentOptions,
   type FloatArray,
   type ModelConfig,
@@ -339,6 +346,70 @@ test('plot: one line per series, reference line, escaped labels', () => {
   const opened = (svg.match(/<(g|svg|text|circle)\b[^>]*[^/]>/g) ?? []).length;
   const closed = (svg.match(/<\/(g|svg|text|circle)>/g) ?? []).length;
   assert.is(opened, closed, 'tags balance');
+});
+
+// ---------------------------------------------------------------------------------------------
+// options
+
+function refused(call: () => unknown, option: string, suggestion: string | null): void {
+  try {
+    call();
+  } catch (error) {
+    assert.instance(error, UnknownOptionError);
+    const e = error as UnknownOptionError;
+    assert.is(e.code, 'ERR_FDPO_INVALID_ARGUMENT');
+    assert.is(e.option, option);
+    assert.is(e.suggestion, suggestion);
+    assert.ok(e.message.includes(`no option "${option}"`), e.message);
+    if (suggestion) assert.ok(e.message.includes(`did you mean "${suggestion}"?`), e.message);
+    return;
+  }
+  assert.unreachable(`the unknown option ${option} was accepted`);
+}
+
+test('options: every options object of the training library refuses a key it does not know, naming it and the one it resembles', () => {
+  const config: ModelConfig = { vocab: 5, context: 1, embed: 1, hidden: 1 };
+  const model = WordLM.init(config, new Rng(1));
+  const ws = new Workspace(config, 'float32', 4);
+  const dpo = { beta: 0.1, steps: 1, batchSize: 1, lr: 1e-3, evalEvery: 1, seed: 1 };
+  const { stage, data } = tiny();
+  refused(() => resolveOptions({ batch_size: 8 } as Partial<ExperimentOptions>), 'batch_size', 'batchSize');
+  refused(() => resolveOptions({ stpes: 8 } as Partial<ExperimentOptions>), 'stpes', 'steps');
+  refused(() => runDemo({ tiny: true, nmae: 'x' } as Parameters<typeof runDemo>[0]), 'nmae', 'name');
+  refused(() => trainDpo(stage.ref, data, { ...dpo, betaa: 5 } as DpoOptions), 'betaa', 'beta');
+  refused(() => trainDpo(stage.ref, data, { ...dpo, loss_type: 'ipo' } as DpoOptions), 'loss_type', 'lossType');
+  refused(() => pretrain(model, stage.corpus, { steps: 1, batchSize: 1, lr: 1, seed: 1, eval_tokens: 5 } as Parameters<typeof pretrain>[2]), 'eval_tokens', 'evalTokens');
+  refused(() => new Adam(model, { lr: 1, clip_norm: 1 } as ConstructorParameters<typeof Adam>[1]), 'clip_norm', 'clipNorm');
+  refused(() => WordLM.init(config, new Rng(1), { dtype: 'float64' } as Parameters<typeof WordLM.init>[2]), 'dtype', null);
+  refused(() => sampleContinuations(model, ws, [Int32Array.of(BOS)], 1, new Rng(1), { temperatur: 2 } as Parameters<typeof sampleContinuations>[5]), 'temperatur', 'temperature');
+  refused(() => frontierSvg([], { Title: 'x' } as Parameters<typeof frontierSvg>[1]), 'Title', 'title');
+  refused(() => new ProgressBar({ quiet: true } as ConstructorParameters<typeof ProgressBar>[0]), 'quiet', null);
+  refused(() => loadCorpus({ vocab: 10 } as Parameters<typeof loadCorpus>[0]), 'vocab', null);
+});
+
+test('options: a bad value names the option, what it takes and what it got', () => {
+  const bad = (call: () => unknown, option: string, expected: RegExp) => {
+    try {
+      call();
+    } catch (error) {
+      assert.instance(error, TrainOptionError);
+      const e = error as TrainOptionError;
+      assert.is(e.code, 'ERR_FDPO_INVALID_ARGUMENT');
+      assert.is(e.option, option);
+      assert.match(e.expected, expected);
+      return;
+    }
+    assert.unreachable(`a bad ${option} was accepted`);
+  };
+  bad(() => resolveOptions({ steps: -1 }), 'steps', /^a positive integer$/);
+  bad(() => resolveOptions({ context: 9 }), 'context', /^a positive integer at most 4/);
+  bad(() => resolveOptions({ lossType: 'ipoo' as 'ipo' }), 'lossType', /^a loss type or a list of them/);
+  // A vocabulary too small for the prompts is refused before the reference is trained.
+  const phases: string[] = [];
+  bad(() => buildReference(resolveOptions({ ...TINY_OPTIONS, vocabWords: 5 }), { onPhase: (phase) => phases.push(phase) }), 'vocabWords', /large enough that 2500 training and 208 held-out sentences/);
+  assert.equal(phases, ['corpus']);
+  const { stage, data } = tiny();
+  bad(() => trainDpo(stage.ref, data, { beta: 0.1, steps: 1, batchSize: 100000, lr: 1e-3, evalEvery: 1, seed: 1 }), 'batchSize', /^at most \d+ \(the training pairs\)$/);
 });
 
 test('adam: a few steps on a quadratic move towards the minimum', () => {

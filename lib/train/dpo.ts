@@ -6,6 +6,7 @@ import { dpoLoss, sequenceLogps } from '../loss.js';
 import type { LossType } from '../loss-kinds.js';
 import type { DpoMetrics } from '../types.js';
 import { Adam, sampleContinuations, Workspace, WordLM, writeContext, zeroParams } from './model.js';
+import { refuseUnknownKeys, TrainOptionError } from './options.js';
 import { PairBatch, type PairSet } from './pairs.js';
 import { sharedFloats } from './pool.js';
 import type { GoldReward } from './reward.js';
@@ -29,6 +30,14 @@ export interface DpoOptions {
   clipNorm?: number;
   /** fused-dpo worker threads (default: all cores). */
   threads?: number;
+}
+
+// (`satisfies`: the compiler checks that the list names every option and nothing else)
+const DPO_OPTION_KEYS = Object.keys({ beta: 1, lossType: 1, steps: 1, batchSize: 1, lr: 1, evalEvery: 1, seed: 1, clipNorm: 1, threads: 1 } satisfies Record<keyof DpoOptions, 1>);
+
+/** Whether trainDpo evaluates after this step: every `evalEvery` steps, and after the last. */
+export function isEvalStep(step: number, options: Pick<DpoOptions, 'steps' | 'evalEvery'>): boolean {
+  return step % options.evalEvery === 0 || step === options.steps;
 }
 
 export interface DpoData {
@@ -177,10 +186,11 @@ export function pairMetrics(policy: WordLM, set: PairSet, options: DpoOptions, b
 
 /** Run DPO from `ref` on the data's training pairs. */
 export function trainDpo(ref: WordLM, data: DpoData, options: DpoOptions, callbacks: DpoCallbacks = {}): DpoResult {
+  refuseUnknownKeys('trainDpo options', options, DPO_OPTION_KEYS);
   const B = options.batchSize;
   const K = data.completionLength;
   const pairs = data.train.pairs;
-  if (pairs.length < B) throw new Error(`trainDpo: ${pairs.length} training pairs, fewer than the batch size ${B}`);
+  if (pairs.length < B) throw new TrainOptionError('batchSize', `at most ${pairs.length} (the training pairs)`, B);
   const lossType = options.lossType ?? 'sigmoid';
   const policy = ref.clone();
   const ws = new Workspace(policy.config, policy.precision, 2 * B * K);
@@ -245,7 +255,7 @@ export function trainDpo(ref: WordLM, data: DpoData, options: DpoOptions, callba
     windowAccuracy += out.metrics['rewards/accuracies'];
     windowSteps++;
     callbacks.onStep?.({ step, loss: out.loss, metrics: out.metrics, gradNorm });
-    if (step % options.evalEvery === 0 || step === options.steps) evaluate(step);
+    if (isEvalStep(step, options)) evaluate(step);
   }
   return { policy, evals };
 }

@@ -3,11 +3,12 @@
 // prompts are ranked by the AFINN sentiment of their words; DPO trains a policy on those
 // preferences for each β, and the policy's gold reward is traced against its KL to the reference.
 import { LOSS_TYPES, type LossType } from '../loss-kinds.js';
-import { loadCorpus, samplePrompts, type Corpus } from './data.js';
-import { samplePolicy, trainDpo, type DpoData, type DpoEvalRecord, type DpoStepRecord } from './dpo.js';
+import { loadCorpus, promptReadySentences, samplePrompts, type Corpus } from './data.js';
+import { isEvalStep, samplePolicy, trainDpo, type DpoData, type DpoEvalRecord, type DpoStepRecord } from './dpo.js';
 import { WordLM, type ModelConfig } from './model.js';
 import { buildPairSet, type PairSet } from './pairs.js';
 import { defaultThreads, kernelPool, setDefaultThreads } from './pool.js';
+import { refuseUnknownKeys, TrainOptionError } from './options.js';
 import { GoldReward } from './reward.js';
 import { deriveSeed, Rng } from './rng.js';
 import { pretrain } from './sft.js';
@@ -136,27 +137,80 @@ function pairsRecord(split: 'train' | 'heldOut', set: PairSet): ExperimentRecord
   };
 }
 
-/** Check and complete options (throws a RangeError naming the bad one). */
+/** What one option takes: the words for an error message, and the check. */
+export interface OptionRule {
+  expected: string;
+  ok(value: unknown): boolean;
+}
+
+const positiveInteger: OptionRule = { expected: 'a positive integer', ok: (v) => Number.isInteger(v) && (v as number) >= 1 };
+const positiveNumber: OptionRule = { expected: 'a positive number', ok: (v) => typeof v === 'number' && v > 0 && Number.isFinite(v) };
+const isLossType = (t: unknown) => (LOSS_TYPES as readonly unknown[]).includes(t);
+
+/** Every experiment option and what it takes (resolveOptions checks them; the CLI names its flags' values by them). */
+export const OPTION_RULES: { readonly [K in keyof ExperimentOptions]-?: OptionRule } = {
+  betas: { expected: 'one or more positive numbers', ok: (v) => Array.isArray(v) && v.length > 0 && v.every((b) => positiveNumber.ok(b)) },
+  lossType: {
+    expected: `a loss type or a list of them (${LOSS_TYPES.join(', ')})`,
+    ok: (v) => (Array.isArray(v) ? v.length > 0 && v.every(isLossType) : isLossType(v)),
+  },
+  steps: positiveInteger,
+  batchSize: positiveInteger,
+  lr: positiveNumber,
+  evalEvery: positiveInteger,
+  seed: { expected: 'a non-negative integer', ok: (v) => Number.isInteger(v) && (v as number) >= 0 },
+  vocabWords: positiveInteger,
+  context: positiveInteger,
+  embed: positiveInteger,
+  hidden: positiveInteger,
+  sftSteps: positiveInteger,
+  sftBatchSize: positiveInteger,
+  sftLr: positiveNumber,
+  promptWords: positiveInteger,
+  completionLength: positiveInteger,
+  trainPrompts: positiveInteger,
+  evalPrompts: positiveInteger,
+  heldOutPairPrompts: positiveInteger,
+  threads: { expected: 'a positive integer (or undefined: the cores)', ok: (v) => v === undefined || positiveInteger.ok(v) },
+};
+
+export const EXPERIMENT_OPTION_KEYS = Object.keys(OPTION_RULES) as readonly (keyof ExperimentOptions)[];
+
+/** Check and complete options: an unknown key or a bad value throws an error naming it (UnknownOptionError, TrainOptionError). */
 export function resolveOptions(partial: Partial<ExperimentOptions> = {}): ExperimentOptions {
+  refuseUnknownKeys('the experiment options', partial, EXPERIMENT_OPTION_KEYS);
   const o: ExperimentOptions = { ...DEFAULT_OPTIONS, ...Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined)) };
-  const positiveInt = ['steps', 'batchSize', 'evalEvery', 'vocabWords', 'context', 'embed', 'hidden', 'sftSteps', 'sftBatchSize', 'promptWords', 'completionLength', 'trainPrompts', 'evalPrompts', 'heldOutPairPrompts'] as const;
-  for (const key of positiveInt) {
-    const v = o[key];
-    if (!Number.isInteger(v) || v < 1) throw new RangeError(`${key} must be a positive integer, got ${v}`);
+  for (const key of EXPERIMENT_OPTION_KEYS) {
+    if (!OPTION_RULES[key].ok(o[key])) throw new TrainOptionError(key, OPTION_RULES[key].expected, o[key]);
   }
-  if (!Number.isInteger(o.seed) || o.seed < 0) throw new RangeError(`seed must be a non-negative integer, got ${o.seed}`);
-  if (!Array.isArray(o.betas) || o.betas.length === 0 || o.betas.some((b) => !(b > 0) || !Number.isFinite(b))) {
-    throw new RangeError(`betas must be one or more positive numbers, got ${JSON.stringify(o.betas)}`);
+  // The model's first context is the prompt's last words (BOS included).
+  if (o.context > o.promptWords + 1) {
+    throw new TrainOptionError('context', `a positive integer at most ${o.promptWords + 1} (the prompt's ${o.promptWords} words and <s>)`, o.context);
   }
-  for (const key of ['lr', 'sftLr'] as const) {
-    if (!(o[key] > 0) || !Number.isFinite(o[key])) throw new RangeError(`${key} must be a positive number, got ${o[key]}`);
-  }
-  const types = Array.isArray(o.lossType) ? o.lossType : [o.lossType];
-  for (const t of types) {
-    if (!(LOSS_TYPES as readonly string[]).includes(t)) throw new RangeError(`lossType must be one of ${LOSS_TYPES.join(', ')}, got ${JSON.stringify(t)}`);
-  }
-  if (o.promptWords < o.context - 1) throw new RangeError(`promptWords must be at least context - 1 (${o.context - 1}), got ${o.promptWords}`);
   return o;
+}
+
+/**
+ * Refuse, before any training, a vocabulary or prompt count the corpus cannot serve: every prompt
+ * is a distinct sentence whose first words are all in the vocabulary.
+ */
+function checkPromptSupply(corpus: Corpus, o: ExperimentOptions): void {
+  const heldOutNeed = o.evalPrompts + o.heldOutPairPrompts;
+  const trainMax = promptReadySentences(corpus.train, o.promptWords, false);
+  const heldOutMax = promptReadySentences(corpus.heldOut, o.promptWords, false);
+  if (o.trainPrompts > trainMax) throw new TrainOptionError('trainPrompts', `at most ${trainMax} (the training sentences long enough for a prompt)`, o.trainPrompts);
+  if (heldOutNeed > heldOutMax) {
+    throw new TrainOptionError('evalPrompts', `at most ${heldOutMax - o.heldOutPairPrompts} (held-out sentences long enough for a prompt, less ${o.heldOutPairPrompts} for held-out pairs)`, o.evalPrompts);
+  }
+  const trainHave = promptReadySentences(corpus.train, o.promptWords, true);
+  const heldOutHave = promptReadySentences(corpus.heldOut, o.promptWords, true);
+  if (o.trainPrompts > trainHave || heldOutNeed > heldOutHave) {
+    throw new TrainOptionError(
+      'vocabWords',
+      `a number of words large enough that ${o.trainPrompts} training and ${heldOutNeed} held-out sentences start with ${o.promptWords} known words (${o.vocabWords} give ${trainHave} and ${heldOutHave})`,
+      o.vocabWords,
+    );
+  }
 }
 
 /** The reference model and what comes with it. */
@@ -176,6 +230,7 @@ export function buildReference(options: ExperimentOptions, events: ExperimentEve
 
   events.onPhase?.('corpus', 'corpus', 1);
   const corpus = loadCorpus({ vocabWords: options.vocabWords });
+  checkPromptSupply(corpus, options);
   const reward = new GoldReward(corpus.vocab);
   const V = corpus.vocab.size;
   const config: ModelConfig = { vocab: V, context: options.context, embed: options.embed, hidden: options.hidden };
@@ -238,10 +293,11 @@ export function runBeta(stage: ReferenceStage, data: DpoData, beta: number, even
   events.onPhase?.('dpo', `DPO β=${beta}`, options.steps);
   let last: DpoEvalRecord | null = null;
   let lossEma = NaN, accEma = NaN;
+  const dpoOptions = { beta, lossType: options.lossType, steps: options.steps, batchSize: options.batchSize, lr: options.lr, evalEvery: options.evalEvery, seed: deriveSeed(options.seed, 'dpo'), threads: options.threads };
   const result = trainDpo(
     ref,
     data,
-    { beta, lossType: options.lossType, steps: options.steps, batchSize: options.batchSize, lr: options.lr, evalEvery: options.evalEvery, seed: deriveSeed(options.seed, 'dpo'), threads: options.threads },
+    dpoOptions,
     {
       onStep: (s) => {
         const m = s.metrics;
@@ -258,7 +314,8 @@ export function runBeta(stage: ReferenceStage, data: DpoData, beta: number, even
         });
         lossEma = Number.isNaN(lossEma) ? s.loss : 0.9 * lossEma + 0.1 * s.loss;
         accEma = Number.isNaN(accEma) ? m['rewards/accuracies'] : 0.9 * accEma + 0.1 * m['rewards/accuracies'];
-        events.onProgress?.(s.step, { loss: lossEma, acc: accEma, reward: last?.goldReward ?? NaN, kl: last?.kl ?? NaN });
+        // An evaluated step is shown with its own evaluation, which onEval reports next.
+        if (!isEvalStep(s.step, dpoOptions)) events.onProgress?.(s.step, { loss: lossEma, acc: accEma, reward: last?.goldReward ?? NaN, kl: last?.kl ?? NaN });
       },
       onEval: (e) => {
         last = e;

@@ -4,12 +4,14 @@
 //   runExperiment(options)  the same without files: reference, pairs, one DPO run per β
 //   trainDpo(ref, data, o)  the DPO loop on any WordLM and pair set, with step/eval callbacks
 //   pretrain(model, corpus) next-token training
-export { runDemo, finalNumbers, frontierOf } from './demo.js';
+export { runDemo, finalNumbers, frontierOf, RunExistsError } from './demo.js';
 export type { DemoOptions, DemoResult, FinalNumbers } from './demo.js';
 export {
   buildPreferenceData,
   buildReference,
   DEFAULT_OPTIONS,
+  EXPERIMENT_OPTION_KEYS,
+  OPTION_RULES,
   resolveOptions,
   runBeta,
   runExperiment,
@@ -22,9 +24,12 @@ export type {
   ExperimentPhase,
   ExperimentRecord,
   ExperimentResult,
+  OptionRule,
   ReferenceStage,
 } from './experiment.js';
-export { pairMetrics, samplePolicy, trainDpo } from './dpo.js';
+export { closestKey, refuseUnknownKeys, TrainOptionError, UnknownOptionError } from './options.js';
+export { absentDemoPackages, DEMO_PACKAGES, DemoPackageError } from './peers.js';
+export { isEvalStep, pairMetrics, samplePolicy, trainDpo } from './dpo.js';
 export type { DpoCallbacks, DpoData, DpoEvalRecord, DpoOptions, DpoResult, DpoStepRecord, PairMetrics, PolicySamples } from './dpo.js';
 export { heldOutLoss, pretrain } from './sft.js';
 export type { SftOptions, SftResult, SftStep } from './sft.js';
@@ -32,7 +37,7 @@ export { Adam, PARAM_NAMES, sampleContinuations, Workspace, WordLM, writeContext
 export type { AdamOptions, FloatArray, InitOptions, ModelConfig, ParamName, Params, Precision, SampleOptions } from './model.js';
 export { buildPairSet, IGNORE_INDEX, PairBatch, referenceLogps, samplePairs } from './pairs.js';
 export type { PairSet, PreferencePair } from './pairs.js';
-export { BOS, brownDirectory, buildVocabulary, loadBrown, loadCorpus, parseBrownFile, samplePrompts, stripTag, UNK, Vocabulary } from './data.js';
+export { BOS, brownDirectory, buildVocabulary, loadBrown, loadCorpus, parseBrownFile, promptReadySentences, samplePrompts, stripTag, UNK, Vocabulary } from './data.js';
 export type { BrownDocument, Corpus, CorpusOptions } from './data.js';
 export { GoldReward } from './reward.js';
 export { frontierSvg, niceTicks } from './plot.js';

@@ -11,6 +11,7 @@
 // workspace's kernel pool (pool.ts), with bit-identical results for any thread count.
 import { BOS } from './data.js';
 import type { FloatArray } from './kernels.js';
+import { refuseUnknownKeys } from './options.js';
 import { kernelPool, sharedFloats, type KernelPool } from './pool.js';
 import type { Rng } from './rng.js';
 
@@ -97,6 +98,7 @@ export class WordLM {
 
   /** Random weights (scaled normal), zero hidden bias, output bias at the log unigram frequencies when given. */
   static init(config: ModelConfig, rng: Rng, options: InitOptions = {}): WordLM {
+    refuseUnknownKeys('WordLM.init options', options, Object.keys({ precision: 1, unigramCounts: 1 } satisfies Record<keyof InitOptions, 1>));
     const precision = options.precision ?? 'float32';
     const sizes = paramSizes(config);
     const p = {} as Params;
@@ -212,6 +214,7 @@ export class Adam {
   readonly options: Required<AdamOptions>;
 
   constructor(private readonly model: WordLM, options: AdamOptions) {
+    refuseUnknownKeys('Adam options', options, Object.keys({ lr: 1, beta1: 1, beta2: 1, eps: 1, clipNorm: 1 } satisfies Record<keyof AdamOptions, 1>));
     this.m = model.zeros();
     this.v = model.zeros();
     this.options = { beta1: 0.9, beta2: 0.999, eps: 1e-8, clipNorm: Infinity, ...options };
@@ -264,6 +267,7 @@ export interface SampleOptions {
  * prompt. All prompts advance together, one batched forward pass per position.
  */
 export function sampleContinuations(model: WordLM, ws: Workspace, prompts: readonly Int32Array[], K: number, rng: Rng, options: SampleOptions = {}): Int32Array[] {
+  refuseUnknownKeys('sampleContinuations options', options, Object.keys({ temperature: 1, logits: 1 } satisfies Record<keyof SampleOptions, 1>));
   const { context: C, vocab: V } = model.config;
   const M = prompts.length;
   const temperature = options.temperature ?? 1;

@@ -1,5 +1,6 @@
 // The reward/KL frontier figure as a hand-written SVG: one line per β through the policy's
 // evaluations (step 0 is the reference at KL 0), gold reward on y, KL to the reference on x.
+import { refuseUnknownKeys } from './options.js';
 
 export interface FrontierSeries {
   label: string;
@@ -41,6 +42,7 @@ function formatTick(v: number): string {
 const fmt = (v: number) => Number(v.toFixed(2)).toString();
 
 export function frontierSvg(series: FrontierSeries[], options: FrontierPlotOptions = {}): string {
+  refuseUnknownKeys('frontierSvg options', options, Object.keys({ title: 1, subtitle: 1, referenceReward: 1, width: 1, height: 1 } satisfies Record<keyof FrontierPlotOptions, 1>));
   const width = options.width ?? 760;
   const height = options.height ?? 500;
   const m = { left: 74, right: 28, top: options.subtitle ? 70 : 52, bottom: 62 };

@@ -1,5 +1,6 @@
 // A one-line progress bar on stderr, redrawn in place with \r, with live metrics. When the stream
 // is not a terminal it prints a plain line at the start, every tenth of the way and at the end.
+import { refuseUnknownKeys } from './options.js';
 
 export interface ProgressBarOptions {
   stream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
@@ -36,6 +37,7 @@ export class ProgressBar {
   private readonly runStarted = Date.now();
 
   constructor(options: ProgressBarOptions = {}) {
+    refuseUnknownKeys('ProgressBar options', options, Object.keys({ stream: 1, interactive: 1, silent: 1 } satisfies Record<keyof ProgressBarOptions, 1>));
     this.stream = options.stream ?? process.stderr;
     this.interactive = options.interactive ?? Boolean(this.stream.isTTY);
     this.silent = options.silent ?? false;

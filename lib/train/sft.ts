@@ -3,6 +3,7 @@
 import { dpoLoss, sequenceLogps } from '../loss.js';
 import type { Corpus } from './data.js';
 import { Adam, Workspace, WordLM, writeContext, zeroParams } from './model.js';
+import { refuseUnknownKeys } from './options.js';
 import { sharedFloats } from './pool.js';
 import { Rng } from './rng.js';
 
@@ -18,6 +19,8 @@ export interface SftOptions {
   /** fused-dpo worker threads (default: all cores). */
   threads?: number;
 }
+
+const SFT_OPTION_KEYS = Object.keys({ steps: 1, batchSize: 1, lr: 1, seed: 1, evalTokens: 1, threads: 1 } satisfies Record<keyof SftOptions, 1>);
 
 export interface SftStep {
   step: number;
@@ -63,6 +66,7 @@ export function heldOutLoss(model: WordLM, stream: Int32Array, positions: Int32A
 
 /** Train `model` in place on the corpus' training stream. */
 export function pretrain(model: WordLM, corpus: Corpus, options: SftOptions, onStep?: (s: SftStep) => void): SftResult {
+  refuseUnknownKeys('pretrain options', options, SFT_OPTION_KEYS);
   const { context: C, vocab: V } = model.config;
   const N = options.batchSize;
   const rng = new Rng(options.seed);

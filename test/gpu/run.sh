@@ -72,7 +72,7 @@ build() {
   local cc arch
   cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
   arch=${cc:+${cc}-real}
-  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$NODE" node_modules/cmake-js/bin/cmake-js rebuild --out build \
+  FDPO_PTXAS_REPORT=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$NODE" node_modules/cmake-js/bin/cmake-js rebuild --out build \
     ${arch:+--CDCMAKE_CUDA_ARCHITECTURES=$arch} >"$out.build.log" 2>&1
   local rc=$?
   grep -E "fused-dpo:|error" "$out.build.log" | head -20
