@@ -6,6 +6,7 @@ import { markAsUntransferable } from 'node:worker_threads';
 
 import { fusedDpoError, invalidArgument, type FusedDpoError } from './errors.js';
 import { native } from './native.js';
+import { snapshotOptions } from './options.js';
 import type { DType, LabelTensor, Tensor } from './types.js';
 
 /** Element types a DeviceTensor holds: the logits dtypes, and int32 for labels. */
@@ -22,8 +23,10 @@ export interface DeviceOptions {
 }
 
 function checkDevice(options: DeviceOptions | undefined): number {
-  const device = options?.device ?? 0;
-  if (!Number.isInteger(device) || device < 0 || device > 1023) throw invalidArgument('device', 'a device index in [0, 1023]', device);
+  const device = options === undefined ? 0 : (snapshotOptions('DeviceTensor', options, ['device']).device ?? 0);
+  if (typeof device !== 'number' || !Number.isInteger(device) || device < 0 || device > 1023) {
+    throw invalidArgument('device', 'a device index in [0, 1023]', device);
+  }
   return device;
 }
 

@@ -2,6 +2,7 @@
 // shape the results.
 import { STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './binding.js';
 import { DeviceTensor, holdingTensors } from './device.js';
+import { fusedDpoError } from './errors.js';
 import { checkNotInFlight, whileInFlight, type CallBuffers } from './in-flight.js';
 import { HYPERPARAMETER_NAMES, LOSS_KINDS, type HyperparameterName, type LossType } from './loss-kinds.js';
 import { native } from './native.js';
@@ -169,8 +170,14 @@ export async function sequenceLogpsAsync(options: SequenceLogpsOptions): Promise
   return prepared.finish();
 }
 
+// A new gradient array; an allocation the engine refuses is ERR_FDPO_OUT_OF_MEMORY, not a bare RangeError.
 function newLike(dtype: DType, length: number): Float32Array | Uint16Array {
-  return dtype === 'float32' ? new Float32Array(length) : new Uint16Array(length);
+  try {
+    return dtype === 'float32' ? new Float32Array(length) : new Uint16Array(length);
+  } catch (error) {
+    const bytes = length * (dtype === 'float32' ? 4 : 2);
+    throw fusedDpoError(`cannot allocate the ${bytes}-byte gradient (${(error as Error).message}): pass grad: 'inplace', false or a tensor to fill`, 'ERR_FDPO_OUT_OF_MEMORY', RangeError);
+  }
 }
 
 type GradData = Float32Array | Uint16Array | DeviceTensor;

@@ -6,7 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
-import { dpoLoss, dpoLossAsync, sequenceLogps, sequenceLogpsAsync, type DpoLossOptions } from '../lib/index.js';
+import { DeviceTensor, dpoLoss, dpoLossAsync, sequenceLogps, sequenceLogpsAsync, type DpoLossOptions } from '../lib/index.js';
 import { makeCase, tokenOptions } from './helpers/cases.js';
 import { makeRng, testSeed } from './helpers/random.js';
 
@@ -74,6 +74,36 @@ test('ref refuses keys other than chosen and rejected', async () => {
   const e = await refusal(dpoLoss as Call, { ...valid, ref: { ...base.ref, chosn: base.ref.chosen } });
   assert.is(e.code, 'ERR_FDPO_UNKNOWN_OPTION');
   assert.match(e.message, /'chosn'.*'chosen'/);
+});
+
+test("DeviceTensor's options refuse unknown keys too (before any CUDA call)", async () => {
+  for (const run of [
+    () => DeviceTensor.alloc([2], 'float32', { devise: 0 } as never),
+    () => DeviceTensor.wrap(4096n, [2], 'float32', { device_id: 0 } as never),
+  ]) {
+    const e = await refusal(run as Call, undefined);
+    assert.is(e.code, 'ERR_FDPO_UNKNOWN_OPTION', e.message);
+  }
+});
+
+test('a gradient the engine cannot allocate is ERR_FDPO_OUT_OF_MEMORY, not a bare RangeError', () => {
+  const original = globalThis.Float32Array;
+  const refusing = class extends original {
+    constructor(...args: unknown[]) {
+      if (typeof args[0] === 'number' && args[0] === base.logits.data.length) throw new RangeError('Array buffer allocation failed');
+      super(...(args as []));
+    }
+  };
+  globalThis.Float32Array = refusing as typeof Float32Array;
+  try {
+    dpoLoss(valid);
+    assert.unreachable('allocated');
+  } catch (error) {
+    assert.is((error as { code?: string }).code, 'ERR_FDPO_OUT_OF_MEMORY', (error as Error).message);
+    assert.match((error as Error).message, /gradient/);
+  } finally {
+    globalThis.Float32Array = original;
+  }
 });
 
 test('options given by getters or a Proxy are read once', () => {
