@@ -1,9 +1,11 @@
 // The loss-kind table is stated once (lib/loss-kinds.ts): the C header is generated from it, the
-// compiled binary carries the same table, and the README and SPEC.md name every kind and option.
+// compiled binary carries the same table, and the README and SPEC.md name every kind and option
+// (and the README every error code).
 import { readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
+import { ERROR_CODES } from '../lib/errors.js';
 import { native } from '../lib/native.js';
 import { HYPERPARAMETERS, HYPERPARAMETER_NAMES, LOSS_DEFAULTS, LOSS_KINDS, LOSS_TYPES } from '../lib/loss-kinds.js';
 import { kindsHeader } from '../scripts/loss-kinds-header.js';
@@ -52,6 +54,11 @@ test("the README's and SPEC.md's loss tables name every kind, and the README eve
     assert.ok(new RegExp(`^\\| ${type} \\|`, 'm').test(spec), `SPEC.md's loss table lacks ${type}`);
   }
   for (const name of HYPERPARAMETER_NAMES) assert.ok(readme.includes(`| \`${name}\` |`), `README's options table lacks ${name}`);
+});
+
+test("the README's Errors table explains every error code", () => {
+  const readme = read('README.md');
+  for (const code of ERROR_CODES) assert.ok(readme.includes(`| \`${code}\` |`), `README's Errors table lacks ${code}`);
 });
 
 test.run();
