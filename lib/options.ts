@@ -20,7 +20,6 @@ const TRL_UNSUPPORTED: Record<string, string> = {
   ref_model_sync_steps: "TRL's TR-DPO reference syncing (ref_model_sync_steps) is the trainer's business",
 };
 
-const camelCase = (key: string) => key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 const snakeCase = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 // TRL's names for options fused-dpo has under another name than TRL's in camelCase.
@@ -40,15 +39,20 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
-/** The known key an unknown one most likely meant, or null. */
+/** `label_smoothing`, `LabelSmoothing`, `label-smoothing` → `labelsmoothing`: the forms a known key is mistyped in. */
+const fold = (key: string) => key.replace(/[_-]/g, '').toLowerCase();
+
+/** The known key an unknown one most likely meant (TRL's names included; a typo or two away), or null. */
 export function suggestKey(key: string, known: readonly string[]): string | null {
-  const renamed = TRL_RENAMED[key] ?? camelCase(key);
-  if (known.includes(renamed)) return renamed;
-  const lower = key.toLowerCase();
+  const renamed = TRL_RENAMED[key];
+  if (renamed && known.includes(renamed)) return renamed;
+  const folded = fold(key);
+  const same = known.find((k) => fold(k) === folded);
+  if (same) return same;
   let best: string | null = null;
-  let bestDistance = Math.max(2, Math.floor(key.length / 4)) + 1;
+  let bestDistance = Math.max(2, Math.floor(folded.length / 4)) + 1;
   for (const candidate of known) {
-    const d = editDistance(lower, candidate.toLowerCase());
+    const d = editDistance(folded, fold(candidate));
     if (d < bestDistance) {
       best = candidate;
       bestDistance = d;

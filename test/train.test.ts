@@ -357,7 +357,7 @@ function refused(call: () => unknown, option: string, suggestion: string | null)
   } catch (error) {
     assert.instance(error, UnknownOptionError);
     const e = error as UnknownOptionError;
-    assert.is(e.code, 'ERR_FDPO_INVALID_ARGUMENT');
+    assert.is(e.code, 'ERR_FDPO_UNKNOWN_OPTION');
     assert.is(e.option, option);
     assert.is(e.suggestion, suggestion);
     assert.ok(e.message.includes(`no option "${option}"`), e.message);

@@ -27,7 +27,7 @@ export type {
   OptionRule,
   ReferenceStage,
 } from './experiment.js';
-export { closestKey, refuseUnknownKeys, TrainOptionError, UnknownOptionError } from './options.js';
+export { refuseUnknownKeys, TrainOptionError, UnknownOptionError } from './options.js';
 export { absentDemoPackages, DEMO_PACKAGES, DemoPackageError } from './peers.js';
 export { isEvalStep, pairMetrics, samplePolicy, trainDpo } from './dpo.js';
 export type { DpoCallbacks, DpoData, DpoEvalRecord, DpoOptions, DpoResult, DpoStepRecord, PairMetrics, PolicySamples } from './dpo.js';
