@@ -137,7 +137,7 @@ __device__ __forceinline__ const void* rowAt(const void* base, int64_t r, int64_
   return (const char*)base + r * vocab * elementBytes<DT>();
 }
 
-// Elements before p reaches 16-byte alignment (p is element-aligned: cuda_backend.cu checks).
+// Elements before p reaches 16-byte alignment (p is element-aligned: stage() in cuda_memory.cu checks).
 template <int DT>
 __device__ __forceinline__ int64_t headElements(const void* p, int64_t vocab) {
   const int64_t head = (int64_t)((16 - ((uintptr_t)p & 15)) & 15) / elementBytes<DT>();

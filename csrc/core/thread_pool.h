@@ -43,6 +43,9 @@ class ThreadPool {
   std::atomic<int64_t> next_{0};
 };
 
+// A call's thread count: threads > 0 as given, else every hardware thread.
+inline int resolveThreads(int32_t threads) { return threads > 0 ? threads : ThreadPool::hardwareThreads(); }
+
 }  // namespace fdpo
 
 #endif
