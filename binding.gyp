@@ -21,7 +21,7 @@
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wno-maybe-uninitialized", "-Wno-psabi"],
       "cflags!": ["-O2"],
       "cflags": ["-O3"],
-      "defines": ["NAPI_VERSION=8"],
+      "defines": ["NAPI_VERSION=<!(node -p \"require('./package.json').binary.napi_versions[0]\")"],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "OTHER_CPLUSPLUSFLAGS": ["-std=c++17", "-O3"]

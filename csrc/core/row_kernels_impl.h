@@ -251,7 +251,7 @@ void backwardRow(const void* row, void* dst, int64_t vocab, int32_t label, float
   writeRow<O, DT>(dst, vocab, GradValues<O, DT>(row, label, scale, f));
 }
 
-template <class O, int DT>
+template <int DT>
 const void* rowPointer(const void* base, int64_t row, int64_t vocab) {
   return (const char*)base + row * vocab * elementSize<DT>();
 }
@@ -261,7 +261,7 @@ void forwardRowsTyped(const void* logits, int64_t vocab, const int32_t* labels, 
                       int64_t end, RowForward* out) {
   for (int64_t r = begin; r < end; ++r) {
     if (labels[r] == ignoreIndex) continue;
-    forwardRow<O, DT>(rowPointer<O, DT>(logits, r, vocab), vocab, labels[r], out[r]);
+    forwardRow<O, DT>(rowPointer<DT>(logits, r, vocab), vocab, labels[r], out[r]);
   }
 }
 
@@ -307,7 +307,7 @@ template <class O, int DT>
 void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
                               int64_t begin, int64_t end, RowForward* out) {
   for (int64_t r = begin; r < end; ++r) {
-    const void* row = rowPointer<O, DT>(logits, r, vocab);
+    const void* row = rowPointer<DT>(logits, r, vocab);
     void* dst = (char*)grad + r * vocab * elementSize<DT>();
     if (labels[r] == ignoreIndex) {
       writeRow<O, DT>(dst, vocab, ZeroValues<O>());
@@ -328,7 +328,7 @@ void backwardRowsTyped(const void* logits, void* grad, int64_t vocab, const int3
                        const RowForward* rows, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     void* dst = (char*)grad + r * vocab * elementSize<DT>();
-    backwardRow<O, DT>(rowPointer<O, DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r]);
+    backwardRow<O, DT>(rowPointer<DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r]);
   }
 }
 
