@@ -5,6 +5,8 @@
       "sources": [
         "csrc/binding/addon.cpp",
         "csrc/core/cpu_backend.cpp",
+        "csrc/core/cpu_ceilings.cpp",
+        "csrc/core/cpu_simd_dispatch.cpp",
         "csrc/core/checks.cpp",
         "csrc/core/loss_kinds.cpp",
         "csrc/core/cuda_unavailable.cpp",
@@ -20,7 +22,7 @@
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wno-maybe-uninitialized", "-Wno-psabi"],
       "cflags!": ["-O2"],
       "cflags": ["-O3"],
-      "defines": ["NAPI_VERSION=8", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
+      "defines": ["NAPI_VERSION=<!(node -p \"require('./package.json').binary.napi_versions[0]\")", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "ldflags": ["-Wl,-z,nodelete"],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",

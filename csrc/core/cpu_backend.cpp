@@ -1,11 +1,7 @@
-// The CPU backend of the C ABI: validation that keeps memory safe, then pass A (rows in
-// parallel), the fp64 reduce (one thread, fixed order), and pass B (rows in parallel).
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
+// The CPU backend's runs of the C ABI: validation that keeps memory safe, then pass A (rows in
+// parallel), the fp64 reduce (one thread, fixed order), and pass B (rows in parallel). The SIMD
+// level's kernels come from cpu_simd_dispatch.cpp; the benchmark ceilings are cpu_ceilings.cpp.
 #include <algorithm>
-#include <atomic>
 #include <new>
 #include <vector>
 
@@ -18,30 +14,6 @@
 
 namespace fdpo {
 namespace {
-
-std::atomic<const RowKernels*> gKernels{nullptr};
-
-bool cpuSupports(const RowKernels& k) {
-#if defined(__x86_64__)
-  if (&k == &kAvx512Kernels) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
-  }
-  if (&k == &kAvx2Kernels) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-  return &k == &kBaselineKernels;
-}
-
-const RowKernels* kernelsNamed(const char* name) {
-#if defined(__x86_64__)
-  if (strcmp(name, "avx512") == 0) return &kAvx512Kernels;
-  if (strcmp(name, "avx2") == 0) return &kAvx2Kernels;
-#endif
-  if (strcmp(name, "baseline") == 0) return &kBaselineKernels;
-  return nullptr;
-}
-
-int resolveThreads(int32_t threads) { return threads > 0 ? threads : ThreadPool::hardwareThreads(); }
 
 // Rows per chunk handed to a thread: about 256K elements, at least 4 chunks per thread, but never
 // under 128K elements: waking a second thread costs more than that much work (tens of us).
@@ -127,24 +99,6 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
 }
 
 }  // namespace
-
-const RowKernels& selectRowKernels() {
-  const RowKernels* k = gKernels.load();
-  if (k) return *k;
-  const RowKernels* choice = &kBaselineKernels;
-#if defined(__x86_64__)
-  if (cpuSupports(kAvx2Kernels)) choice = &kAvx2Kernels;
-  if (cpuSupports(kAvx512Kernels)) choice = &kAvx512Kernels;
-#endif
-  const char* forced = getenv("FDPO_SIMD");
-  if (forced && *forced) {
-    const RowKernels* named = kernelsNamed(forced);
-    if (named && cpuSupports(*named)) choice = named;
-  }
-  gKernels.store(choice);
-  return *choice;
-}
-
 }  // namespace fdpo
 
 using namespace fdpo;
@@ -152,56 +106,6 @@ using namespace fdpo;
 extern "C" {
 
 int32_t fdpo_abi_version(void) { return FDPO_ABI_VERSION; }
-
-const char* fdpo_cpu_simd_level(void) { return selectRowKernels().name; }
-
-int32_t fdpo_cpu_force_simd_level(const char* name, char* error, size_t error_size) {
-  const RowKernels* k = name ? kernelsNamed(name) : nullptr;
-  if (!k) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "unknown SIMD level '%s'", name ? name : "(null)");
-  if (!cpuSupports(*k)) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "this CPU cannot run the '%s' kernels", name);
-  }
-  gKernels.store(k);
-  return FDPO_OK;
-}
-
-int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n) {
-  if (n < 0 || (n > 0 && (!in || !out))) return FDPO_ERR_INVALID_ARGUMENT;
-  selectRowKernels().exp(in, out, n);
-  return FDPO_OK;
-}
-
-int32_t fdpo_cpu_copy(void* dst, const void* src, int64_t bytes, int32_t threads) {
-  if (bytes < 0 || (bytes > 0 && (!dst || !src))) return FDPO_ERR_INVALID_ARGUMENT;
-  const int64_t block = (int64_t)1 << 20;
-  ThreadPool::instance().parallelFor((bytes + block - 1) / block, 1, resolveThreads(threads), [&](int64_t b, int64_t e) {
-    const int64_t begin = b * block, end = std::min(bytes, e * block);
-    memcpy((char*)dst + begin, (const char*)src + begin, (size_t)(end - begin));
-  });
-  return FDPO_OK;
-}
-
-double fdpo_cpu_exp_throughput(int64_t count, int32_t threads) {
-  const int64_t kBlock = 4096;  // 16 KB in, 16 KB out: stays in L1
-  const int n = resolveThreads(threads);
-  std::vector<double> partial(n, 0.0);
-  const RowKernels& k = selectRowKernels();
-  ThreadPool::instance().parallelFor(n, 1, n, [&](int64_t b, int64_t e) {
-    std::vector<float> in(kBlock), out(kBlock);
-    for (int64_t i = 0; i < kBlock; ++i) in[i] = -20.0f * (float)i / (float)kBlock;
-    for (int64_t part = b; part < e; ++part) {
-      double checksum = 0.0;
-      for (int64_t done = 0; done < count / n; done += kBlock) {
-        k.exp(in.data(), out.data(), kBlock);
-        checksum += out[(done / kBlock) % kBlock];
-      }
-      partial[part] = checksum;
-    }
-  });
-  double total = 0.0;
-  for (double p : partial) total += p;
-  return total;
-}
 
 int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
                             int32_t threads, char* error, size_t error_size) {

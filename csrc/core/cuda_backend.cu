@@ -1,8 +1,8 @@
-// The CUDA backend of the C ABI: the same checks as the CPU backend, staging of host memory,
-// then pass A, the reduce and pass B on one stream with a single synchronisation at the end.
+// The CUDA backend's runs of the C ABI: the same checks as the CPU backend, staging of host
+// memory (cuda_memory.h), then pass A, the reduce and pass B on one stream with a single
+// synchronisation at the end.
 #include <cuda_runtime.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 #include <new>
@@ -10,124 +10,14 @@
 
 #include "checks.h"
 #include "cuda_kernels.h"
+#include "cuda_memory.h"
 #include "fused_dpo.h"
 #include "reduce_math.h"
 
 namespace fdpo {
 namespace {
 
-int32_t cudaFail(char* error, size_t size, cudaError_t e, const char* what) {
-  const int32_t status = e == cudaErrorMemoryAllocation ? FDPO_ERR_OUT_OF_MEMORY : FDPO_ERR_DEVICE;
-  return fail(error, size, status, "CUDA error in %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
-}
-
-#define FDPO_CUDA_CHECK(call, what)                                    \
-  do {                                                                 \
-    const cudaError_t fdpoStatus_ = (call);                            \
-    if (fdpoStatus_ != cudaSuccess) return cudaFail(error, error_size, fdpoStatus_, what); \
-  } while (0)
-
 int64_t elementBytes(int32_t dtype) { return dtype == FDPO_FLOAT32 ? 4 : 2; }
-
-// Where a pointer lives, for the device the call runs on.
-enum class Memory { Host, Device, OtherDevice };
-
-Memory memoryOf(const void* p, int device) {
-  cudaPointerAttributes attributes;
-  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
-    cudaGetLastError();  // an unknown pointer is host memory; clear the error it leaves
-    return Memory::Host;
-  }
-  if (attributes.type == cudaMemoryTypeManaged) return Memory::Device;
-  if (attributes.type != cudaMemoryTypeDevice) return Memory::Host;
-  return attributes.device == device ? Memory::Device : Memory::OtherDevice;
-}
-
-// Device allocations of one call, stream-ordered (cudaMallocAsync), freed when the call ends.
-class Workspace {
- public:
-  explicit Workspace(cudaStream_t stream) : stream_(stream) {}
-  Workspace(const Workspace&) = delete;
-  Workspace& operator=(const Workspace&) = delete;
-  ~Workspace() {
-    for (void* p : blocks_) {
-      if (pooled_) {
-        cudaFreeAsync(p, stream_);
-      } else {
-        cudaFree(p);
-      }
-    }
-  }
-
-  template <class T>
-  cudaError_t alloc(T** out, int64_t count) {
-    *out = nullptr;
-    if (count <= 0) return cudaSuccess;
-    void* p = nullptr;
-    cudaError_t e = pooled_ ? cudaMallocAsync(&p, (size_t)count * sizeof(T), stream_) : cudaErrorNotSupported;
-    if (e == cudaErrorNotSupported) {  // a driver without memory pools
-      cudaGetLastError();
-      pooled_ = false;
-      e = cudaMalloc(&p, (size_t)count * sizeof(T));
-    }
-    if (e != cudaSuccess) return e;
-    blocks_.push_back(p);
-    *out = (T*)p;
-    return cudaSuccess;
-  }
-
-  // A device copy of count host values.
-  template <class T>
-  cudaError_t upload(T** out, const T* host, int64_t count) {
-    cudaError_t e = alloc(out, count);
-    if (e == cudaSuccess && count > 0) e = cudaMemcpyAsync(*out, host, (size_t)count * sizeof(T), cudaMemcpyHostToDevice, stream_);
-    return e;
-  }
-
- private:
-  cudaStream_t stream_;
-  bool pooled_ = true;
-  std::vector<void*> blocks_;
-};
-
-// A buffer the kernels use in device memory: the caller's own when it is device memory of this
-// device, else a staging copy (copied in when asked, copied back by copyOut).
-struct Staged {
-  void* device = nullptr;
-  void* host = nullptr;  // the caller's host buffer, when staged
-  int64_t bytes = 0;
-};
-
-int32_t stage(Workspace& ws, Staged& s, void* p, int64_t bytes, bool copyIn, int deviceIndex, int64_t alignment,
-              const char* name, cudaStream_t stream, char* error, size_t error_size) {
-  s.bytes = bytes;
-  const Memory memory = memoryOf(p, deviceIndex);
-  if (memory == Memory::OtherDevice) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "%s is memory of another device than device %d", name,
-                deviceIndex);
-  }
-  if (memory == Memory::Device) {
-    if ((uintptr_t)p % (uintptr_t)alignment != 0) {
-      return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "%s must be aligned to %lld bytes", name,
-                  (long long)alignment);
-    }
-    s.device = p;
-    return FDPO_OK;
-  }
-  s.host = p;
-  char* d = nullptr;
-  FDPO_CUDA_CHECK(ws.alloc(&d, bytes), name);
-  s.device = d;
-  if (copyIn && bytes > 0) FDPO_CUDA_CHECK(cudaMemcpyAsync(d, p, (size_t)bytes, cudaMemcpyHostToDevice, stream), name);
-  return FDPO_OK;
-}
-
-int32_t copyOut(const Staged& s, cudaStream_t stream, char* error, size_t error_size) {
-  if (s.host && s.bytes > 0) {
-    FDPO_CUDA_CHECK(cudaMemcpyAsync(s.host, s.device, (size_t)s.bytes, cudaMemcpyDeviceToHost, stream), "copying results back");
-  }
-  return FDPO_OK;
-}
 
 // Events around the passes, when the caller asked for timings.
 struct PassTimer {
@@ -153,22 +43,6 @@ struct PassTimer {
     }
   }
 };
-
-// Makes `device` current: FDPO_ERR_UNAVAILABLE without a driver or device, so callers can tell
-// "no CUDA here" from a failing one.
-int32_t useDevice(int32_t device, char* error, size_t error_size) {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess || count == 0) {
-    cudaGetLastError();
-    return fail(error, error_size, FDPO_ERR_UNAVAILABLE, "no CUDA device: %s", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-  }
-  if (device < 0 || device >= count) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "device %d does not exist (%d found)", (int)device, count);
-  }
-  FDPO_CUDA_CHECK(cudaSetDevice(device), "cudaSetDevice");
-  return FDPO_OK;
-}
 
 int32_t begin(const fdpo_cuda_launch* launch, char* error, size_t error_size) {
   if (!launch) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "launch is NULL");
@@ -419,128 +293,6 @@ using namespace fdpo;
 
 extern "C" {
 
-// Writes status into the caller's struct, as far as its struct_size reaches.
-static int32_t writeStatus(fdpo_cuda_status* out, const fdpo_cuda_status& status) {
-  const size_t bytes = writableSize(out->struct_size, kCudaStatusAbi2Size, sizeof status);
-  if (bytes == 0) return FDPO_ERR_INVALID_ARGUMENT;
-  const uint32_t callerSize = out->struct_size;
-  memcpy(out, &status, bytes);
-  out->struct_size = callerSize;
-  return FDPO_OK;
-}
-
-int32_t fdpo_cuda_get_status(fdpo_cuda_status* caller) {
-  if (!caller) return FDPO_ERR_INVALID_ARGUMENT;
-  fdpo_cuda_status status;
-  fdpo_cuda_status* out = &status;
-  memset(out, 0, sizeof *out);
-  out->compiled = 1;
-  cudaRuntimeGetVersion(&out->runtime_version);
-  cudaDriverGetVersion(&out->driver_version);
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    const char* why = e == cudaErrorInsufficientDriver ? "no CUDA driver, or one older than the runtime"
-                      : e == cudaErrorNoDevice        ? "no CUDA device"
-                                                      : cudaGetErrorString(e);
-    snprintf(out->reason, sizeof out->reason, "%s (%s)", why, cudaGetErrorName(e));
-    return writeStatus(caller, status);
-  }
-  out->device_count = count;
-  out->available = count > 0;
-  if (count == 0) snprintf(out->reason, sizeof out->reason, "no CUDA device");
-  return writeStatus(caller, status);
-}
-
-int32_t fdpo_cuda_get_device(int32_t device, fdpo_cuda_device_info* caller, char* error, size_t error_size) {
-  if (!caller) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "out is NULL");
-  const size_t bytes = writableSize(caller->struct_size, kDeviceInfoAbi2Size, sizeof(fdpo_cuda_device_info));
-  if (bytes == 0) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "out->struct_size must be sizeof(fdpo_cuda_device_info)");
-  }
-  const int32_t status = useDevice(device, error, error_size);
-  if (status != FDPO_OK) return status;
-  cudaDeviceProp props;
-  FDPO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "cudaGetDeviceProperties");
-  fdpo_cuda_device_info info;
-  memset(&info, 0, sizeof info);
-  info.struct_size = caller->struct_size;
-  strncpy(info.name, props.name, sizeof info.name - 1);
-  info.major = props.major;
-  info.minor = props.minor;
-  info.total_memory = (int64_t)props.totalGlobalMem;
-  info.multiprocessors = props.multiProcessorCount;
-  memcpy(caller, &info, bytes);
-  return FDPO_OK;
-}
-
-int32_t fdpo_cuda_alloc(int32_t device, int64_t bytes, void** out, char* error, size_t error_size) {
-  if (!out || bytes < 0) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "bytes must be >= 0 and out not NULL");
-  *out = nullptr;
-  const int32_t status = useDevice(device, error, error_size);
-  if (status != FDPO_OK) return status;
-  FDPO_CUDA_CHECK(cudaMalloc(out, bytes > 0 ? (size_t)bytes : 1), "cudaMalloc");
-  return FDPO_OK;
-}
-
-int32_t fdpo_cuda_free(int32_t device, void* pointer, char* error, size_t error_size) {
-  const int32_t status = useDevice(device, error, error_size);
-  if (status != FDPO_OK) return status;
-  FDPO_CUDA_CHECK(cudaFree(pointer), "cudaFree");
-  return FDPO_OK;
-}
-
-int32_t fdpo_cuda_copy(int32_t device, void* dst, const void* src, int64_t bytes, char* error, size_t error_size) {
-  if (bytes < 0 || (bytes > 0 && (!dst || !src))) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "bytes must be >= 0 and dst, src not NULL");
-  }
-  if (bytes == 0) return FDPO_OK;
-  const int32_t status = useDevice(device, error, error_size);
-  if (status != FDPO_OK) return status;
-  FDPO_CUDA_CHECK(cudaMemcpy(dst, src, (size_t)bytes, cudaMemcpyDefault), "cudaMemcpy");
-  return FDPO_OK;
-}
-
-int32_t fdpo_cuda_check_device_buffer(const void* pointer, int64_t bytes, int32_t device, char* error,
-                                      size_t error_size) {
-  const int32_t status = useDevice(device, error, error_size);
-  if (status != FDPO_OK) return status;
-  const Memory memory = memoryOf(pointer, device);
-  if (memory == Memory::Host) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "address %p is not CUDA device memory", pointer);
-  }
-  if (memory == Memory::OtherDevice) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "address %p is memory of another device than device %d",
-                pointer, (int)device);
-  }
-  // The allocation around the address, from the driver (the runtime API has no such query).
-  using AddressRange = int (*)(unsigned long long* base, size_t* size, unsigned long long address);
-  static const AddressRange addressRange = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found;
-    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      fn = nullptr;
-    }
-    return (AddressRange)fn;
-  }();
-  if (!addressRange) return fail(error, error_size, FDPO_ERR_DEVICE, "the driver has no cuMemGetAddressRange");
-  unsigned long long base = 0;
-  size_t size = 0;
-  const unsigned long long address = (unsigned long long)(uintptr_t)pointer;
-  if (addressRange(&base, &size, address) != 0) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "address %p is not inside a device allocation", pointer);
-  }
-  if (bytes < 0 || (unsigned long long)bytes > base + size - address) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT,
-                "the allocation holds %llu bytes from address %p, %lld are needed", base + size - address, pointer,
-                (long long)bytes);
-  }
-  return FDPO_OK;
-}
-
 int32_t fdpo_cuda_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
                                  const fdpo_cuda_launch* launch, char* error, size_t error_size) {
   fdpo_cuda_launch checked;
@@ -555,35 +307,6 @@ int32_t fdpo_cuda_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* co
   const int32_t status = readVersioned(launch, checked, kLaunchAbi2Size, "fdpo_cuda_launch", error, error_size);
   if (status != FDPO_OK) return status;
   return guarded(error, error_size, [&] { return runDpoLoss(tokens, config, outputs, &checked, error, error_size); });
-}
-
-int32_t fdpo_cuda_copy_bandwidth(int32_t device, int64_t bytes, int32_t iterations, double* bytes_per_second,
-                                 char* error, size_t error_size) {
-  if (bytes <= 0 || iterations <= 0 || !bytes_per_second) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "bytes and iterations must be positive");
-  }
-  const int32_t status = useDevice(device, error, error_size);
-  if (status != FDPO_OK) return status;
-  void *a = nullptr, *b = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  cudaError_t e = cudaMalloc(&a, (size_t)bytes);
-  if (e == cudaSuccess) e = cudaMalloc(&b, (size_t)bytes);
-  if (e == cudaSuccess) e = cudaEventCreate(&start);
-  if (e == cudaSuccess) e = cudaEventCreate(&stop);
-  if (e == cudaSuccess) e = cudaMemcpy(b, a, (size_t)bytes, cudaMemcpyDeviceToDevice);  // warm-up
-  if (e == cudaSuccess) e = cudaEventRecord(start);
-  for (int i = 0; e == cudaSuccess && i < iterations; ++i) e = cudaMemcpyAsync(b, a, (size_t)bytes, cudaMemcpyDeviceToDevice);
-  if (e == cudaSuccess) e = cudaEventRecord(stop);
-  if (e == cudaSuccess) e = cudaEventSynchronize(stop);
-  float ms = 0.0f;
-  if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, start, stop);
-  if (e == cudaSuccess) *bytes_per_second = 2.0 * (double)bytes * iterations / (ms * 1e-3);
-  if (start) cudaEventDestroy(start);
-  if (stop) cudaEventDestroy(stop);
-  cudaFree(a);
-  cudaFree(b);
-  if (e != cudaSuccess) return cudaFail(error, error_size, e, "measuring copy bandwidth");
-  return FDPO_OK;
 }
 
 }  // extern "C"

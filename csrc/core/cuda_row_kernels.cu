@@ -1,5 +1,5 @@
 // Pass A and pass B on the GPU. The CPU twin of each kernel is in row_kernels_impl.h
-// (forwardRow, backwardRow): same formulas, same confident-token rule, same zero rows.
+// (forwardRow, backwardRow); the per-token formulas both use are token_math.h's.
 //
 // A row is handled by a group of threads: a warp for small vocabularies (several rows per
 // block), a whole block otherwise. Each thread walks its share of the row in 16-byte vectors
@@ -19,6 +19,7 @@
 namespace fdpo {
 namespace {
 #include "half_convert.h"
+#include "token_math.h"
 
 constexpr int kWarp = 32;
 constexpr unsigned kAllLanes = 0xffffffffu;
@@ -44,14 +45,25 @@ constexpr int kDeferredWarpBlocksPerSm = 2;
 // product, Cody-Waite r = x - n ln2, 2^(r log2 e) on the special function unit (its argument is
 // within +-1/2, where the unit is accurate to ~2^-22 relative), and 2^n through the exponent
 // bits. Below -87.3 the result is 0, as on the CPU; NaN stays NaN.
+__device__ __forceinline__ float deviceExp(float x);
+
+// The scalar ops token_math.h's templates take, on the device.
+struct DeviceOps {
+  using F = float;
+  FDPO_HD static float set1(float v) { return v; }
+  FDPO_HD static float sub(float a, float b) { return a - b; }
+  FDPO_HD static float mul(float a, float b) { return a * b; }
+  FDPO_HD static float fma(float a, float b, float c) { return fmaf(a, b, c); }
+  __device__ static float exp(float x) { return deviceExp(x); }
+};
+
 __device__ __forceinline__ float deviceExp(float x) {
-  const bool below = x < -87.3f;
-  x = x > 88.0f ? 88.0f : x;  // comparisons are false for NaN: it passes through
-  x = x < -88.0f ? -88.0f : x;
-  const float n = fmaf(x, 1.44269504088896341f, 12582912.0f) - 12582912.0f;
-  float r = fmaf(n, -0.693145751953125f, x);
-  r = fmaf(n, -1.42860682030941723212e-6f, r);
-  const float e = hardwareExp2(r * 1.44269504088896341f);
+  const bool below = x < kExpFlushBelow;
+  x = x > kExpClamp ? kExpClamp : x;  // comparisons are false for NaN: it passes through
+  x = x < -kExpClamp ? -kExpClamp : x;
+  const float n = expExponent<DeviceOps>(x);
+  const float r = expRemainder<DeviceOps>(x, n);
+  const float e = hardwareExp2(r * kLog2e);
   const float scale = __int_as_float((__float2int_rz(n) + 127) << 23);
   return below ? 0.0f : e * scale;
 }
@@ -125,7 +137,7 @@ __device__ __forceinline__ const void* rowAt(const void* base, int64_t r, int64_
   return (const char*)base + r * vocab * elementBytes<DT>();
 }
 
-// Elements before p reaches 16-byte alignment (p is element-aligned: cuda_backend.cu checks).
+// Elements before p reaches 16-byte alignment (p is element-aligned: stage() in cuda_memory.cu checks).
 template <int DT>
 __device__ __forceinline__ int64_t headElements(const void* p, int64_t vocab) {
   const int64_t head = (int64_t)((16 - ((uintptr_t)p & 15)) & 15) / elementBytes<DT>();
@@ -279,30 +291,15 @@ __device__ RowState reduceGroup(RowState st) {
   return st;
 }
 
-// The row's results from its merged state (forwardRow's last lines).
-__device__ RowForward finishRow(const RowState& st, float labelLogit, int32_t label, int64_t vocab) {
-  const float labelX = labelLogit - st.m;
-  const float labelExp = expf(labelX);
-  const float s = st.s + labelExp;
-  const float logSum = logf(s);
-  RowForward f;
-  f.max = st.m;
-  f.logSum = logSum;
-  // When the label holds the max (e_y = 1), log p_y = -log1p(others) keeps a confident token's digits.
-  f.logp = st.nonFinite != 0.0f ? __int_as_float(0x7fc00000) : labelX == 0.0f ? -log1pf(st.s) : labelX - logSum;
-  f.entropy = logSum - (st.x + labelExp * labelX) / s;
-  f.meanLogit = st.sum / (float)vocab;
-  f.correct = st.argmax == label ? 1 : 0;
-  return f;
-}
-
-// scale * (onehot - p) of one row (GradValues on the CPU); the label's 1 - p_y = -expm1(logp).
+// scale * (onehot - p) of one row (GradValues on the CPU).
 struct GradValues {
   float m, logSum, negScale, labelGrad;
   int64_t label;
   __device__ GradValues(const RowForward& f, float scale, int32_t label_)
-      : m(f.max), logSum(f.logSum), negScale(-scale), labelGrad(-scale * expm1f(f.logp)), label(label_) {}
-  __device__ float at(int64_t i, float z) const { return i == label ? labelGrad : negScale * deviceExp((z - m) - logSum); }
+      : m(f.max), logSum(f.logSum), negScale(-scale), labelGrad(labelGradient(scale, f.logp)), label(label_) {}
+  __device__ float at(int64_t i, float z) const {
+    return i == label ? labelGrad : otherGradient<DeviceOps>(negScale, z, m, logSum);
+  }
 };
 
 struct ZeroValues {
@@ -388,7 +385,7 @@ __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kGroup,
     RowVisitor<Elements<DT>::kPerVector> visitor{RowState::empty(), label};
     visitRow<DT>(row, rows.vocab, t, kGroup, visitor);
     const RowState st = reduceGroup<kGroup>(visitor.st);
-    const RowForward f = finishRow(st, labelLogit, label, rows.vocab);
+    const RowForward f = finishRow(RowSums{st.m, st.s, st.x, st.sum, st.nonFinite}, labelLogit, rows.vocab, st.argmax == label);
     if (t == 0) out[r] = f;
     if (Deferred) writeRow<DT, true, 1>(row, gradRow, rows.vocab, t, kGroup, GradValues(f, 1.0f, label));
   }

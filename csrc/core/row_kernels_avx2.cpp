@@ -22,6 +22,7 @@ namespace fdpo {
 namespace {
 #define FDPO_HARDWARE_FMA 1
 #include "half_convert.h"
+#include "token_math.h"
 #include "row_kernels_impl.h"
 
 struct Avx2Ops {

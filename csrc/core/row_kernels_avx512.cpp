@@ -23,6 +23,7 @@ namespace fdpo {
 namespace {
 #define FDPO_HARDWARE_FMA 1
 #include "half_convert.h"
+#include "token_math.h"
 #include "row_kernels_impl.h"
 
 struct Avx512Ops {
@@ -43,10 +44,10 @@ struct Avx512Ops {
     return eq ? __builtin_ctz(eq) : -1;
   }
   // The portable exp with AVX-512's scaling: a zero-masked scalef for 2^n that also zeroes the
-  // results below -87.3 (so no lower clamp is needed).
+  // results below kExpFlushBelow (so no lower clamp is needed).
   static F exp(F x) {
-    const M below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
-    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  // second operand on NaN: keep x
+    const M below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpFlushBelow), _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_set1_ps(kExpClamp), x);  // second operand on NaN: keep x
     const F n = expExponent<Avx512Ops>(x);
     return _mm512_maskz_scalef_ps((M)~below, expReduced<Avx512Ops>(x, n), n);
   }

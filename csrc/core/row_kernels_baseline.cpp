@@ -11,6 +11,7 @@
 namespace fdpo {
 namespace {
 #include "half_convert.h"
+#include "token_math.h"
 #include "row_kernels_impl.h"
 }  // namespace
 

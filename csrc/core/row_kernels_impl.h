@@ -8,23 +8,21 @@
 // element type; levels whose exp is expPortable also M (lane mask), min, lessThan, zeroWhere and
 // exp2i (2^n for integral n).
 //
-// Requires: <math.h>, <stdint.h>, <string.h>, <vector>, "row_kernels.h", "half_convert.h".
+// Requires: <math.h>, <stdint.h>, <string.h>, <vector>, "row_kernels.h", "half_convert.h",
+// "token_math.h" (the per-token formulas and the exp's constants, shared with the CUDA kernels).
 
 // Rows are processed in chunks that stay in L1: each chunk is read once from memory for its max,
 // then again from L1 for the exps, so the online max costs one rescale per chunk, not per element.
 constexpr int64_t kChunk = 2048;
 
-// exp(x) = 2^n * e^r with x = n*ln2 + r, |r| <= ln2/2, and e^r by its degree-7 Taylor
-// polynomial (truncation < 0.1 ulp). Below -87.3 the result is 0 (it would be subnormal and adds
-// nothing next to a row's s >= 1). NaN stays NaN.
+// exp(x) = 2^n * e^r (token_math.h's reduction), and e^r by its degree-7 Taylor polynomial
+// (truncation < 0.1 ulp). Below kExpFlushBelow the result is 0. NaN stays NaN.
 
-// e^r for |r| <= ln2/2, given n = round(x*log2(e)): Cody-Waite reduction (ln2 split so n*ln2Hi
-// is exact), then the polynomial. Shared by every level's exp.
+// e^r for |r| <= ln2/2, given n = round(x*log2(e)). Shared by every level's exp.
 template <class O>
 inline typename O::F expReduced(typename O::F x, typename O::F n) {
   using F = typename O::F;
-  F r = O::fma(n, O::set1(-0.693145751953125f), x);
-  r = O::fma(n, O::set1(-1.42860682030941723212e-6f), r);
+  const F r = expRemainder<O>(x, n);
   F p = O::set1(1.0f / 5040.0f);
   p = O::fma(p, r, O::set1(1.0f / 720.0f));
   p = O::fma(p, r, O::set1(1.0f / 120.0f));
@@ -35,22 +33,12 @@ inline typename O::F expReduced(typename O::F x, typename O::F n) {
   return O::fma(p, r, O::set1(1.0f));
 }
 
-// n = round(x*log2(e)) from the exact product (one fma with the 1.5*2^23 rounding trick, valid for
-// |x*log2(e)| < 2^22). Every level computes n this way: rounding the product first would pick the
-// other n when x*log2(e) lies within half an ulp of k + 1/2, and the result would differ by an ulp.
-template <class O>
-inline typename O::F expExponent(typename O::F x) {
-  const typename O::F magic = O::set1(12582912.0f);
-  return O::sub(O::fma(x, O::set1(1.44269504088896341f), magic), magic);
-}
-
 // The portable exp: 2^n through the exponent bits.
 template <class O>
 inline typename O::F expPortable(typename O::F x) {
-  const typename O::M below = O::lessThan(x, O::set1(-87.3f));
-  // Clamp to [-88, 88] so n stays a small integer (x86 min/max return their second operand for
-  // NaN: x stays NaN).
-  x = O::max(O::set1(-88.0f), O::min(O::set1(88.0f), x));
+  const typename O::M below = O::lessThan(x, O::set1(kExpFlushBelow));
+  // The clamp (x86 min/max return their second operand for NaN: x stays NaN).
+  x = O::max(O::set1(-kExpClamp), O::min(O::set1(kExpClamp), x));
   const typename O::F n = expExponent<O>(x);
   return O::zeroWhere(below, O::mul(expReduced<O>(x, n), O::exp2i(n)));
 }
@@ -210,21 +198,10 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
     if (Keep) chunkBase[c0 / kChunk] = m;
   }
 
-  // s = e_y + the others. When the label holds the max (e_y = 1), log p_y = -log1p(others) keeps
-  // every digit of a confident token; otherwise p_y <= 1/2 and (z_y - m) - log(s) is exact.
-  const float labelX = S::load<DT>(row, label) - m;
-  const float labelExp = expf(labelX);
-  const float others = O::hsum(sumExp) + tSumExp;
-  const float s = others + labelExp;
-  const float logSum = logf(s);
   const int64_t maxChunkEnd = maxChunk + kChunk < vocab ? maxChunk + kChunk : vocab;
-  const bool finite = (O::hsum(nonFinite) + tNonFinite) == 0.0f;
-  out.max = m;
-  out.logSum = logSum;
-  out.logp = !finite ? __builtin_nanf("") : labelX == 0.0f ? -log1pf(others) : labelX - logSum;
-  out.entropy = logSum - (O::hsum(sumExpX) + tSumExpX + labelExp * labelX) / s;
-  out.meanLogit = (O::hsum(sum) + tSum) / (float)vocab;
-  out.correct = firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label ? 1 : 0;
+  const RowSums sums{m, O::hsum(sumExp) + tSumExp, O::hsum(sumExpX) + tSumExpX, O::hsum(sum) + tSum,
+                     O::hsum(nonFinite) + tNonFinite};
+  out = finishRow(sums, S::load<DT>(row, label), vocab, firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label);
 }
 
 // Writes one row of the output through O's streaming stores: a scalar head up to the store
@@ -255,17 +232,15 @@ struct GradValues {
   F vm, vLogSum, vNegScale;
   GradValues(const void* row_, int32_t label_, float scale, const RowForward& f)
       : row(row_), label(label_), m(f.max), logSum(f.logSum), negScale(-scale),
-        // True class: scale*(1 - p_y) = -scale*expm1(logp), exact for confident tokens.
-        labelGrad(-scale * expm1f(f.logp)), vm(O::set1(f.max)), vLogSum(O::set1(f.logSum)), vNegScale(O::set1(-scale)) {}
+        labelGrad(labelGradient(scale, f.logp)), vm(O::set1(f.max)), vLogSum(O::set1(f.logSum)), vNegScale(O::set1(-scale)) {}
   F vector(int64_t i) const {
-    const F x = O::sub(O::sub(O::template load<DT>(row, i), vm), vLogSum);
-    F g = O::mul(vNegScale, vexp<O>(x));
+    F g = otherGradient<O>(vNegScale, O::template load<DT>(row, i), vm, vLogSum);
     if (label >= i && label < i + O::W) g = O::setLane(g, (int)(label - i), labelGrad);
     return g;
   }
   float scalar(int64_t i) const {
     if (i == label) return labelGrad;
-    return negScale * vexp<ScalarOps>((loadElement<DT>(row, i) - m) - logSum);
+    return otherGradient<ScalarOps>(negScale, loadElement<DT>(row, i), m, logSum);
   }
 };
 
@@ -276,7 +251,7 @@ void backwardRow(const void* row, void* dst, int64_t vocab, int32_t label, float
   writeRow<O, DT>(dst, vocab, GradValues<O, DT>(row, label, scale, f));
 }
 
-template <class O, int DT>
+template <int DT>
 const void* rowPointer(const void* base, int64_t row, int64_t vocab) {
   return (const char*)base + row * vocab * elementSize<DT>();
 }
@@ -286,12 +261,12 @@ void forwardRowsTyped(const void* logits, int64_t vocab, const int32_t* labels, 
                       int64_t end, RowForward* out) {
   for (int64_t r = begin; r < end; ++r) {
     if (labels[r] == ignoreIndex) continue;
-    forwardRow<O, DT>(rowPointer<O, DT>(logits, r, vocab), vocab, labels[r], out[r]);
+    forwardRow<O, DT>(rowPointer<DT>(logits, r, vocab), vocab, labels[r], out[r]);
   }
 }
 
 // onehot - p for one row from the exps forwardRow<..., true> kept: p_v = kept[v] * factor[chunk of
-// v], factor = exp((m_c - m) - log(s)); the label's 1 - p_y = -expm1(logp) as in pass B.
+// v], factor = exp((m_c - m) - log(s)); the label's 1 - p_y as in pass B.
 template <class O>
 struct KeptValues {
   using F = typename O::F;
@@ -332,7 +307,7 @@ template <class O, int DT>
 void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
                               int64_t begin, int64_t end, RowForward* out) {
   for (int64_t r = begin; r < end; ++r) {
-    const void* row = rowPointer<O, DT>(logits, r, vocab);
+    const void* row = rowPointer<DT>(logits, r, vocab);
     void* dst = (char*)grad + r * vocab * elementSize<DT>();
     if (labels[r] == ignoreIndex) {
       writeRow<O, DT>(dst, vocab, ZeroValues<O>());
@@ -344,7 +319,7 @@ void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, con
     forwardRow<O, DT, true>(row, vocab, labels[r], out[r], scratch.kept.data(), scratch.chunkBase.data());
     const int64_t chunks = (vocab + kChunk - 1) / kChunk;
     for (int64_t c = 0; c < chunks; ++c) scratch.factor[c] = expf((scratch.chunkBase[c] - f.max) - f.logSum);
-    writeRow<O, DT>(dst, vocab, KeptValues<O>{scratch.kept.data(), scratch.factor.data(), labels[r], -expm1f(f.logp)});
+    writeRow<O, DT>(dst, vocab, KeptValues<O>{scratch.kept.data(), scratch.factor.data(), labels[r], unscaledLabelGradient(f.logp)});
   }
 }
 
@@ -353,7 +328,7 @@ void backwardRowsTyped(const void* logits, void* grad, int64_t vocab, const int3
                        const RowForward* rows, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     void* dst = (char*)grad + r * vocab * elementSize<DT>();
-    backwardRow<O, DT>(rowPointer<O, DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r]);
+    backwardRow<O, DT>(rowPointer<DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r]);
   }
 }
 

@@ -1,5 +1,7 @@
 #include "thread_pool.h"
 
+#include <thread>
+
 namespace fdpo {
 
 ThreadPool& ThreadPool::instance() {

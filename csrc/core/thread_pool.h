@@ -10,7 +10,6 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
-#include <thread>
 
 namespace fdpo {
 
@@ -42,6 +41,9 @@ class ThreadPool {
   int64_t n_ = 0, grain_ = 1;
   std::atomic<int64_t> next_{0};
 };
+
+// A call's thread count: threads > 0 as given, else every hardware thread.
+inline int resolveThreads(int32_t threads) { return threads > 0 ? threads : ThreadPool::hardwareThreads(); }
 
 }  // namespace fdpo
 

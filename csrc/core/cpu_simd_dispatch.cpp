@@ -1,0 +1,80 @@
+// Which SIMD level's row kernels the CPU backend runs: the widest this CPU supports, or the one
+// FDPO_SIMD or fdpo_cpu_force_simd_level names.
+#include <stdlib.h>
+#include <string.h>
+
+#include <atomic>
+
+#include "checks.h"
+#include "fused_dpo.h"
+#include "row_kernels.h"
+
+namespace fdpo {
+namespace {
+
+std::atomic<const RowKernels*> gKernels{nullptr};
+
+bool cpuSupports(const RowKernels& k) {
+#if defined(__x86_64__)
+  if (&k == &kAvx512Kernels) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+  }
+  if (&k == &kAvx2Kernels) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return &k == &kBaselineKernels;
+}
+
+const RowKernels* kernelsNamed(const char* name) {
+#if defined(__x86_64__)
+  if (strcmp(name, "avx512") == 0) return &kAvx512Kernels;
+  if (strcmp(name, "avx2") == 0) return &kAvx2Kernels;
+#endif
+  if (strcmp(name, "baseline") == 0) return &kBaselineKernels;
+  return nullptr;
+}
+
+}  // namespace
+
+const RowKernels& selectRowKernels() {
+  const RowKernels* k = gKernels.load();
+  if (k) return *k;
+  const RowKernels* choice = &kBaselineKernels;
+#if defined(__x86_64__)
+  if (cpuSupports(kAvx2Kernels)) choice = &kAvx2Kernels;
+  if (cpuSupports(kAvx512Kernels)) choice = &kAvx512Kernels;
+#endif
+  const char* forced = getenv("FDPO_SIMD");
+  if (forced && *forced) {
+    const RowKernels* named = kernelsNamed(forced);
+    if (named && cpuSupports(*named)) choice = named;
+  }
+  gKernels.store(choice);
+  return *choice;
+}
+
+}  // namespace fdpo
+
+using namespace fdpo;
+
+extern "C" {
+
+const char* fdpo_cpu_simd_level(void) { return selectRowKernels().name; }
+
+int32_t fdpo_cpu_force_simd_level(const char* name, char* error, size_t error_size) {
+  const RowKernels* k = name ? kernelsNamed(name) : nullptr;
+  if (!k) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "unknown SIMD level '%s'", name ? name : "(null)");
+  if (!cpuSupports(*k)) {
+    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "this CPU cannot run the '%s' kernels", name);
+  }
+  gKernels.store(k);
+  return FDPO_OK;
+}
+
+int32_t fdpo_cpu_exp(const float* in, float* out, int64_t n) {
+  if (n < 0 || (n > 0 && (!in || !out))) return FDPO_ERR_INVALID_ARGUMENT;
+  selectRowKernels().exp(in, out, n);
+  return FDPO_OK;
+}
+
+}  // extern "C"

@@ -1,0 +1,74 @@
+// The per-token math of pass A and pass B, written once for the CPU kernels (every SIMD level)
+// and the CUDA kernels, as loss_math.h is for the pairs: the exp's constants and range
+// reduction, a row's results from its sums (the confident-token rule), and the gradient
+// elements. A fragment like half_convert.h: row_kernels_{avx512,avx2,baseline}.cpp include it
+// inside an anonymous namespace under their target pragma (so each level rounds with its own
+// fma), after "half_convert.h" and "row_kernels.h" (RowForward); cuda_row_kernels.cu includes it
+// too. The templates take an ops type O (F, set1, sub, mul, fma, exp): a SIMD level's vector
+// ops, the CPU's ScalarOps, or the CUDA kernels' DeviceOps.
+
+// exp(x) = 2^n * e^r with n = round(x*log2(e)) and r = x - n*ln2, |r| <= ln2/2.
+constexpr float kLog2e = 1.44269504088896341f;
+// Cody-Waite: ln2 = kLn2Hi + kLn2Lo, with few enough bits in kLn2Hi that n*kLn2Hi is exact.
+constexpr float kLn2Hi = 0.693145751953125f;
+constexpr float kLn2Lo = 1.42860682030941723212e-6f;
+// 1.5*2^23: (y + kRoundMagic) - kRoundMagic is y rounded to an integer, for |y| < 2^22.
+constexpr float kRoundMagic = 12582912.0f;
+// Below this, exp gives 0: the result would be subnormal, and adds nothing next to a row's s >= 1.
+constexpr float kExpFlushBelow = -87.3f;
+// x is clamped to [-kExpClamp, kExpClamp] so n stays a small integer.
+constexpr float kExpClamp = 88.0f;
+
+// n = round(x*log2(e)) from the exact product (one fma). Rounding the product first would pick
+// the other n when x*log2(e) lies within half an ulp of k + 1/2, and exp would differ by an ulp.
+template <class O>
+FDPO_HD typename O::F expExponent(typename O::F x) {
+  const typename O::F magic = O::set1(kRoundMagic);
+  return O::sub(O::fma(x, O::set1(kLog2e), magic), magic);
+}
+
+// r = x - n*ln2, in two fmas.
+template <class O>
+FDPO_HD typename O::F expRemainder(typename O::F x, typename O::F n) {
+  const typename O::F r = O::fma(n, O::set1(-kLn2Hi), x);
+  return O::fma(n, O::set1(-kLn2Lo), r);
+}
+
+// What pass A's sweeps sum over a row, the label's own terms left out.
+struct RowSums {
+  float max;        // m
+  float others;     // sum over v != label of exp(z - m)
+  float othersX;    // sum over v != label of exp(z - m)(z - m)
+  float logitSum;   // sum z
+  float nonFinite;  // sum z*0: NaN exactly when a logit is inf or NaN, else 0
+};
+
+// A row's results from its sums, with the label's terms added here, so a confident token's
+// 1 - p_y is not lost next to e_y = 1: s = e_y + others. When the label holds the max (e_y = 1),
+// log p_y = -log1p(others) keeps every digit; otherwise p_y <= 1/2 and (z_y - m) - log(s) is exact.
+FDPO_HD RowForward finishRow(const RowSums& sums, float labelLogit, int64_t vocab, bool labelIsArgmax) {
+  const float labelX = labelLogit - sums.max;
+  const float labelExp = expf(labelX);
+  const float s = sums.others + labelExp;
+  const float logSum = logf(s);
+  RowForward f;
+  f.max = sums.max;
+  f.logSum = logSum;
+  f.logp = sums.nonFinite != 0.0f ? bitsToFloat(0x7fc00000u) : labelX == 0.0f ? -log1pf(sums.others) : labelX - logSum;
+  f.entropy = logSum - (sums.othersX + labelExp * labelX) / s;
+  f.meanLogit = sums.logitSum / (float)vocab;
+  f.correct = labelIsArgmax ? 1 : 0;
+  return f;
+}
+
+// The label's gradient, scale*(1 - p_y) = -scale*expm1(logp): exact for confident tokens.
+FDPO_HD float labelGradient(float scale, float logp) { return -scale * expm1f(logp); }
+
+// The deferred scale's label value: the unscaled 1 - p_y.
+FDPO_HD float unscaledLabelGradient(float logp) { return -expm1f(logp); }
+
+// The gradient of v != label, -scale*p_v = negScale*exp((z - m) - log(s)).
+template <class O>
+FDPO_HD typename O::F otherGradient(typename O::F negScale, typename O::F z, typename O::F m, typename O::F logSum) {
+  return O::mul(negScale, O::exp(O::sub(O::sub(z, m), logSum)));
+}
