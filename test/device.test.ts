@@ -1,7 +1,7 @@
 // DeviceTensor and backend selection where the machine may have no GPU: every path that needs
 // CUDA fails with ERR_FDPO_CUDA_UNAVAILABLE and says why; device memory never reaches the CPU
-// backend. On a machine with a device, the same calls run, and match the CPU (test/cuda.test.ts
-// and test/gpu/ check the numbers in depth).
+// backend. On a machine with a device, the same calls run, and match the CPU (test/gpu/check.ts
+// checks the numbers in depth, and npm run test:cuda-emulated the CUDA code without a GPU).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 

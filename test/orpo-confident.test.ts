@@ -11,6 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { dpoLoss } from '../lib/index.js';
+import { LOSS_DEFAULTS } from '../lib/loss-kinds.js';
 import { decodeToFloat64 } from '../lib/dtype.js';
 import { referenceDpo } from '../lib/reference.js';
 import { checkDpo, DTYPES, encode, makeCase, relErr, relL2, type TokenCase } from './helpers/cases.js';
@@ -26,7 +27,7 @@ test('orpo: chosen and rejected both confident beyond float32 resolution (margin
     const got = dpoLoss({ logits: { data, shape: [2, 1, 4], dtype }, labels: { data: labels, shape: [2, 1] }, lossType: 'orpo', beta: 0.1 });
     const want = referenceDpo({
       logits: decoded, rows: 2, vocab: 4, labels, cuSeqlens: Int32Array.from([0, 1, 2]), ignoreIndex: -100, ref: null,
-      beta: 0.1, lossTypes: ['orpo'], lossWeights: [1], labelSmoothing: 0, simpoGamma: 0.5, discopopTau: 0.05, scale: 1,
+      ...LOSS_DEFAULTS, beta: 0.1, lossTypes: ['orpo'], lossWeights: [1], scale: 1,
     });
     const grad = decodeToFloat64(got.grad!.data, dtype);
     const details =

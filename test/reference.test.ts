@@ -9,7 +9,7 @@ import {
   type PairLossConfig,
   type ReferenceInput,
 } from '../lib/reference.js';
-import { LOSS_KINDS, LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
+import { LOSS_DEFAULTS, LOSS_KINDS, LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
 import { makeRng, testSeed, type Rng } from './helpers/random.js';
 
 const SEED = testSeed();
@@ -213,12 +213,9 @@ function randomScores(rng: Rng, B: number): Scores {
 function pairConfig(types: readonly LossType[], weights: readonly number[], ref: Scores['ref'] | null, over: Partial<PairLossConfig> = {}): PairLossConfig {
   return {
     ref,
-    beta: 0.1,
+    ...LOSS_DEFAULTS,
     lossTypes: types,
     lossWeights: weights,
-    labelSmoothing: 0,
-    simpoGamma: 0.5,
-    discopopTau: 0.05,
     scale: 1,
     ...over,
   };
@@ -465,12 +462,11 @@ function tinyCase(rng: Rng, cuSeqlens: number[], types: LossType[], over: Partia
       cuSeqlens: cu,
       ignoreIndex: IGNORE,
       ref,
+      ...LOSS_DEFAULTS,
       beta: 0.3,
       lossTypes: types,
       lossWeights: types.map(() => 1),
       labelSmoothing: 0.1,
-      simpoGamma: 0.5,
-      discopopTau: 0.05,
       scale: 0.5,
       ...over,
     },
@@ -580,12 +576,9 @@ function handCase(types: LossType[], withRef: boolean): ReferenceInput {
     cuSeqlens: Int32Array.from([0, 2, 4, 6, 8]),
     ignoreIndex: IGNORE,
     ref: withRef ? { chosen: Float64Array.from([-2, -3]), rejected: Float64Array.from([-1, -0.5]) } : null,
-    beta: 0.1,
+    ...LOSS_DEFAULTS,
     lossTypes: types,
     lossWeights: types.map(() => 1),
-    labelSmoothing: 0,
-    simpoGamma: 0.5,
-    discopopTau: 0.05,
     scale: 0.5,
   };
 }
