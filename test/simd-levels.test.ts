@@ -1,13 +1,14 @@
 // Every SIMD level this CPU runs (baseline, avx2, avx512) against the float64 reference, on
-// vocab sizes that hit the vector tails and the 2048-element row chunks, plus the accuracy of
-// the kernels' vectorised exp.
+// vocab sizes that hit the vector tails and the 2048-element row chunks, the same bits from every
+// level, and the accuracy of the kernels' vectorised exp.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 
-import { backendInfo, setSimdLevel } from '../lib/index.js';
+import { decodeToFloat64 } from '../lib/dtype.js';
+import { backendInfo, dpoLoss, sequenceLogps, setSimdLevel } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
-import { checkDpo, DTYPES, encode, IGNORE, makeCase, ulpDist32, type TokenCase } from './helpers/cases.js';
+import { checkDpo, DTYPES, encode, IGNORE, makeCase, tokenOptions, ulpDist32, type TokenCase } from './helpers/cases.js';
 import { makeRng, testSeed, type Rng } from './helpers/random.js';
 
 const SEED = testSeed();
@@ -140,6 +141,87 @@ levels('each level against the reference: V = 1, 7, 33, 2050, 2067, 4099, every 
   setSimdLevel(initial);
 });
 
+/** The bytes of a tensor's values, every NaN as one NaN (a NaN's payload is not a result). */
+function valueBytes(data: Float32Array | Uint16Array | Float64Array, dtype: 'float32' | 'bfloat16' | 'float16' | 'float64'): Uint8Array {
+  const out = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+  const values = dtype === 'float64' ? data : decodeToFloat64(data as Float32Array | Uint16Array, dtype);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isNaN(values[i]!)) continue;
+    if (dtype === 'float64') view.setFloat64(8 * i, NaN, true);
+    else if (dtype === 'float32') view.setUint32(4 * i, 0x7fc00000, true);
+    else view.setUint16(2 * i, 0x7fff, true);
+  }
+  return out;
+}
+
+/** Everything a call returns, as bytes: what must not depend on the SIMD level. */
+function resultBytes(c: TokenCase, lossType: LossType, deferScale: boolean): Uint8Array[] {
+  const r = dpoLoss({ ...tokenOptions(c), ref: c.ref, lossType, beta: 0.3, deferScale, threads: 2 });
+  const s = sequenceLogps({ ...tokenOptions(c), average: lossType === 'simpo' });
+  const doubles = [Float64Array.of(r.loss), r.losses, r.chosenLogps, r.rejectedLogps, r.chosenRewards, r.rejectedRewards, r.sequenceGrad, s.logps];
+  const metrics = Float64Array.from(Object.values(r.metrics) as number[]);
+  return [
+    ...doubles.map((d) => valueBytes(d, 'float64')),
+    valueBytes(metrics, 'float64'),
+    new Uint8Array(r.tokenCounts.buffer.slice(0)),
+    valueBytes(r.grad!.data, c.dtype),
+    r.rowScale ? valueBytes(r.rowScale, 'float32') : new Uint8Array(0),
+  ];
+}
+
+levels('every level gives the same bits: loss, metrics, log-probs, grad, rowScale; every dtype, odd V, deferScale', () => {
+  if (usable.length < 2) {
+    console.log(`  (only ${usable.join(', ')} runs here: nothing to compare)`);
+    return;
+  }
+  const rng = makeRng(SEED + 34);
+  const cases: TokenCase[] = [];
+  for (const dtype of DTYPES) {
+    for (const V of [1, 7, 33, 2049, 5000]) {
+      for (const style of ['normal', 'confident', 'nonfinite'] as const) {
+        const c = makeCase(rng, { B: 2, vocab: V, T: V > 1000 ? 3 : 5, dtype, layout: rng.next() < 0.5 ? 'padded' : 'packed', ignoreProb: 0.2 });
+        if (style !== 'normal' || V >= 2049) {
+          const f32 = new Float32Array(Array.from(c.decoded));
+          for (let r = 0; r < c.rows; r++) {
+            const y = c.labels.data[r]!;
+            if (style === 'confident' && y !== IGNORE) f32[r * V + y] = 30 + 10 * rng.next(); // 1 − p_y below float32's ulp of 1
+            if (style === 'nonfinite' && r === 1) f32[r * V + rng.int(V)] = rng.next() < 0.5 ? NaN : Infinity;
+            if (V >= 2049 && r % 2 === 0) f32[r * V + V - 1 - rng.int(8)] = 12; // the row max in the last chunk: the rebase
+          }
+          const { data, decoded } = encode(f32, dtype);
+          c.logits = { ...c.logits, data };
+          c.decoded = decoded;
+        }
+        cases.push(c);
+      }
+    }
+  }
+  const names = ['loss', 'losses', 'chosenLogps', 'rejectedLogps', 'chosenRewards', 'rejectedRewards', 'sequenceGrad', 'sequenceLogps', 'metrics', 'tokenCounts', 'grad', 'rowScale'];
+  const runs = new Map<Level, Uint8Array[][]>();
+  for (const level of usable) {
+    setSimdLevel(level);
+    const all: Uint8Array[][] = [];
+    cases.forEach((c, k) => {
+      for (const deferScale of [false, true]) all.push(resultBytes(c, TYPES[k % TYPES.length]!, deferScale));
+    });
+    runs.set(level, all);
+  }
+  setSimdLevel(initial);
+  const [first, ...rest] = usable;
+  const want = runs.get(first!)!;
+  for (const level of rest) {
+    const got = runs.get(level)!;
+    got.forEach((outputs, i) => {
+      const c = cases[i >> 1]!;
+      outputs.forEach((bytes, j) => {
+        const what = `${names[j]}: ${level} differs from ${first} (${c.dtype}, V = ${c.vocab}, ${c.layout}, deferScale ${(i & 1) === 1}, seed=${SEED})`;
+        assert.ok(bytes.length === want[i]![j]!.length && bytes.every((b, n) => b === want[i]![j]![n]), what);
+      });
+    });
+  }
+});
+
 /** Float32 inputs for exp: uniform in [-87, 0], a grid with every fractional offset, and special points. */
 function expInputs(rng: Rng): Float32Array {
   const xs: number[] = [];
@@ -219,8 +301,7 @@ levels('vectorExp: the vector lanes and the scalar tail give the same bits', () 
   for (const level of usable) {
     setSimdLevel(level);
     const vector = native().vectorExp(xs);
-    const lanes = level === 'avx512' ? 16 : level === 'avx2' ? 8 : 1;
-    if (lanes === 1) continue; // baseline: everything is the scalar path
+    const lanes = 16; // every level runs 16 lanes
     for (let i = 0; i + lanes - 1 <= xs.length; i += lanes - 1) {
       const tail = native().vectorExp(xs.subarray(i, i + lanes - 1)); // shorter than one vector: all scalar
       for (let j = 0; j < lanes - 1; j++) {

@@ -14,6 +14,15 @@ namespace {
 
 std::atomic<const RowKernels*> gKernels{nullptr};
 
+// The baseline this CPU runs: fused multiply-adds (the same bits as the other levels) where fmaf
+// is hardware, separate ones where it would be software.
+const RowKernels& baselineKernels() {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("fma")) return kBaselineMulAddKernels;
+#endif
+  return kBaselineKernels;
+}
+
 bool cpuSupports(const RowKernels& k) {
 #if defined(__x86_64__)
   if (&k == &kAvx512Kernels) {
@@ -22,7 +31,7 @@ bool cpuSupports(const RowKernels& k) {
   }
   if (&k == &kAvx2Kernels) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-  return &k == &kBaselineKernels;
+  return &k == &baselineKernels();
 }
 
 const RowKernels* kernelsNamed(const char* name) {
@@ -30,7 +39,7 @@ const RowKernels* kernelsNamed(const char* name) {
   if (strcmp(name, "avx512") == 0) return &kAvx512Kernels;
   if (strcmp(name, "avx2") == 0) return &kAvx2Kernels;
 #endif
-  if (strcmp(name, "baseline") == 0) return &kBaselineKernels;
+  if (strcmp(name, "baseline") == 0) return &baselineKernels();
   return nullptr;
 }
 
@@ -39,7 +48,7 @@ const RowKernels* kernelsNamed(const char* name) {
 const RowKernels& selectRowKernels() {
   const RowKernels* k = gKernels.load();
   if (k) return *k;
-  const RowKernels* choice = &kBaselineKernels;
+  const RowKernels* choice = &baselineKernels();
 #if defined(__x86_64__)
   if (cpuSupports(kAvx2Kernels)) choice = &kAvx2Kernels;
   if (cpuSupports(kAvx512Kernels)) choice = &kAvx512Kernels;

@@ -37,8 +37,11 @@ struct RowKernels {
   void (*exp)(const float* in, float* out, int64_t n);
 };
 
+// Every set gives the same bits (row_kernels_impl.h), except kBaselineMulAddKernels: the
+// baseline with separate multiplies and adds, for x86-64 CPUs without FMA.
 extern const RowKernels kBaselineKernels;
 #if defined(__x86_64__)
+extern const RowKernels kBaselineMulAddKernels;
 extern const RowKernels kAvx2Kernels;
 extern const RowKernels kAvx512Kernels;
 #endif

@@ -21,7 +21,6 @@
 
 namespace fdpo {
 namespace {
-#define FDPO_HARDWARE_FMA 1
 #include "half_convert.h"
 #include "token_math.h"
 #include "row_kernels_impl.h"
@@ -38,7 +37,6 @@ struct Avx512Ops {
   static F min(F a, F b) { return _mm512_min_ps(a, b); }
   static F max(F a, F b) { return _mm512_max_ps(a, b); }
   static float hmax(F v) { return _mm512_reduce_max_ps(v); }
-  static float hsum(F v) { return _mm512_reduce_add_ps(v); }
   static int firstEqual(F z, float m) {
     const unsigned eq = _mm512_cmp_ps_mask(z, _mm512_set1_ps(m), _CMP_EQ_OQ);
     return eq ? __builtin_ctz(eq) : -1;

@@ -1,4 +1,4 @@
-// The baseline level: scalar code any x86-64 (or other) CPU runs.
+// The baseline level: scalar code any x86-64 (or other) CPU runs, in the 16 lanes every level has.
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -15,6 +15,10 @@ namespace {
 #include "row_kernels_impl.h"
 }  // namespace
 
-const RowKernels kBaselineKernels = makeRowKernels<ScalarOps>("baseline");
+// 16 scalar lanes: the 16 lanes of every level.
+const RowKernels kBaselineKernels = makeRowKernels<LanesOf<ScalarOps, 16>>("baseline");
+#if defined(__x86_64__)
+const RowKernels kBaselineMulAddKernels = makeRowKernels<LanesOf<ScalarOpsOf<false>, 16>>("baseline");
+#endif
 
 }  // namespace fdpo

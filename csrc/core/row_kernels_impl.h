@@ -3,7 +3,14 @@
 // level's target pragma: nothing here has external linkage, so no code compiled for a wider ISA
 // can leak into a caller on a narrower CPU.
 //
-// O provides: W (lanes), F (float vector), set1, add, sub, mul, fma (a*b+c), max, exp, hmax, hsum,
+// Every level gives the same bits: each runs kLanes = 16 lanes (AVX-512 natively, AVX2 as two
+// 8-lane halves, the baseline as 16 scalars: LanesOf), so a row's sums are added in the same
+// order; lanes are summed in one fixed tree (laneSum); every multiply-add is fused (the baseline
+// calls fmaf; on an x86-64 CPU without FMA, where fmaf is software, it multiplies and adds
+// instead: kBaselineMulAddKernels); and scalar code writes each fma it means (the only product
+// GCC contracts in the AVX files, floatToF16's x*2^24 + magic, is exact either way).
+//
+// O provides: W (lanes), F (float vector), set1, add, sub, mul, fma (a*b+c), max, exp, hmax,
 // firstEqual (first lane equal to a value, or -1), setLane, fence, and load/store/stream per
 // element type; levels whose exp is expPortable also M (lane mask), min, lessThan, zeroWhere and
 // exp2i (2^n for integral n).
@@ -48,8 +55,14 @@ inline typename O::F vexp(typename O::F x) {
   return O::exp(x);
 }
 
-// Scalar twin of the vector ops, used for row tails in every level and as the baseline level.
-struct ScalarOps {
+constexpr int kLanes = 16;
+
+// Scalar twin of the vector ops: row tails in every level, and the baseline's lanes. Fused: fma
+// rounds once, as the vector lanes do. Not Fused: a*b + c, for the baseline on an x86-64 CPU
+// without FMA, where fmaf is software and made that baseline about 45 times slower (measured
+// with glibc's software fmaf); its results may differ from other CPUs' in the last bits.
+template <bool Fused>
+struct ScalarOpsOf {
   static constexpr int W = 1;
   using F = float;
   using M = bool;
@@ -57,12 +70,7 @@ struct ScalarOps {
   static F add(F a, F b) { return a + b; }
   static F sub(F a, F b) { return a - b; }
   static F mul(F a, F b) { return a * b; }
-  // The levels with FMA define FDPO_HARDWARE_FMA so a row's scalar tail rounds as its vector lanes do.
-#if FDPO_HARDWARE_FMA
-  static F fma(F a, F b, F c) { return __builtin_fmaf(a, b, c); }
-#else
-  static F fma(F a, F b, F c) { return a * b + c; }
-#endif
+  static F fma(F a, F b, F c) { return Fused ? __builtin_fmaf(a, b, c) : a * b + c; }
   // Same NaN behaviour as x86 minps/maxps: the second operand when either is NaN.
   static F min(F a, F b) { return a < b ? a : b; }
   static F max(F a, F b) { return a > b ? a : b; }
@@ -76,9 +84,8 @@ struct ScalarOps {
     return out;
   }
   static float hmax(F v) { return v; }
-  static float hsum(F v) { return v; }
   static int firstEqual(F z, float m) { return z == m ? 0 : -1; }
-  static F exp(F x) { return expPortable<ScalarOps>(x); }
+  static F exp(F x) { return expPortable<ScalarOpsOf>(x); }
   static F setLane(F, int, float value) { return value; }
   static void fence() {}
   template <int DT>
@@ -94,6 +101,90 @@ struct ScalarOps {
     storeElement<DT>(p, i, v);
   }
 };
+
+using ScalarOps = ScalarOpsOf<true>;
+
+// N vectors of S as one vector of N * S::W lanes: lane k is lane k % S::W of part k / S::W.
+template <class S, int N>
+struct LanesOf {
+  static constexpr int W = N * S::W;
+  struct F {
+    typename S::F part[N];
+  };
+  // (Loops, not lambdas: GCC does not give a lambda the target of the pragma around it.)
+  static F set1(float v) {
+    F r;
+    for (int k = 0; k < N; ++k) r.part[k] = S::set1(v);
+    return r;
+  }
+  static F add(F a, F b) {
+    for (int k = 0; k < N; ++k) a.part[k] = S::add(a.part[k], b.part[k]);
+    return a;
+  }
+  static F sub(F a, F b) {
+    for (int k = 0; k < N; ++k) a.part[k] = S::sub(a.part[k], b.part[k]);
+    return a;
+  }
+  static F mul(F a, F b) {
+    for (int k = 0; k < N; ++k) a.part[k] = S::mul(a.part[k], b.part[k]);
+    return a;
+  }
+  static F fma(F a, F b, F c) {
+    for (int k = 0; k < N; ++k) a.part[k] = S::fma(a.part[k], b.part[k], c.part[k]);
+    return a;
+  }
+  static F max(F a, F b) {
+    for (int k = 0; k < N; ++k) a.part[k] = S::max(a.part[k], b.part[k]);
+    return a;
+  }
+  static F exp(F x) {
+    for (int k = 0; k < N; ++k) x.part[k] = S::exp(x.part[k]);
+    return x;
+  }
+  static float hmax(F v) {
+    float m = S::hmax(v.part[0]);
+    for (int k = 1; k < N; ++k) m = ScalarOps::max(S::hmax(v.part[k]), m);
+    return m;
+  }
+  static int firstEqual(F z, float m) {
+    for (int k = 0; k < N; ++k) {
+      const int lane = S::firstEqual(z.part[k], m);
+      if (lane >= 0) return k * S::W + lane;
+    }
+    return -1;
+  }
+  static F setLane(F v, int lane, float value) {
+    v.part[lane / S::W] = S::setLane(v.part[lane / S::W], lane % S::W, value);
+    return v;
+  }
+  static void fence() { S::fence(); }
+  template <int DT>
+  static F load(const void* p, int64_t i) {
+    F r;
+    for (int k = 0; k < N; ++k) r.part[k] = S::template load<DT>(p, i + k * S::W);
+    return r;
+  }
+  template <int DT>
+  static void store(void* p, int64_t i, F v) {
+    for (int k = 0; k < N; ++k) S::template store<DT>(p, i + k * S::W, v.part[k]);
+  }
+  template <int DT>
+  static void stream(void* p, int64_t i, F v) {
+    for (int k = 0; k < N; ++k) S::template stream<DT>(p, i + k * S::W, v.part[k]);
+  }
+};
+
+// The sum of a vector's kLanes lanes, in the same tree at every level: lanes 8 apart, then 4, 2, 1.
+template <class O>
+inline float laneSum(typename O::F v) {
+  static_assert(O::W == kLanes, "every level sums kLanes lanes");
+  alignas(64) float lanes[kLanes];
+  O::template store<FDPO_FLOAT32>(lanes, 0, v);
+  for (int half = kLanes / 2; half >= 1; half /= 2) {
+    for (int k = 0; k < half; ++k) lanes[k] += lanes[k + half];
+  }
+  return lanes[0];
+}
 
 template <int DT>
 constexpr int64_t elementSize() {
@@ -154,7 +245,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
       const float z = S::load<DT>(row, i);
       tBest = S::max(z, tBest);
       tSum += z;
-      tNonFinite = z * 0.0f + tNonFinite;
+      tNonFinite = S::fma(z, 0.0f, tNonFinite);
     }
     const float runningMax = S::max(O::hmax(best), tBest);
     if (c0 == 0) {
@@ -165,7 +256,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
       const float alpha = expf(d);
       sumExpX = O::mul(O::set1(alpha), O::fma(O::set1(d), sumExp, sumExpX));
       sumExp = O::mul(O::set1(alpha), sumExp);
-      tSumExpX = alpha * (d * tSumExp + tSumExpX);
+      tSumExpX = alpha * S::fma(d, tSumExp, tSumExpX);
       tSumExp = alpha * tSumExp;
       m = runningMax;
       maxChunk = c0;
@@ -193,14 +284,14 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
       const float e = vexp<S>(x);
       if (Keep) kept[i] = e;
       tSumExp += e;
-      tSumExpX = e * x + tSumExpX;
+      tSumExpX = S::fma(e, x, tSumExpX);
     }
     if (Keep) chunkBase[c0 / kChunk] = m;
   }
 
   const int64_t maxChunkEnd = maxChunk + kChunk < vocab ? maxChunk + kChunk : vocab;
-  const RowSums sums{m, O::hsum(sumExp) + tSumExp, O::hsum(sumExpX) + tSumExpX, O::hsum(sum) + tSum,
-                     O::hsum(nonFinite) + tNonFinite};
+  const RowSums sums{m, laneSum<O>(sumExp) + tSumExp, laneSum<O>(sumExpX) + tSumExpX, laneSum<O>(sum) + tSum,
+                     laneSum<O>(nonFinite) + tNonFinite};
   out = finishRow(sums, S::load<DT>(row, label), vocab, firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label);
 }
 

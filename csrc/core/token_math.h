@@ -55,7 +55,7 @@ FDPO_HD RowForward finishRow(const RowSums& sums, float labelLogit, int64_t voca
   f.max = sums.max;
   f.logSum = logSum;
   f.logp = sums.nonFinite != 0.0f ? bitsToFloat(0x7fc00000u) : labelX == 0.0f ? -log1pf(sums.others) : labelX - logSum;
-  f.entropy = logSum - (sums.othersX + labelExp * labelX) / s;
+  f.entropy = logSum - fmaf(labelExp, labelX, sums.othersX) / s;
   f.meanLogit = sums.logitSum / (float)vocab;
   f.correct = labelIsArgmax ? 1 : 0;
   return f;
