@@ -35,6 +35,8 @@ export interface NativeLossArgs extends NativeTokens {
   weights: Float64Array;
   /** The hyperparameters, indexed by their codes in lib/loss-kinds.ts (fdpo_loss_param). */
   params: Float64Array;
+  /** fdpo_f_divergence: F_DIVERGENCES's code of fDivergenceType. */
+  fDivergence: number;
   scale: number;
   refChosen: Float64Array | null;
   refRejected: Float64Array | null;

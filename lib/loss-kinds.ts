@@ -11,8 +11,8 @@ export interface Hyperparameter {
   /** What validation accepts, as the error message says it. */
   readonly rule: string;
   readonly ok: (value: number) => boolean;
-  /** TRL's name for it (DPOConfig, or CPOConfig for simpo_gamma). */
-  readonly trl: string;
+  /** TRL's name for it (DPOConfig, or CPOConfig for simpo_gamma), or null where TRL has none. */
+  readonly trl: string | null;
   readonly doc: string;
 }
 
@@ -49,7 +49,28 @@ export const HYPERPARAMETERS = {
     trl: 'discopop_tau',
     doc: "τ, discopop's mixing temperature",
   },
+  fAlphaDivergenceCoef: {
+    code: 4,
+    default: 0.5,
+    rule: 'a finite number > 0',
+    ok: (v: number) => v > 0,
+    trl: 'f_alpha_divergence_coef',
+    doc: "α of fDivergenceType 'alpha_divergence'",
+  },
+  lengthPenalty: {
+    code: 5,
+    default: 0,
+    rule: 'a finite number',
+    ok: () => true,
+    trl: null,
+    doc: "R-DPO's λ: u = βΔ + λ·(N_c − N_r)",
+  },
 } as const satisfies Record<string, Hyperparameter>;
+
+/** fDivergenceType's values (TRL's f_divergence_type, plus forward_kl), with their ABI codes (fdpo_f_divergence). */
+export const F_DIVERGENCES = { reverse_kl: 0, forward_kl: 1, js_divergence: 2, alpha_divergence: 3 } as const;
+
+export type FDivergenceType = keyof typeof F_DIVERGENCES;
 
 export type HyperparameterName = keyof typeof HYPERPARAMETERS;
 
@@ -69,35 +90,49 @@ export interface LossKind {
   readonly pairTerm: boolean;
   /** Adds the token-mean NLL of the chosen completions (TRL's sft, and ORPO's NLL part). */
   readonly chosenNll: boolean;
+  /** Reads the margin Δ (or Δ̄) of the log-ratios, which fDivergenceType shapes (as TRL's `logits`). */
+  readonly margin: boolean;
   /** The hyperparameters its formula reads. */
   readonly reads: readonly HyperparameterName[];
 }
 
-const pairOfDelta = (reads: readonly HyperparameterName[], averagedScores = false) => ({
+// A pair-local loss of the log-ratios; margin: of their margin Δ (u = βΔ + λ·(N_c − N_r) unless averaged).
+const pairLocal = (reads: readonly HyperparameterName[], { margin = false, averagedScores = false } = {}) => ({
   needsRef: true,
   averagedScores,
   reportsAveraged: false,
   couplesBatch: false,
   pairTerm: true,
   chosenNll: false,
-  reads,
+  margin,
+  reads: margin
+    ? ([...reads, 'fAlphaDivergenceCoef', ...(averagedScores ? [] : (['lengthPenalty'] as const))] as readonly HyperparameterName[])
+    : reads,
 });
 
-const sorted = { needsRef: true, averagedScores: false, reportsAveraged: false, couplesBatch: true, pairTerm: false, chosenNll: false } as const;
+const sorted = {
+  needsRef: true,
+  averagedScores: false,
+  reportsAveraged: false,
+  couplesBatch: true,
+  pairTerm: false,
+  chosenNll: false,
+  margin: false,
+} as const;
 
 export const LOSS_KINDS = {
-  sigmoid: { code: 0, ...pairOfDelta(['beta', 'labelSmoothing']) },
-  hinge: { code: 1, ...pairOfDelta(['beta']) },
-  ipo: { code: 2, ...pairOfDelta(['beta'], true) },
-  robust: { code: 3, ...pairOfDelta(['beta', 'labelSmoothing']) },
-  exo_pair: { code: 4, ...pairOfDelta(['beta', 'labelSmoothing']) },
-  nca_pair: { code: 5, ...pairOfDelta(['beta']) },
-  bco_pair: { code: 6, ...pairOfDelta(['beta']) },
-  sppo_hard: { code: 7, ...pairOfDelta(['beta']) },
-  apo_zero: { code: 8, ...pairOfDelta(['beta']) },
-  apo_down: { code: 9, ...pairOfDelta(['beta']) },
-  discopop: { code: 10, ...pairOfDelta(['beta', 'discopopTau']) },
-  sigmoid_norm: { code: 11, ...pairOfDelta(['beta'], true) },
+  sigmoid: { code: 0, ...pairLocal(['beta', 'labelSmoothing'], { margin: true }) },
+  hinge: { code: 1, ...pairLocal(['beta'], { margin: true }) },
+  ipo: { code: 2, ...pairLocal(['beta'], { margin: true, averagedScores: true }) },
+  robust: { code: 3, ...pairLocal(['beta', 'labelSmoothing'], { margin: true }) },
+  exo_pair: { code: 4, ...pairLocal(['beta', 'labelSmoothing'], { margin: true }) },
+  nca_pair: { code: 5, ...pairLocal(['beta']) },
+  bco_pair: { code: 6, ...pairLocal(['beta']) },
+  sppo_hard: { code: 7, ...pairLocal(['beta']) },
+  apo_zero: { code: 8, ...pairLocal(['beta']) },
+  apo_down: { code: 9, ...pairLocal(['beta']) },
+  discopop: { code: 10, ...pairLocal(['beta', 'discopopTau'], { margin: true }) },
+  sigmoid_norm: { code: 11, ...pairLocal(['beta'], { margin: true, averagedScores: true }) },
   aot: { code: 12, ...sorted, reads: ['beta', 'labelSmoothing'] },
   aot_unpaired: { code: 13, ...sorted, reads: ['beta', 'labelSmoothing'] },
   sft: {
@@ -108,6 +143,7 @@ export const LOSS_KINDS = {
     couplesBatch: true,
     pairTerm: false,
     chosenNll: true,
+    margin: false,
     reads: [],
   },
   simpo: {
@@ -118,6 +154,7 @@ export const LOSS_KINDS = {
     couplesBatch: false,
     pairTerm: true,
     chosenNll: false,
+    margin: false,
     reads: ['beta', 'labelSmoothing', 'simpoGamma'],
   },
   orpo: {
@@ -128,6 +165,7 @@ export const LOSS_KINDS = {
     couplesBatch: true,
     pairTerm: true,
     chosenNll: true,
+    margin: false,
     reads: ['beta'],
   },
 } as const satisfies Record<string, LossKind>;

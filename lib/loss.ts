@@ -4,7 +4,7 @@ import { STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs }
 import { DeviceTensor, holdingTensors } from './device.js';
 import { fusedDpoError } from './errors.js';
 import { checkNotInFlight, whileInFlight, type CallBuffers } from './in-flight.js';
-import { HYPERPARAMETER_NAMES, LOSS_KINDS, type HyperparameterName, type LossType } from './loss-kinds.js';
+import { F_DIVERGENCES, HYPERPARAMETER_NAMES, LOSS_KINDS, type FDivergenceType, type HyperparameterName, type LossType } from './loss-kinds.js';
 import { native } from './native.js';
 import { firstNonFinite, type NonFiniteRow } from './non-finite.js';
 import { snapshotOptions } from './options.js';
@@ -51,6 +51,11 @@ export interface LossSettingsOptions extends Partial<Record<HyperparameterName, 
   ref?: { chosen: ArrayLike<number>; rejected: ArrayLike<number> } | null;
   lossType?: LossType | LossType[];
   lossWeights?: number[];
+  /**
+   * f-DPO (TRL's f_divergence_type): how the log-ratios make the margin Δ that sigmoid, hinge, ipo,
+   * robust, exo_pair, discopop and sigmoid_norm read. Default 'reverse_kl' (DPO's Δ = a − b).
+   */
+  fDivergenceType?: FDivergenceType;
   reduction?: 'mean' | 'sum';
   /** Divide the summed loss by this count instead (data-parallel shards). Overrides reduction. */
   normalizer?: number;
@@ -106,7 +111,7 @@ export interface DpoLossResult<G extends Tensor | DeviceTensor = Tensor, S exten
   nonFinite: NonFiniteRow | null;
 }
 
-const LOSS_KEYS = [...TOKEN_KEYS, 'ref', 'lossType', 'lossWeights', ...HYPERPARAMETER_NAMES, 'reduction', 'normalizer', 'deferScale', 'grad'] as const;
+const LOSS_KEYS = [...TOKEN_KEYS, 'ref', 'lossType', 'lossWeights', ...HYPERPARAMETER_NAMES, 'fDivergenceType', 'reduction', 'normalizer', 'deferScale', 'grad'] as const;
 
 function bufferOf<T>(value: T | DeviceTensor): T | DeviceBuffer {
   return value instanceof DeviceTensor ? value.nativeBuffer() : value;
@@ -228,6 +233,7 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
     kinds: Int32Array.from(settings.lossTypes, (t) => LOSS_KINDS[t].code),
     weights: Float64Array.from(settings.lossWeights),
     params: Float64Array.from(HYPERPARAMETER_NAMES, (name) => settings.hyperparameters[name]),
+    fDivergence: F_DIVERGENCES[settings.fDivergenceType],
     scale: settings.scale,
     refChosen: settings.ref?.chosen ?? null,
     refRejected: settings.ref?.rejected ?? null,
@@ -301,8 +307,8 @@ function metricsOf(args: NativeLossArgs, chosenLogps: Float64Array, rejectedLogp
     'logits/chosen': ratio(s[STAT.chosenLogitSum], s[STAT.chosenTokens]),
     'logits/rejected': ratio(s[STAT.rejectedLogitSum], s[STAT.rejectedTokens]),
     entropy: ratio(s[STAT.entropySum], tokens),
-    meanTokenAccuracy: ratio(s[STAT.chosenCorrect], s[STAT.chosenTokens]),
-    numTokens: tokens,
+    mean_token_accuracy: ratio(s[STAT.chosenCorrect], s[STAT.chosenTokens]),
+    num_tokens: tokens,
   };
 }
 

@@ -5,8 +5,6 @@ import { fusedDpoError, invalidArgument } from './errors.js';
 // TRL options fused-dpo does not have (yet), by TRL's name, with what to do instead.
 const TRL_UNSUPPORTED: Record<string, string> = {
   ld_alpha: "TRL's LD-DPO length weighting (ld_alpha) is not supported yet",
-  f_divergence_type: "TRL's f_divergence_type (f-DPO) is not supported yet: the loss is the reverse-KL one",
-  f_alpha_divergence_coef: "TRL's f_alpha_divergence_coef (f-DPO) is not supported yet",
   use_weighting: "TRL's use_weighting (WPO) is not supported yet",
   rpo_alpha:
     "TRL's rpo_alpha adds rpo_alpha times the chosen NLL; here that is lossType [..., 'sft'] with lossWeights [..., rpo_alpha]",

@@ -16,6 +16,8 @@ export interface ReferenceInput extends Record<HyperparameterName, number> {
   ref?: { chosen: Float64Array; rejected: Float64Array } | null; // B each, sums
   lossTypes: readonly LossType[];
   lossWeights: readonly number[];
+  /** How the log-ratios make the margin Δ (default 'reverse_kl': DPO's Δ = a − b). */
+  fDivergenceType?: FDivergence;
   scale: number; // 1/B for mean, 1 for sum, 1/normalizer
 }
 
@@ -265,60 +267,63 @@ function lossTerm(
   const nR = (i: number) => Math.max(counts[B + i]!, 1);
   const a = (i: number) => piC(i) - refC[i]!; // a = π_c − ρ_c
   const b = (i: number) => piR(i) - refR[i]!; // b = π_r − ρ_r
+  // The margin Δ under the f-divergence (Δ = a − b for DPO's reverse KL), its averaged form Δ̄ of
+  // ā, b̄, and u = βΔ + λ·(N_c − N_r) (R-DPO's length term, λ = lengthPenalty).
+  const divergence = cfg.fDivergenceType ?? 'reverse_kl';
+  const margin = (i: number) => referenceMargin(divergence, cfg.fAlphaDivergenceCoef, a(i), b(i));
+  const marginBar = (i: number) => referenceMargin(divergence, cfg.fAlphaDivergenceCoef, a(i) / nC(i), b(i) / nR(i));
+  const uOf = (i: number) => beta * margin(i).value + cfg.lengthPenalty * (counts[i]! - counts[B + i]!);
+  // dℓ/dπ_c, dℓ/dπ_r of a loss of u with dℓ/du = dU.
+  const throughU = (i: number, dU: number) => {
+    gc[i] = beta * dU * margin(i).dX;
+    gr[i] = beta * dU * margin(i).dY;
+  };
 
   switch (type) {
     case 'sigmoid':
       for (let i = 0; i < B; i++) {
-        const u = beta * (a(i) - b(i));
+        const u = uOf(i);
         l[i] = smoothedLogistic(u, eps);
-        const dDelta = beta * smoothedLogisticPrime(u, eps); // dℓ/dΔ
-        gc[i] = dDelta;
-        gr[i] = -dDelta;
+        throughU(i, smoothedLogisticPrime(u, eps));
       }
       break;
 
     case 'hinge':
       for (let i = 0; i < B; i++) {
-        const u = beta * (a(i) - b(i));
+        const u = uOf(i);
         l[i] = Math.max(0, 1 - u);
         // dℓ/du = −1 inside the margin, 0 beyond it and at the kink (NaN stays NaN).
-        const dDelta = u < 1 ? -beta : u >= 1 ? 0 : NaN;
-        gc[i] = dDelta;
-        gr[i] = -dDelta;
+        throughU(i, u < 1 ? -1 : u >= 1 ? 0 : NaN);
       }
       break;
 
     case 'ipo':
       for (let i = 0; i < B; i++) {
-        const deltaBar = a(i) / nC(i) - b(i) / nR(i); // Δ̄ = ā − b̄
-        const t = deltaBar - 1 / (2 * beta);
+        const m = marginBar(i); // Δ̄ = ā − b̄ for DPO's divergence
+        const t = m.value - 1 / (2 * beta);
         l[i] = t * t;
-        gc[i] = (2 * t) / nC(i); // ∂Δ̄/∂π_c = 1/max(N_c,1)
-        gr[i] = (-2 * t) / nR(i);
+        gc[i] = (2 * t * m.dX) / nC(i); // ∂ā/∂π_c = 1/max(N_c,1)
+        gr[i] = (2 * t * m.dY) / nR(i);
       }
       break;
 
     case 'robust':
       if (!(eps < 0.5)) throw new RangeError(`robust needs labelSmoothing < 0.5, got ${eps}`);
       for (let i = 0; i < B; i++) {
-        const u = beta * (a(i) - b(i));
+        const u = uOf(i);
         l[i] = (-(1 - eps) * logSigmoid(u) + eps * logSigmoid(-u)) / (1 - 2 * eps);
-        const dU = (-(1 - eps) * sigmoid(-u) - eps * sigmoid(u)) / (1 - 2 * eps);
-        gc[i] = beta * dU;
-        gr[i] = -beta * dU;
+        throughU(i, (-(1 - eps) * sigmoid(-u) - eps * sigmoid(u)) / (1 - 2 * eps));
       }
       break;
 
     case 'exo_pair': {
       const e = eps === 0 ? 1e-3 : eps; // ε'
       for (let i = 0; i < B; i++) {
-        const u = beta * (a(i) - b(i));
+        const u = uOf(i);
         l[i] = sigmoid(u) * (logSigmoid(u) - Math.log(1 - e)) + sigmoid(-u) * (logSigmoid(-u) - Math.log(e));
         // d/du: σ'(u)·(logσ(u) − log(1−ε')) + σ(u)σ(−u) − σ'(u)·(logσ(−u) − log ε') − σ(−u)σ(u)
         //     = σ'(u)·(logσ(u) − logσ(−u) − log(1−ε') + log ε'),  and logσ(u) − logσ(−u) = u.
-        const dU = sigmoidPrime(u) * (u - Math.log(1 - e) + Math.log(e));
-        gc[i] = beta * dU;
-        gr[i] = -beta * dU;
+        throughU(i, sigmoidPrime(u) * (u - Math.log(1 - e) + Math.log(e)));
       }
       break;
     }
@@ -376,7 +381,7 @@ function lossTerm(
     case 'discopop': {
       const tau = cfg.discopopTau;
       for (let i = 0; i < B; i++) {
-        const u = beta * (a(i) - b(i));
+        const u = uOf(i);
         const g = sigmoid(u / tau); // σ(u/τ)
         const oneMinusG = sigmoid(-u / tau); // 1 − σ(u/τ)
         const expTerm = Math.exp(-u + logSigmoid(u / tau)); // e^{−u}·σ(u/τ)
@@ -384,20 +389,19 @@ function lossTerm(
         // d/du[−logσ(u)·(1−g)] = −σ(−u)·(1−g) + logσ(u)·g',  g' = g(1−g)/τ
         // d/du[e^{−u}·g]       = e^{−u}·g·((1−g)/τ − 1)
         const gPrime = (g * oneMinusG) / tau;
-        const dU = -sigmoid(-u) * oneMinusG + logSigmoid(u) * gPrime + expTerm * (oneMinusG / tau - 1);
-        gc[i] = beta * dU;
-        gr[i] = -beta * dU;
+        throughU(i, -sigmoid(-u) * oneMinusG + logSigmoid(u) * gPrime + expTerm * (oneMinusG / tau - 1));
       }
       break;
     }
 
     case 'sigmoid_norm':
       for (let i = 0; i < B; i++) {
-        const u = beta * (a(i) / nC(i) - b(i) / nR(i)); // βΔ̄
+        const m = marginBar(i);
+        const u = beta * m.value; // βΔ̄
         l[i] = -logSigmoid(u);
         const dDeltaBar = -beta * sigmoid(-u);
-        gc[i] = dDeltaBar / nC(i);
-        gr[i] = -dDeltaBar / nR(i);
+        gc[i] = (dDeltaBar * m.dX) / nC(i);
+        gr[i] = (dDeltaBar * m.dY) / nR(i);
       }
       break;
 
@@ -485,6 +489,31 @@ function lossTerm(
       throw new TypeError(`unknown loss type '${String(type)}'`);
   }
   return { l, gc, gr };
+}
+
+/** The f-divergences fDivergenceType names (SPEC.md, "f-divergences"). */
+export type FDivergence = 'reverse_kl' | 'forward_kl' | 'js_divergence' | 'alpha_divergence';
+
+// TRL's cap on the alpha-divergence's exponents: log(FLT_MAX) floored to 4 decimals.
+const EXP_CAP = 88.7228;
+
+/** The margin Δ of log-ratios x (chosen), y (rejected) under an f-divergence, and ∂Δ/∂x, ∂Δ/∂y. */
+export function referenceMargin(divergence: FDivergence, alpha: number, x: number, y: number): { value: number; dX: number; dY: number } {
+  switch (divergence) {
+    case 'reverse_kl':
+      return { value: x - y, dX: 1, dY: -1 };
+    case 'js_divergence': // log(2u/(1+u)) per side, u = e^x
+      return { value: x - y - (softplus(x) - softplus(y)), dX: sigmoid(-x), dY: -sigmoid(-y) };
+    case 'forward_kl':
+    case 'alpha_divergence': {
+      // (1 − u^−α)/α per side: Δ = (e^{−αy} − e^{−αx})/α; forward KL is α = 1. Past the cap the
+      // exponent is clamped and its derivative is 0, as TRL's cap_exp.
+      const k = divergence === 'forward_kl' ? 1 : alpha;
+      const capped = (z: number) => (z < EXP_CAP ? { e: Math.exp(z), slope: Math.exp(z) } : { e: Math.exp(EXP_CAP), slope: 0 });
+      const ex = capped(-k * x), ey = capped(-k * y);
+      return { value: (ey.e - ex.e) / k, dX: ex.slope, dY: -ey.slope };
+    }
+  }
 }
 
 export function referencePairLoss(
@@ -586,10 +615,10 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
   // Token-level metrics over non-ignored rows.
   const chosenEnd = cuSeqlens[B]!; // rows [0, chosenEnd) belong to chosen sequences
   let chosenLogitSum = 0, chosenRows = 0, rejectedLogitSum = 0, rejectedRows = 0;
-  let entropySum = 0, correctChosen = 0, numTokens = 0;
+  let entropySum = 0, correctChosen = 0, num_tokens = 0;
   for (let r = 0; r < rows; r++) {
     if (labels[r] === ignoreIndex) continue;
-    numTokens += 1;
+    num_tokens += 1;
     entropySum += stats.entropy[r]!;
     if (r < chosenEnd) {
       chosenLogitSum += stats.rowMeanLogit[r]!;
@@ -610,9 +639,9 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     'logps/rejected': mean(rejectedLogps),
     'logits/chosen': chosenRows === 0 ? 0 : chosenLogitSum / chosenRows,
     'logits/rejected': rejectedRows === 0 ? 0 : rejectedLogitSum / rejectedRows,
-    entropy: numTokens === 0 ? 0 : entropySum / numTokens,
-    meanTokenAccuracy: chosenRows === 0 ? 0 : correctChosen / chosenRows,
-    numTokens,
+    entropy: num_tokens === 0 ? 0 : entropySum / num_tokens,
+    mean_token_accuracy: chosenRows === 0 ? 0 : correctChosen / chosenRows,
+    num_tokens,
   };
 
   return {

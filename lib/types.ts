@@ -24,6 +24,6 @@ export interface DpoMetrics {
   'logits/chosen': number;
   'logits/rejected': number;
   entropy: number;
-  meanTokenAccuracy: number;
-  numTokens: number;
+  mean_token_accuracy: number;
+  num_tokens: number;
 }

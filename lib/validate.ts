@@ -9,7 +9,16 @@ import { backendFor, type BackendName } from './backend.js';
 import { DeviceTensor, ELEMENT_BYTES } from './device.js';
 import { invalidArgument } from './errors.js';
 import { typedArrayFacts, type TypedArrayFacts } from './intrinsics.js';
-import { HYPERPARAMETERS, HYPERPARAMETER_NAMES, LOSS_KINDS, LOSS_TYPES, type HyperparameterName, type LossType } from './loss-kinds.js';
+import {
+  F_DIVERGENCES,
+  HYPERPARAMETERS,
+  HYPERPARAMETER_NAMES,
+  LOSS_KINDS,
+  LOSS_TYPES,
+  type FDivergenceType,
+  type HyperparameterName,
+  type LossType,
+} from './loss-kinds.js';
 import { snapshotOptions } from './options.js';
 import type { DType, LabelTensor, Tensor } from './types.js';
 
@@ -251,6 +260,7 @@ export function checkTokens(options: Record<string, unknown>): CheckedTokens {
 export interface LossSettings {
   lossTypes: LossType[];
   lossWeights: number[];
+  fDivergenceType: FDivergenceType;
   /** Every hyperparameter, by name (the defaults where the options left one out). */
   hyperparameters: Record<HyperparameterName, number>;
   scale: number;
@@ -280,12 +290,25 @@ function checkLossTypes(raw: unknown): LossType[] {
   });
 }
 
-// Each hyperparameter by the table's rule (TRL's default where it is left out).
-function checkHyperparameters(options: Record<string, unknown>, lossTypes: LossType[]): Record<HyperparameterName, number> {
+const readersOf = (name: HyperparameterName) => LOSS_TYPES.filter((t) => (LOSS_KINDS[t].reads as readonly string[]).includes(name));
+
+// Each hyperparameter by the table's rule (TRL's default where it is left out). The options that
+// only shape the margin (fDivergenceType, fAlphaDivergenceCoef, lengthPenalty) are refused where
+// nothing in the list would read them, so a setting never silently does nothing.
+function checkHyperparameters(options: Record<string, unknown>, lossTypes: LossType[], divergence: FDivergenceType): Record<HyperparameterName, number> {
   const values = {} as Record<HyperparameterName, number>;
   for (const name of HYPERPARAMETER_NAMES) {
     const p = HYPERPARAMETERS[name];
     values[name] = options[name] === undefined ? p.default : checkFinite(name, options[name], p.rule, p.ok);
+  }
+  const unread = (name: HyperparameterName) => options[name] !== undefined && values[name] !== HYPERPARAMETERS[name].default;
+  for (const name of ['lengthPenalty', 'fAlphaDivergenceCoef'] as const) {
+    if (unread(name) && !lossTypes.some((t) => (LOSS_KINDS[t].reads as readonly string[]).includes(name))) {
+      throw invalidArgument(name, `left out: no lossType in [${lossTypes.join(', ')}] reads it (${readersOf(name).join(', ')} do)`, values[name]);
+    }
+  }
+  if (unread('fAlphaDivergenceCoef') && divergence !== 'alpha_divergence') {
+    throw invalidArgument('fAlphaDivergenceCoef', "left out unless fDivergenceType is 'alpha_divergence'", values.fAlphaDivergenceCoef);
   }
   if (lossTypes.includes('robust') && values.labelSmoothing >= 0.5) {
     throw invalidArgument('labelSmoothing', "below 0.5 for lossType 'robust' (it divides by 1 - 2·labelSmoothing)", values.labelSmoothing);
@@ -305,7 +328,15 @@ export function checkLossSettings(options: Record<string, unknown>, numPairs: nu
     }
     lossWeights = w.map((x, i) => checkFinite(`lossWeights[${i}]`, x, 'a finite number'));
   }
-  const hyperparameters = checkHyperparameters(options, lossTypes);
+  const fDivergenceType = options.fDivergenceType === undefined ? 'reverse_kl' : options.fDivergenceType;
+  if (typeof fDivergenceType !== 'string' || !Object.hasOwn(F_DIVERGENCES, fDivergenceType)) {
+    throw invalidArgument('fDivergenceType', `one of ${Object.keys(F_DIVERGENCES).join(', ')}`, fDivergenceType);
+  }
+  if (fDivergenceType !== 'reverse_kl' && !lossTypes.some((t) => LOSS_KINDS[t].margin)) {
+    const readers = LOSS_TYPES.filter((t) => LOSS_KINDS[t].margin);
+    throw invalidArgument('fDivergenceType', `left out: no lossType in [${lossTypes.join(', ')}] reads the margin it shapes (${readers.join(', ')} do)`, fDivergenceType);
+  }
+  const hyperparameters = checkHyperparameters(options, lossTypes, fDivergenceType as FDivergenceType);
 
   const reduction = options.reduction === undefined ? 'mean' : options.reduction;
   if (reduction !== 'mean' && reduction !== 'sum') throw invalidArgument('reduction', "'mean' or 'sum'", reduction);
@@ -332,7 +363,7 @@ export function checkLossSettings(options: Record<string, unknown>, numPairs: nu
       rejected: checkRefSide('ref.rejected', sides.rejected, numPairs),
     };
   }
-  return { lossTypes, lossWeights, hyperparameters, scale, ref };
+  return { lossTypes, lossWeights, fDivergenceType: fDivergenceType as FDivergenceType, hyperparameters, scale, ref };
 }
 
 /** sequenceLogps's own option: average. */

@@ -28,6 +28,7 @@ function validArgs(): NativeLossArgs {
     kinds: new Int32Array([0]),
     weights: new Float64Array([1]),
     params: Float64Array.from(HYPERPARAMETER_NAMES, (name) => LOSS_DEFAULTS[name]),
+    fDivergence: 0,
     scale: 1,
     refChosen: new Float64Array([-3]),
     refRejected: new Float64Array([-3]),

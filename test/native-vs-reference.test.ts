@@ -43,6 +43,17 @@ const COMBOS: [LossType[], number[]][] = [
   [['aot', 'aot_unpaired', 'hinge', 'ipo'], [1, -0.5, 3, 0.25]],
 ];
 
+// A random f-divergence for a list with a margin loss, its α when alpha_divergence, and lengthPenalty where read.
+function marginOptions(types: LossType[], rng: Rng): Partial<DpoLossOptions> {
+  const fDivergenceType = pick(rng, ['forward_kl', 'js_divergence', 'alpha_divergence'] as const);
+  const readsLength = types.some((t) => (LOSS_KINDS[t].reads as readonly string[]).includes('lengthPenalty'));
+  return {
+    fDivergenceType,
+    ...(fDivergenceType === 'alpha_divergence' ? { fAlphaDivergenceCoef: pick(rng, [0.25, 0.5, 1.5]) } : {}),
+    ...(readsLength ? { lengthPenalty: 0.05 * (rng.next() - 0.5) } : {}),
+  };
+}
+
 test('every loss type × dtype × layout × reduction × grad mode', () => {
   const rng = makeRng(SEED);
   let k = 0;
@@ -65,9 +76,11 @@ test('every loss type × dtype × layout × reduction × grad mode', () => {
           simpoGamma: rng.next(),
           discopopTau: pick(rng, [0.05, 0.5]),
           ...(reduction === 'normalizer' ? { normalizer: 7.5 } : { reduction }),
+          // every third run of a margin loss under another f-divergence, with the R-DPO term where read
+          ...(types.some((t) => LOSS_KINDS[t].margin) && k % 3 === 1 ? marginOptions(types, rng) : {}),
         };
         const mode = MODES[(k + Math.floor(k / 4)) % 4]!;
-        const what = `${types.join('+')} ε=${options.labelSmoothing!.toFixed(3)} β=${options.beta} ${reduction} (seed=${SEED})`;
+        const what = `${types.join('+')} ε=${options.labelSmoothing!.toFixed(3)} β=${options.beta} ${reduction}${options.fDivergenceType ? ` ${options.fDivergenceType}` : ''} (seed=${SEED})`;
         const run = checkDpo(c, options, mode, what);
         // finite logits: a NaN loss (native or reference) would let checkDpo skip the gradient comparison
         assert.ok(Number.isFinite(run.want.loss) && Number.isFinite(run.got.loss), `${what}: loss ${run.got.loss}, reference ${run.want.loss}`);
@@ -143,13 +156,13 @@ test('sequences with no completion tokens, for every loss type', () => {
   for (const type of ['sft', 'orpo'] as const) {
     const c = makeCase(rng, { B: 2, vocab: 7, T: 3, emptySeqs: [0, 1] });
     const run = checkDpo(c, { lossType: type }, true, `${type}, all chosen empty (seed=${SEED})`);
-    assert.is(run.got.metrics.meanTokenAccuracy, 0);
+    assert.is(run.got.metrics.mean_token_accuracy, 0);
     assert.is(run.got.metrics['logits/chosen'], 0);
   }
   // nothing scored at all
   const none = makeCase(rng, { B: 2, vocab: 7, T: 3, ignoreProb: 1 });
   const run = checkDpo(none, { lossType: ['sigmoid', 'sft'], ref: none.ref }, true, `nothing scored (seed=${SEED})`);
-  assert.is(run.got.metrics.numTokens, 0);
+  assert.is(run.got.metrics.num_tokens, 0);
   assert.is(run.got.metrics.entropy, 0);
 });
 

@@ -3,13 +3,15 @@ import * as assert from 'uvu/assert';
 import { decodeToFloat64, fromBfloat16, fromFloat16, toBfloat16, toFloat16 } from '../lib/dtype.js';
 import {
   referenceDpo,
+  referenceMargin,
   referencePairLoss,
+  type FDivergence,
   referenceSequenceLogps,
   referenceTokenStats,
   type PairLossConfig,
   type ReferenceInput,
 } from '../lib/reference.js';
-import { LOSS_DEFAULTS, LOSS_KINDS, LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
+import { F_DIVERGENCES, LOSS_DEFAULTS, LOSS_KINDS, LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
 import { makeRng, testSeed, type Rng } from './helpers/random.js';
 
 const SEED = testSeed();
@@ -263,6 +265,49 @@ test('pair loss: seqGrad matches central differences for every loss type', () =>
       checkGradient(`${type} trial ${trial} (B=${B}, ε=${eps.toFixed(3)}, scale=${scale})`, (x) => referencePairLoss(x, sc.counts, cfg).loss, sc.pi, out.seqGrad, 1e-5);
     }
   }
+});
+
+test('pair loss: every f-divergence and the R-DPO length term, for every loss of the margin, check out against central differences', () => {
+  const rng = makeRng(SEED + 7);
+  const marginTypes = LOSS_TYPES.filter((t) => LOSS_KINDS[t].margin);
+  for (const type of marginTypes) {
+    for (const divergence of Object.keys(F_DIVERGENCES) as FDivergence[]) {
+      const B = 1 + rng.int(5);
+      const sc = randomScores(rng, B);
+      const cfg = pairConfig([type], [1], sc.ref, {
+        beta: 0.05 + 0.95 * rng.next(),
+        fDivergenceType: divergence,
+        fAlphaDivergenceCoef: 0.1 + rng.next(),
+        lengthPenalty: LOSS_KINDS[type].reads.includes('lengthPenalty' as never) ? 0.2 * (rng.next() - 0.5) : 0,
+        scale: 1 / B,
+      });
+      const out = referencePairLoss(sc.pi, sc.counts, cfg);
+      assert.ok(out.losses.every(Number.isFinite), `${type} ${divergence}: finite losses`);
+      checkGradient(`${type} ${divergence}`, (x) => referencePairLoss(x, sc.counts, cfg).loss, sc.pi, out.seqGrad, 1e-5);
+    }
+  }
+});
+
+test("f-divergence margins are TRL's formulas; forward_kl is alpha_divergence at α = 1; the cap stops the exponent", () => {
+  const x = 0.7, y = -1.3;
+  const js = referenceMargin('js_divergence', 0.5, x, y).value;
+  near(js, Math.log((2 * Math.exp(x)) / (1 + Math.exp(x))) - Math.log((2 * Math.exp(y)) / (1 + Math.exp(y))), 1e-14, 'js: log(2u/(1+u)) per side');
+  const alpha = referenceMargin('alpha_divergence', 0.5, x, y).value;
+  near(alpha, ((1 - Math.exp(x) ** -0.5) / 0.5) - ((1 - Math.exp(y) ** -0.5) / 0.5), 1e-14, 'alpha: (1 − u^−α)/α per side');
+  assert.equal(referenceMargin('forward_kl', 0.5, x, y), referenceMargin('alpha_divergence', 1, x, y));
+  const capped = referenceMargin('alpha_divergence', 1, 0, -100);
+  assert.is(capped.value, Math.exp(88.7228) - 1);
+  assert.is(capped.dY, -0);
+});
+
+test('R-DPO: with lengthPenalty > 0 a longer chosen completion lowers the loss against lengthPenalty 0', () => {
+  const pi = Float64Array.from([-20, -18]);
+  const ref = { chosen: Float64Array.from([-19]), rejected: Float64Array.from([-18.5]) };
+  const counts = Int32Array.from([30, 10]); // chosen 20 tokens longer
+  const plain = referencePairLoss(pi, counts, pairConfig(['sigmoid'], [1], ref, { beta: 0.1 }));
+  const rdpo = referencePairLoss(pi, counts, pairConfig(['sigmoid'], [1], ref, { beta: 0.1, lengthPenalty: 0.01 }));
+  assert.ok(rdpo.loss < plain.loss, `${rdpo.loss} < ${plain.loss}`);
+  near(rdpo.loss, -Math.log(1 / (1 + Math.exp(-(0.1 * ((-20 + 19) - (-18 + 18.5)) + 0.01 * 20)))), 1e-14, '−log σ(βΔ + λ(N_c − N_r))');
 });
 
 test('pair loss: weighted combinations are the weighted sums, and their gradients check out', () => {
@@ -538,7 +583,7 @@ test('referenceDpo: empty sequences, hinge beyond margin, non-finite logits', ()
     for (let r = 0; r < 6; r++) labels[r] = IGNORE;
     const out = referenceDpo({ ...input, labels });
     assert.ok(Number.isFinite(out.loss) && out.grad.every(Number.isFinite), `orpo all-chosen-empty: ${out.loss}`);
-    assert.is(out.metrics.meanTokenAccuracy, 0);
+    assert.is(out.metrics.mean_token_accuracy, 0);
     assert.is(out.metrics['logits/chosen'], 0);
   }
 
@@ -619,8 +664,8 @@ test('metrics by hand', () => {
     'logits/chosen': L3 / 8,
     'logits/rejected': L3 / 2,
     entropy: (3 * L2 + 2 * H34) / 5,
-    meanTokenAccuracy: 0.5,
-    numTokens: 5,
+    mean_token_accuracy: 0.5,
+    num_tokens: 5,
   };
   const check = (got: Record<string, number>, want: Record<string, number>, what: string) => {
     for (const k of Object.keys(want)) near(got[k]!, want[k]!, 1e-14, `${what} ${k}`);

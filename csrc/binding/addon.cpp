@@ -217,6 +217,7 @@ struct LossCall {
     config.num_params = (int32_t)params.ElementLength();
     for (int32_t p = 0; p < config.num_params; ++p) config.params[p] = dataOf<double>(params)[p];
     config.scale = number(args, "scale");
+    config.f_divergence = (int32_t)integer(args, "fDivergence", 0, FDPO_F_COUNT - 1);
     if (!args.Get("refChosen").IsNull()) {
       config.ref_chosen = checkedData<double>(args, "refChosen", napi_float64_array, pairs);
       config.ref_rejected = checkedData<double>(args, "refRejected", napi_float64_array, pairs);

@@ -98,6 +98,9 @@ int32_t LossSnapshot::take(const TokenSnapshot& snapshot, const fdpo_loss_config
   }
   for (int p = config.num_params; p < FDPO_MAX_PARAMS; ++p) config.params[p] = p < FDPO_PARAM_COUNT ? lossParamDefault(p) : 0.0;
   config.num_params = FDPO_PARAM_COUNT;
+  if (config.f_divergence < 0 || config.f_divergence >= FDPO_F_COUNT) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "f_divergence %d is not a fdpo_f_divergence", (int)config.f_divergence);
+  }
   bool needsRef = false;
   for (int k = 0; k < config.num_losses; ++k) {
     const int kind = config.kinds[k];

@@ -87,7 +87,18 @@ typedef struct {
   double scale;                          /* 1/B (mean), 1 (sum) or 1/normalizer */
   const double* ref_chosen;              /* B reference sums, or NULL when no loss needs them */
   const double* ref_rejected;
+  int32_t f_divergence;                  /* fdpo_f_divergence: how the log-ratios make the margin (0: DPO's) */
 } fdpo_loss_config;
+
+/* f-DPO: the divergence whose f' turns the log-ratios a = pi_c - rho_c, b = pi_r - rho_r into the
+ * margin the losses of Delta read (TRL's f_divergence_type; SPEC.md, "f-divergences"). */
+typedef enum {
+  FDPO_F_REVERSE_KL = 0,       /* Delta = a - b (DPO) */
+  FDPO_F_FORWARD_KL = 1,       /* Delta = e^-b - e^-a (alpha_divergence at alpha = 1) */
+  FDPO_F_JS_DIVERGENCE = 2,    /* Delta = (a - b) - (softplus(a) - softplus(b)) */
+  FDPO_F_ALPHA_DIVERGENCE = 3, /* Delta = (e^(-alpha b) - e^(-alpha a)) / alpha, exponents capped */
+  FDPO_F_COUNT
+} fdpo_f_divergence;
 
 /* Indexes into fdpo_loss_outputs.stats. */
 typedef enum {

@@ -33,7 +33,9 @@ typedef enum {
   FDPO_PARAM_LABEL_SMOOTHING = 1, /* ε, the probability that a preference label is flipped; TRL's label_smoothing */
   FDPO_PARAM_SIMPO_GAMMA = 2, /* γ, simpo's target reward margin; TRL's simpo_gamma */
   FDPO_PARAM_DISCOPOP_TAU = 3, /* τ, discopop's mixing temperature; TRL's discopop_tau */
-  FDPO_PARAM_COUNT = 4
+  FDPO_PARAM_F_ALPHA_DIVERGENCE_COEF = 4, /* α of fDivergenceType 'alpha_divergence'; TRL's f_alpha_divergence_coef */
+  FDPO_PARAM_LENGTH_PENALTY = 5, /* R-DPO's λ: u = βΔ + λ·(N_c − N_r); TRL's null */
+  FDPO_PARAM_COUNT = 6
 } fdpo_loss_param;
 
 /* A kind's properties, as bits. */
@@ -47,18 +49,18 @@ typedef enum {
 /* X(kind, name, flags, reads): every kind in code order; reads has bit p set when the kind reads
  * params[p]. */
 #define FDPO_LOSS_KIND_TABLE(X) \
-  X(FDPO_LOSS_SIGMOID, "sigmoid", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 3u) \
-  X(FDPO_LOSS_HINGE, "hinge", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 1u) \
-  X(FDPO_LOSS_IPO, "ipo", FDPO_KIND_NEEDS_REF | FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_PAIR_TERM, 1u) \
-  X(FDPO_LOSS_ROBUST, "robust", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 3u) \
-  X(FDPO_LOSS_EXO_PAIR, "exo_pair", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 3u) \
+  X(FDPO_LOSS_SIGMOID, "sigmoid", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 51u) \
+  X(FDPO_LOSS_HINGE, "hinge", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 49u) \
+  X(FDPO_LOSS_IPO, "ipo", FDPO_KIND_NEEDS_REF | FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_PAIR_TERM, 17u) \
+  X(FDPO_LOSS_ROBUST, "robust", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 51u) \
+  X(FDPO_LOSS_EXO_PAIR, "exo_pair", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 51u) \
   X(FDPO_LOSS_NCA_PAIR, "nca_pair", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 1u) \
   X(FDPO_LOSS_BCO_PAIR, "bco_pair", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 1u) \
   X(FDPO_LOSS_SPPO_HARD, "sppo_hard", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 1u) \
   X(FDPO_LOSS_APO_ZERO, "apo_zero", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 1u) \
   X(FDPO_LOSS_APO_DOWN, "apo_down", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 1u) \
-  X(FDPO_LOSS_DISCOPOP, "discopop", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 9u) \
-  X(FDPO_LOSS_SIGMOID_NORM, "sigmoid_norm", FDPO_KIND_NEEDS_REF | FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_PAIR_TERM, 1u) \
+  X(FDPO_LOSS_DISCOPOP, "discopop", FDPO_KIND_NEEDS_REF | FDPO_KIND_PAIR_TERM, 57u) \
+  X(FDPO_LOSS_SIGMOID_NORM, "sigmoid_norm", FDPO_KIND_NEEDS_REF | FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_PAIR_TERM, 17u) \
   X(FDPO_LOSS_AOT, "aot", FDPO_KIND_NEEDS_REF | FDPO_KIND_COUPLES_BATCH, 3u) \
   X(FDPO_LOSS_AOT_UNPAIRED, "aot_unpaired", FDPO_KIND_NEEDS_REF | FDPO_KIND_COUPLES_BATCH, 3u) \
   X(FDPO_LOSS_SFT, "sft", FDPO_KIND_COUPLES_BATCH | FDPO_KIND_CHOSEN_NLL, 0u) \
@@ -71,5 +73,7 @@ typedef enum {
   X(FDPO_PARAM_LABEL_SMOOTHING, "labelSmoothing", 0) \
   X(FDPO_PARAM_SIMPO_GAMMA, "simpoGamma", 0.5) \
   X(FDPO_PARAM_DISCOPOP_TAU, "discopopTau", 0.05) \
+  X(FDPO_PARAM_F_ALPHA_DIVERGENCE_COEF, "fAlphaDivergenceCoef", 0.5) \
+  X(FDPO_PARAM_LENGTH_PENALTY, "lengthPenalty", 0) \
 
 #endif /* FUSED_DPO_KINDS_H */

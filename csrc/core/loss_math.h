@@ -25,7 +25,9 @@ struct PairScores {
   double piChosen, piRejected;    // policy sums
   double refChosen, refRejected;  // reference sums (0 when absent)
   double nChosen, nRejected;      // max(N, 1)
+  double lengthChosen, lengthRejected;  // N (completion tokens)
 };
+
 
 FDPO_HD double sigmoid(double x) {
   if (x >= 0) return 1.0 / (1.0 + exp(-x));
@@ -43,6 +45,38 @@ FDPO_HD double logSigmoid(double x) { return -softplus(-x); }
 
 // log(1 - e^x) for x < 0, accurate near 0 and for very negative x.
 FDPO_HD double log1mExp(double x) { return x > -0.6931471805599453 ? log(-expm1(x)) : log1p(-exp(x)); }
+
+// The margin Delta of log-ratios x (chosen) and y (rejected) under an f-divergence, and its
+// partial derivatives. TRL's alpha_divergence caps each exponent at log(FLT_MAX) (its cap_exp
+// for fp32 log-probs, floored to 4 decimals), with zero derivative past the cap.
+struct Margin {
+  double value, dX, dY;
+};
+
+FDPO_HD double cappedExp(double x, double& slope) {
+  const double kCap = 88.7228;
+  const double e = exp(x < kCap ? x : kCap);
+  slope = x < kCap ? e : 0.0;
+  return e;
+}
+
+FDPO_HD Margin fMargin(int divergence, double alpha, double x, double y) {
+  Margin m = {x - y, 1.0, -1.0};
+  if (divergence == FDPO_F_JS_DIVERGENCE) {
+    // log(2u/(1+u)) per side: Delta - (softplus(x) - softplus(y)); d/dx = 1 - sigmoid(x) = sigmoid(-x).
+    m.value -= softplus(x) - softplus(y);
+    m.dX = sigmoid(-x);
+    m.dY = -sigmoid(-y);
+  } else if (divergence == FDPO_F_FORWARD_KL || divergence == FDPO_F_ALPHA_DIVERGENCE) {
+    const double a = divergence == FDPO_F_FORWARD_KL ? 1.0 : alpha;
+    double slopeX = 0.0, slopeY = 0.0;
+    const double ex = cappedExp(-a * x, slopeX), ey = cappedExp(-a * y, slopeY);
+    m.value = (ey - ex) / a;
+    m.dX = slopeX;
+    m.dY = -slopeY;
+  }
+  return m;
+}
 
 // The label-smoothed logistic loss -(1-eps)*log sig(u) - eps*log sig(-u) and d/du.
 struct UnaryTerm {
@@ -74,16 +108,21 @@ FDPO_HD PairTerm orpoOddsTerm(double beta, double xc, double xr) {
 }
 
 // A pair-local loss (the kinds with FDPO_KIND_PAIR_TERM; orpo without its NLL part). params is
-// fdpo_loss_config.params, indexed by fdpo_loss_param.
-FDPO_HD PairTerm pairLoss(int kind, const double* params, const PairScores& s) {
+// fdpo_loss_config.params, indexed by fdpo_loss_param; divergence a fdpo_f_divergence, which makes
+// the margin Delta (and its averaged form) of the kinds that read one, as TRL does.
+FDPO_HD PairTerm pairLoss(int kind, const double* params, int divergence, const PairScores& s) {
   const double beta = params[FDPO_PARAM_BETA], eps = params[FDPO_PARAM_LABEL_SMOOTHING];
+  const double alpha = params[FDPO_PARAM_F_ALPHA_DIVERGENCE_COEF];
   const double a = s.piChosen - s.refChosen;
   const double b = s.piRejected - s.refRejected;
-  const double delta = a - b;
-  const double u = beta * delta;
-  const double deltaAvg = a / s.nChosen - b / s.nRejected;
+  const Margin margin = fMargin(divergence, alpha, a, b);
+  const Margin marginAvg = fMargin(divergence, alpha, a / s.nChosen, b / s.nRejected);
+  const double delta = margin.value;
+  // R-DPO: the length difference explains part of the preference, for the losses of u = beta*Delta.
+  const double u = beta * delta + params[FDPO_PARAM_LENGTH_PENALTY] * (s.lengthChosen - s.lengthRejected);
+  const double deltaAvg = marginAvg.value;
   PairTerm t = {0.0, 0.0, 0.0};
-  // For losses of u = beta*Delta: dC = beta*dU, dR = -beta*dU.
+  // For losses of u = beta*Delta: dC = beta*dU*dDelta/da, dR = beta*dU*dDelta/db.
   double dU = 0.0;
   bool ofU = true;
   switch (kind) {
@@ -110,10 +149,12 @@ FDPO_HD PairTerm pairLoss(int kind, const double* params, const PairScores& s) {
       break;
     }
     case FDPO_LOSS_APO_DOWN: {
-      t.loss = sigmoid(beta * a) + sigmoid(-u);
+      // TRL's apo_down reads the log-ratios themselves, not the f-divergence margin.
+      const double uPlain = beta * (a - b);
+      t.loss = sigmoid(beta * a) + sigmoid(-uPlain);
       ofU = false;
-      t.dChosen = beta * sigmoidPrime(beta * a) - beta * sigmoidPrime(u);
-      t.dRejected = beta * sigmoidPrime(u);
+      t.dChosen = beta * sigmoidPrime(beta * a) - beta * sigmoidPrime(uPlain);
+      t.dRejected = beta * sigmoidPrime(uPlain);
       break;
     }
     case FDPO_LOSS_DISCOPOP: {
@@ -130,8 +171,8 @@ FDPO_HD PairTerm pairLoss(int kind, const double* params, const PairScores& s) {
       const double r = deltaAvg - 1.0 / (2.0 * beta);
       t.loss = r * r;
       ofU = false;
-      t.dChosen = 2.0 * r / s.nChosen;
-      t.dRejected = -2.0 * r / s.nRejected;
+      t.dChosen = 2.0 * r * marginAvg.dX / s.nChosen;
+      t.dRejected = 2.0 * r * marginAvg.dY / s.nRejected;
       break;
     }
     case FDPO_LOSS_SIGMOID_NORM: {
@@ -139,8 +180,8 @@ FDPO_HD PairTerm pairLoss(int kind, const double* params, const PairScores& s) {
       t.loss = softplus(-v);
       ofU = false;
       const double dV = -sigmoid(-v);
-      t.dChosen = beta * dV / s.nChosen;
-      t.dRejected = -beta * dV / s.nRejected;
+      t.dChosen = beta * dV * marginAvg.dX / s.nChosen;
+      t.dRejected = beta * dV * marginAvg.dY / s.nRejected;
       break;
     }
     case FDPO_LOSS_NCA_PAIR: {
@@ -195,8 +236,8 @@ FDPO_HD PairTerm pairLoss(int kind, const double* params, const PairScores& s) {
       break;
   }
   if (ofU) {
-    t.dChosen = beta * dU;
-    t.dRejected = -beta * dU;
+    t.dChosen = beta * dU * margin.dX;
+    t.dRejected = beta * dU * margin.dY;
   }
   return t;
 }

@@ -135,9 +135,9 @@ struct PairLocalStep {
   FDPO_HD void operator()(int64_t i) const {
     const fdpo_loss_config& c = b.config;
     const int64_t B = b.numPairs;
-    const PairScores s = {b.logps[i], b.logps[B + i], b.refChosen(i), b.refRejected(i), b.clampedCount(i),
-                          b.clampedCount(B + i)};
-    const PairTerm t = pairLoss(kind, c.params, s);
+    const PairScores s = {b.logps[i],         b.logps[B + i],         b.refChosen(i),          b.refRejected(i),
+                          b.clampedCount(i),  b.clampedCount(B + i),  (double)b.counts[i],     (double)b.counts[B + i]};
+    const PairTerm t = pairLoss(kind, c.params, c.f_divergence, s);
     b.pairLoss[i] += weight * t.loss;
     b.addGrad(i, weight, t.dChosen);
     b.addGrad(B + i, weight, t.dRejected);

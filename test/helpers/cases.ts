@@ -149,6 +149,7 @@ export function referenceInput(c: TokenCase, options: Partial<DpoLossOptions>): 
     ...hyperparametersOf(options),
     lossTypes: types,
     lossWeights: options.lossWeights ?? types.map(() => 1),
+    fDivergenceType: options.fDivergenceType,
     scale,
   };
 }
@@ -354,7 +355,7 @@ function checkForward(
   const S = 2 * B;
   assert.equal(Array.from(seq.counts), Array.from(want.seqCounts), `sequenceLogps counts (${ctx})`);
   assert.equal(Array.from(got.tokenCounts), Array.from(want.seqCounts), `tokenCounts (${ctx})`);
-  assert.is(got.metrics.numTokens, want.metrics.numTokens, `numTokens (${ctx})`);
+  assert.is(got.metrics.num_tokens, want.metrics.num_tokens, `num_tokens (${ctx})`);
   if (Number.isNaN(want.loss)) {
     assert.ok(Number.isNaN(got.loss), `loss: got ${got.loss}, the reference is NaN (${ctx})`);
     return { lossRelErr: 0, lossTolerance: 0 };
@@ -429,8 +430,8 @@ function checkForward(
     'logits/chosen': U * (lanesAdds + 2) * maxAbs,
     'logits/rejected': U * (lanesAdds + 2) * maxAbs,
     entropy: U * (lanesAdds + 8) * (2 * Math.log(c.vocab) + 2),
-    meanTokenAccuracy: 0,
-    numTokens: 0,
+    mean_token_accuracy: 0,
+    num_tokens: 0,
     'rewards/accuracies': 0,
   };
   // a pair whose reward margin is within the budget may flip: allow 1/B for each
