@@ -1,0 +1,358 @@
+"""fused-dpo as a PyTorch loss: TRL's DPO loss family and its metrics from the logits, with the
+gradient computed in the same pass (no [2B, T, V] log-softmax temporaries).
+
+CPU tensors run on the library's CPU backend, CUDA tensors on its CUDA backend with their
+data_ptr() and the current stream (the logits and the gradient stay on the device). Non-contiguous
+logits are copied once into a contiguous tensor first; int64 labels are converted to int32 (a copy
+of [2B, T] ints).
+"""
+
+import ctypes
+import math
+
+import torch
+
+from ._abi import (
+    BFLOAT16,
+    FLOAT16,
+    FLOAT32,
+    MAX_LOSSES,
+    STAT_CHOSEN_CORRECT,
+    STAT_CHOSEN_LOGIT_SUM,
+    STAT_CHOSEN_TOKENS,
+    STAT_COUNT,
+    STAT_ENTROPY_SUM,
+    STAT_LOSS,
+    STAT_REJECTED_LOGIT_SUM,
+    STAT_REJECTED_TOKENS,
+    CudaLaunch,
+    FusedDpoUnavailable,
+    LossConfig,
+    LossOutputs,
+    Tokens,
+    library,
+    new_struct,
+)
+
+__all__ = ["dpo_loss", "sequence_logps", "loss_types", "hyperparameters"]
+
+_DTYPE_CODES = {torch.float32: FLOAT32, torch.bfloat16: BFLOAT16, torch.float16: FLOAT16}
+
+# What each hyperparameter accepts (lib/loss-kinds.ts's rules; the C ABI does not check them).
+_RULES = {
+    "beta": ("a finite number > 0", lambda v: v > 0),
+    "label_smoothing": ("a number in [0, 0.5]", lambda v: 0 <= v <= 0.5),
+    "discopop_tau": ("a finite number > 0", lambda v: v > 0),
+}
+
+
+def loss_types():
+    """The loss type names the loaded library knows, in ABI-code order."""
+    return list(library().loss_kinds)
+
+
+def hyperparameters():
+    """{TRL name: default} for every loss hyperparameter the loaded library knows."""
+    return {name: default for name, (_, default) in library().hyperparameters.items()}
+
+
+def _int32_labels(labels, expected_shape, where):
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{where}: labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype not in (torch.int32, torch.int64, torch.int16, torch.uint8, torch.int8):
+        raise TypeError(f"{where}: labels must be an integer tensor, got {labels.dtype}")
+    if tuple(labels.shape) != tuple(expected_shape):
+        raise ValueError(f"{where}: labels must have shape {list(expected_shape)} (the logits' without V), got {list(labels.shape)}")
+    labels = labels.detach()
+    if labels.dtype == torch.int64 and labels.numel() > 0:
+        low, high = torch.aminmax(labels)
+        if low.item() < -(2**31) or high.item() >= 2**31:
+            raise ValueError(f"{where}: labels hold values outside int32 ([{low.item()}, {high.item()}])")
+    return labels.to(torch.int32).contiguous()
+
+
+def _cu_seqlens(cu_seqlens, where):
+    values = cu_seqlens.tolist() if isinstance(cu_seqlens, torch.Tensor) else list(cu_seqlens)
+    if len(values) < 1 or not all(isinstance(v, int) for v in values):
+        raise TypeError(f"{where}: cu_seqlens must be a sequence of ints (S + 1 row offsets), got {cu_seqlens!r}")
+    return torch.tensor(values, dtype=torch.int32)
+
+
+def _tokens(logits, labels, cu_seqlens, ignore_index, where):
+    """The fdpo_tokens for these tensors, and the tensors it points into (keep them alive)."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{where}: logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dtype not in _DTYPE_CODES:
+        raise TypeError(f"{where}: logits must be float32, bfloat16 or float16, got {logits.dtype}")
+    if logits.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{where}: logits are on device '{logits.device}': fused-dpo runs CPU and CUDA tensors")
+    if cu_seqlens is None:
+        if logits.dim() != 3:
+            raise ValueError(f"{where}: logits must be [2B, T, V] (or [N, V] with cu_seqlens), got shape {list(logits.shape)}")
+        seqs, steps, vocab = logits.shape
+        cu = (torch.arange(seqs + 1, dtype=torch.int64) * steps).to(torch.int32)
+    else:
+        if logits.dim() != 2:
+            raise ValueError(f"{where}: with cu_seqlens, logits must be [N, V], got shape {list(logits.shape)}")
+        cu = _cu_seqlens(cu_seqlens, where)
+        seqs, vocab = cu.numel() - 1, logits.shape[1]
+    labels32 = _int32_labels(labels, logits.shape[:-1], where)
+    if labels32.device != logits.device:
+        raise ValueError(f"{where}: labels are on {labels32.device}, the logits on {logits.device}")
+    data = logits.detach()
+    if not data.is_contiguous():
+        data = data.contiguous()  # a copy: the kernels read rows of V contiguous elements
+    tokens = new_struct(Tokens)
+    tokens.logits = data.data_ptr()
+    tokens.dtype = _DTYPE_CODES[logits.dtype]
+    tokens.rows = data.numel() // vocab if vocab > 0 else 0
+    tokens.vocab = vocab
+    tokens.labels = labels32.data_ptr()
+    tokens.cu_seqlens = cu.data_ptr()
+    tokens.num_seqs = seqs
+    tokens.ignore_index = ignore_index
+    return tokens, (data, labels32, cu)
+
+
+def _cuda_launch(device):
+    """The fdpo_cuda_launch for a CUDA tensor's device and the current stream; raises when the
+    library cannot run CUDA (checked before torch.cuda is touched)."""
+    lib = library()
+    status = lib.cuda_status()
+    if not status.compiled or not status.available:
+        raise FusedDpoUnavailable(
+            f"the tensors are on {device} but {lib.path} cannot run CUDA: {status.reason.decode(errors='replace')}"
+            + ("" if status.compiled else " (rebuild it with `npm run build:c` where nvcc is found)"),
+            4,
+        )
+    launch = new_struct(CudaLaunch)
+    launch.device = device.index if device.index is not None else torch.cuda.current_device()
+    launch.stream = torch.cuda.current_stream(device).cuda_stream
+    return launch
+
+
+def _threads(threads):
+    return torch.get_num_threads() if threads is None else int(threads)
+
+
+def _loss_config(loss_type, loss_weights, values, num_pairs, reduction, normalizer, ref_chosen_logps, ref_rejected_logps):
+    lib = library()
+    types = [loss_type] if isinstance(loss_type, str) else list(loss_type)
+    if not 1 <= len(types) <= MAX_LOSSES:
+        raise ValueError(f"dpo_loss: loss_type must name 1 to {MAX_LOSSES} loss types, got {len(types)}")
+    for t in types:
+        if t not in lib.loss_kinds:
+            raise ValueError(f"dpo_loss: unknown loss_type {t!r}; this library has {', '.join(lib.loss_kinds)}")
+    weights = [1.0] * len(types) if loss_weights is None else [float(w) for w in loss_weights]
+    if len(weights) != len(types) or not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"dpo_loss: loss_weights must be {len(types)} finite numbers (one per loss_type), got {loss_weights!r}")
+    config = new_struct(LossConfig)
+    config.num_losses = len(types)
+    for k, (t, w) in enumerate(zip(types, weights)):
+        config.kinds[k] = lib.loss_kinds[t].code
+        config.weights[k] = w
+    config.num_params = len(lib.hyperparameters)
+    for name, (index, _) in lib.hyperparameters.items():
+        value = float(values[name])
+        rule, ok = _RULES.get(name, ("a finite number", lambda v: True))
+        if not math.isfinite(value) or not ok(value):
+            raise ValueError(f"dpo_loss: {name} must be {rule}, got {values[name]!r}")
+        config.params[index] = value
+    if "robust" in types and values["label_smoothing"] >= 0.5:
+        raise ValueError("dpo_loss: label_smoothing must be below 0.5 for loss_type 'robust' (it divides by 1 - 2*label_smoothing)")
+    if normalizer is not None:
+        if not (math.isfinite(normalizer) and normalizer > 0):
+            raise ValueError(f"dpo_loss: normalizer must be a finite number > 0, got {normalizer!r}")
+        config.scale = 1.0 / normalizer
+    elif reduction in ("mean", "sum"):
+        config.scale = 1.0 / num_pairs if reduction == "mean" else 1.0
+    else:
+        raise ValueError(f"dpo_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
+
+    needing = next((t for t in types if lib.loss_kinds[t].needs_ref), None)
+    refs = []
+    if ref_chosen_logps is None or ref_rejected_logps is None:
+        if needing:
+            raise TypeError(
+                f"dpo_loss: loss_type {needing!r} needs ref_chosen_logps and ref_rejected_logps "
+                f"(B reference sums each, from sequence_logps on the reference model; zeros for reference-free)"
+            )
+    else:
+        for name, side in (("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
+            values64 = torch.as_tensor(side.detach() if isinstance(side, torch.Tensor) else side, dtype=torch.float64)
+            if values64.dim() != 1 or values64.numel() != num_pairs:
+                raise ValueError(f"dpo_loss: {name} must hold B = {num_pairs} values (shape [B]), got shape {list(values64.shape)}")
+            refs.append(values64.cpu().contiguous())
+        config.ref_chosen = refs[0].data_ptr()
+        config.ref_rejected = refs[1].data_ptr()
+    averaged = any(lib.loss_kinds[t].reports_averaged for t in types)
+    return config, refs, averaged
+
+
+def _mean(values):
+    # Left to right, as lib/loss.ts sums (Python 3.12's sum() of floats is compensated).
+    total = 0.0
+    for v in values:
+        total += v
+    return total / len(values) if values else 0.0
+
+
+def _ratio(numerator, denominator):
+    return numerator / denominator if denominator > 0 else 0.0
+
+
+def _metrics(stats, seq_logps, seq_counts, chosen_rewards, rejected_rewards, num_pairs, averaged):
+    """TRL's metrics from the C ABI's outputs, computed as lib/loss.ts's metricsOf does."""
+    s = stats.tolist()
+    sums, counts = seq_logps.tolist(), seq_counts.tolist()
+    logps = [x / max(n, 1) for x, n in zip(sums, counts)] if averaged else sums
+    chosen, rejected = chosen_rewards.tolist(), rejected_rewards.tolist()
+    tokens = s[STAT_CHOSEN_TOKENS] + s[STAT_REJECTED_TOKENS]
+    return {
+        "rewards/chosen": _mean(chosen),
+        "rewards/rejected": _mean(rejected),
+        "rewards/accuracies": _mean([1.0 if c > r else 0.0 for c, r in zip(chosen, rejected)]),
+        "rewards/margins": _mean([c - r for c, r in zip(chosen, rejected)]),
+        "logps/chosen": _mean(logps[:num_pairs]),
+        "logps/rejected": _mean(logps[num_pairs:]),
+        "logits/chosen": _ratio(s[STAT_CHOSEN_LOGIT_SUM], s[STAT_CHOSEN_TOKENS]),
+        "logits/rejected": _ratio(s[STAT_REJECTED_LOGIT_SUM], s[STAT_REJECTED_TOKENS]),
+        "entropy": _ratio(s[STAT_ENTROPY_SUM], tokens),
+        "mean_token_accuracy": _ratio(s[STAT_CHOSEN_CORRECT], s[STAT_CHOSEN_TOKENS]),
+        "num_tokens": tokens,
+    }
+
+
+class _PrecomputedGradient(torch.autograd.Function):
+    """The loss as an autograd node whose backward is the gradient the library already wrote."""
+
+    @staticmethod
+    def forward(ctx, logits, grad, loss_value):
+        ctx.grad = grad
+        return torch.tensor(loss_value, dtype=torch.float32, device=logits.device)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad = ctx.grad
+        if grad is None:
+            raise RuntimeError(
+                "fused_dpo.torch.dpo_loss: backward ran a second time on one loss; its gradient buffer was "
+                "scaled in place and released by the first (call dpo_loss again instead of retain_graph=True)"
+            )
+        ctx.grad = None
+        # The buffer belongs to this call, so scaling it in place costs no [2B, T, V] allocation.
+        # On the CPU a factor of exactly 1 (a plain loss.backward()) skips the pass; x * 1 == x, so
+        # the bits are the same either way. On CUDA reading the factor would synchronise.
+        if grad.is_cuda or grad_output.item() != 1.0:
+            grad.mul_(grad_output)
+        return grad, None, None
+
+
+def dpo_loss(
+    logits,
+    labels,
+    ref_chosen_logps=None,
+    ref_rejected_logps=None,
+    *,
+    beta=0.1,
+    loss_type="sigmoid",
+    loss_weights=None,
+    label_smoothing=0.0,
+    simpo_gamma=0.5,
+    discopop_tau=0.05,
+    ignore_index=-100,
+    reduction="mean",
+    normalizer=None,
+    cu_seqlens=None,
+    inplace=False,
+    threads=None,
+):
+    """TRL's DPO loss (and its variants) from the policy's logits, and TRL's metrics.
+
+    logits: [2B, T, V] float32/bfloat16/float16, the B chosen sequences then the B rejected ones
+    (or [N, V] rows with cu_seqlens, 2B + 1 row offsets). labels: [2B, T] (or [N]) token ids,
+    already shifted (labels[t] is the token logits[t] predicts), ignore_index on prompt and
+    padding tokens. ref_chosen_logps, ref_rejected_logps: the reference model's B sequence
+    log-prob sums each (sequence_logps on the reference logits); None for reference-free losses.
+
+    Returns (loss, metrics): loss a float32 scalar on the logits' device whose backward is the
+    gradient computed in this call (scaled by the incoming gradient in place, once: a second
+    backward through the same loss raises); metrics TRL's dict of floats. The gradient is only
+    computed when the logits require grad and grad mode is on. inplace=True writes the gradient
+    over the logits' own memory (contiguous logits only): no [2B, T, V] buffer is allocated, and
+    the logits' values are gone, so use it only when nothing else reads them (logits straight out
+    of the lm_head matmul). threads: CPU threads, default torch.get_num_threads().
+    """
+    where = "dpo_loss"
+    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
+    num_seqs = tokens.num_seqs
+    if num_seqs < 2 or num_seqs % 2 != 0:
+        raise ValueError(f"{where}: the logits must hold 2B sequences (B chosen then B rejected, B >= 1), got {num_seqs}")
+    num_pairs = num_seqs // 2
+    values = {"beta": beta, "label_smoothing": label_smoothing, "simpo_gamma": simpo_gamma, "discopop_tau": discopop_tau}
+    missing = set(library().hyperparameters) - set(values)
+    if missing:
+        raise TypeError(f"{where}: this binding has no keyword for the library's hyperparameters {sorted(missing)}: update fused_dpo")
+    config, refs, averaged = _loss_config(
+        loss_type, loss_weights, values, num_pairs, reduction, normalizer, ref_chosen_logps, ref_rejected_logps
+    )
+
+    data = keep[0]
+    wants_grad = torch.is_grad_enabled() and logits.requires_grad
+    if inplace and not logits.is_contiguous():
+        raise ValueError(f"{where}: inplace=True needs contiguous logits (these would be copied first, so nothing is saved)")
+    grad = None
+    if wants_grad:
+        grad = data if inplace else torch.empty_like(data)
+
+    def host(n, dtype):
+        return torch.zeros(n, dtype=dtype)
+
+    seq_logps, seq_counts, seq_grad = host(num_seqs, torch.float64), host(num_seqs, torch.int32), host(num_seqs, torch.float64)
+    pair_losses, chosen_rewards, rejected_rewards = (host(num_pairs, torch.float64) for _ in range(3))
+    stats = host(STAT_COUNT, torch.float64)
+    outputs = new_struct(LossOutputs)
+    for field, tensor in (
+        ("seq_logps", seq_logps),
+        ("seq_counts", seq_counts),
+        ("seq_grad", seq_grad),
+        ("pair_losses", pair_losses),
+        ("chosen_rewards", chosen_rewards),
+        ("rejected_rewards", rejected_rewards),
+        ("stats", stats),
+    ):
+        setattr(outputs, field, tensor.data_ptr())
+    outputs.grad = grad.data_ptr() if grad is not None else None
+
+    lib = library()
+    if data.is_cuda:
+        launch = _cuda_launch(data.device)
+        lib.call(where, lib.lib.fdpo_cuda_dpo_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), ctypes.byref(launch))
+    else:
+        lib.call(where, lib.lib.fdpo_dpo_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), _threads(threads))
+    del refs, keep  # alive until here: the call read them
+
+    loss_value = stats[STAT_LOSS].item()
+    metrics = _metrics(stats, seq_logps, seq_counts, chosen_rewards, rejected_rewards, num_pairs, averaged)
+    if grad is None:
+        return torch.tensor(loss_value, dtype=torch.float32, device=logits.device), metrics
+    return _PrecomputedGradient.apply(logits, grad, loss_value), metrics
+
+
+def sequence_logps(logits, labels, *, average=False, ignore_index=-100, cu_seqlens=None, threads=None):
+    """Per-sequence sums (or, with average=True, means) of the labels' log-probs, forward only:
+    the reference pass. Returns (logps float64 [S], counts int32 [S]) on the logits' device;
+    not differentiable. For dpo_loss: ref_chosen_logps = logps[:B], ref_rejected_logps = logps[B:].
+    """
+    where = "sequence_logps"
+    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
+    logps = torch.zeros(tokens.num_seqs, dtype=torch.float64)
+    counts = torch.zeros(tokens.num_seqs, dtype=torch.int32)
+    lib = library()
+    args = (ctypes.byref(tokens), 1 if average else 0, logps.data_ptr(), counts.data_ptr())
+    if keep[0].is_cuda:
+        lib.call(where, lib.lib.fdpo_cuda_sequence_logps, *args, ctypes.byref(_cuda_launch(keep[0].device)))
+    else:
+        lib.call(where, lib.lib.fdpo_sequence_logps, *args, _threads(threads))
+    del keep
+    return logps.to(logits.device), counts.to(logits.device)

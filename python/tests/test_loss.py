@@ -1,0 +1,192 @@
+"""fused_dpo.torch.dpo_loss against PyTorch autograd of TRL's formula in float64: the loss, the
+gradient with respect to the logits and TRL's metrics, for every loss type, in float32, bfloat16
+and float16; and the autograd contract (grad_output scaling, in place, one backward)."""
+
+import math
+import unittest
+
+import torch
+
+import trl_reference
+from cases import SEED, batch
+from fused_dpo.torch import dpo_loss, loss_types, sequence_logps
+
+# Relative L2 error of the gradient, by dtype: the kernels compute in fp32 and round the gradient
+# to the logits' dtype (bf16 keeps 8 bits, fp16 11).
+GRAD_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 8e-3, torch.float16: 1e-3}
+
+# Hyperparameters away from the defaults where a kind reads them.
+SETTINGS = {
+    "sigmoid": {"label_smoothing": 0.1},
+    "robust": {"label_smoothing": 0.2},
+    "exo_pair": {"label_smoothing": 0.1},
+    "aot": {"label_smoothing": 0.1},
+    "discopop": {"beta": 0.5, "discopop_tau": 0.1},
+    "simpo": {"beta": 2.0, "simpo_gamma": 0.3, "label_smoothing": 0.05},
+    "orpo": {"beta": 0.5},
+    "ipo": {"beta": 0.5},
+}
+
+
+def fused(kinds, logits, labels, ref_c, ref_r, **options):
+    x = logits.clone().requires_grad_(True)
+    free = all(k in trl_reference.REFERENCE_FREE for k in kinds)
+    loss, metrics = dpo_loss(x, labels, None if free else ref_c, None if free else ref_r, loss_type=kinds, **options)
+    loss.backward()
+    return loss, x.grad, metrics
+
+
+def reference(kinds, logits, labels, ref_c, ref_r, **options):
+    x = logits.double().requires_grad_(True)
+    free = all(k in trl_reference.REFERENCE_FREE for k in kinds)
+    loss, metrics = trl_reference.dpo_loss(
+        x, labels, None if free else ref_c, None if free else ref_r, kinds, options.pop("loss_weights", None), **options
+    )
+    loss.backward()
+    return loss, x.grad, metrics
+
+
+def relative_l2(got, want):
+    return ((got.double() - want).norm() / want.norm()).item()
+
+
+class MatchesTrl(unittest.TestCase):
+    def check(self, kinds, dtype, **options):
+        logits, labels, ref_c, ref_r = batch(dtype=dtype)
+        loss, grad, metrics = fused(kinds, logits, labels, ref_c, ref_r, **options)
+        want_loss, want_grad, want_metrics = reference(kinds, logits, labels, ref_c, ref_r, **dict(options))
+        what = f"{kinds} {dtype} seed={SEED}"
+        self.assertEqual(loss.dtype, torch.float32)
+        self.assertEqual(grad.dtype, dtype)
+        self.assertLessEqual(abs(loss.item() - want_loss.item()), 2e-6 * abs(want_loss.item()) + 1e-6, what)
+        self.assertLessEqual(relative_l2(grad, want_grad), GRAD_TOLERANCE[dtype], what)
+        # Ignored rows get exactly zero.
+        self.assertTrue(bool((grad[labels == -100] == 0).all()), what)
+        self.assertEqual(set(metrics), set(want_metrics), what)
+        for key, value in want_metrics.items():
+            self.assertLessEqual(abs(metrics[key] - value), 1e-5 * abs(value) + 1e-6, f"{key}: {what}")
+
+    def test_every_loss_type_in_float32(self):
+        self.assertEqual(loss_types(), trl_reference.KINDS, "the reference covers every kind the library has")
+        for kind in loss_types():
+            with self.subTest(kind=kind):
+                self.check([kind], torch.float32, **SETTINGS.get(kind, {}))
+
+    def test_half_precision_logits(self):
+        for dtype in (torch.bfloat16, torch.float16):
+            for kind in ("sigmoid", "ipo", "simpo", "aot", "orpo"):
+                with self.subTest(kind=kind, dtype=dtype):
+                    self.check([kind], dtype, **SETTINGS.get(kind, {}))
+
+    def test_weighted_loss_list(self):
+        # TRL's MPO style: several losses with weights.
+        self.check(["sigmoid", "sft"], torch.float32, loss_weights=[0.8, 0.2])
+        self.check(["sigmoid", "bco_pair", "sft"], torch.bfloat16, loss_weights=[1.0, 0.5, 0.25], beta=0.3)
+
+
+class AutogradContract(unittest.TestCase):
+    def setUp(self):
+        self.logits, self.labels, self.ref_c, self.ref_r = batch()
+
+    def grad_of(self, x, scale=1.0, **options):
+        loss, _ = dpo_loss(x, self.labels, self.ref_c, self.ref_r, **options)
+        (loss * scale).backward()
+        return x.grad
+
+    def test_backward_scales_by_grad_output(self):
+        base = self.grad_of(self.logits.clone().requires_grad_(True))
+        half = self.grad_of(self.logits.clone().requires_grad_(True), scale=0.5)
+        self.assertTrue(torch.equal(half, base * 0.5))
+
+    def test_gradients_accumulate_across_calls(self):
+        x = self.logits.clone().requires_grad_(True)
+        first = self.grad_of(x).clone()
+        self.grad_of(x)
+        self.assertTrue(torch.equal(x.grad, 2 * first))
+
+    def test_inplace_writes_the_gradient_over_the_logits_with_the_same_bits(self):
+        want = self.grad_of(self.logits.clone().requires_grad_(True))
+        x = self.logits.clone().requires_grad_(True)
+        h = x * 1.0  # a non-leaf whose values nothing else needs, as logits out of a matmul
+        loss, _ = dpo_loss(h, self.labels, self.ref_c, self.ref_r, inplace=True)
+        loss.backward()
+        self.assertTrue(torch.equal(x.grad, want))
+        self.assertTrue(torch.equal(h.detach(), want), "the gradient is in the logits' memory")
+
+    def test_non_contiguous_logits_are_copied(self):
+        # TRL slices logits[:, :-1]: a non-contiguous view.
+        wide = torch.cat([self.logits, torch.zeros(self.logits.shape[0], 1, self.logits.shape[2])], 1)
+        x = wide.clone().requires_grad_(True)
+        view = x[:, :-1]
+        self.assertFalse(view.is_contiguous())
+        loss, _ = dpo_loss(view, self.labels, self.ref_c, self.ref_r)
+        loss.backward()
+        want = self.grad_of(self.logits.clone().requires_grad_(True))
+        self.assertTrue(torch.equal(x.grad[:, :-1], want))
+        self.assertTrue(bool((x.grad[:, -1] == 0).all()))
+        with self.assertRaisesRegex(ValueError, "inplace=True needs contiguous logits"):
+            dpo_loss(view, self.labels, self.ref_c, self.ref_r, inplace=True)
+
+    def test_a_second_backward_raises(self):
+        x = self.logits.clone().requires_grad_(True)
+        loss, _ = dpo_loss(x, self.labels, self.ref_c, self.ref_r)
+        loss.backward(retain_graph=True)
+        with self.assertRaisesRegex(RuntimeError, "backward ran a second time"):
+            loss.backward()
+
+    def test_without_grad_the_loss_and_metrics_are_the_same(self):
+        x = self.logits.clone().requires_grad_(True)
+        loss, metrics = dpo_loss(x, self.labels, self.ref_c, self.ref_r)
+        with torch.no_grad():
+            loss2, metrics2 = dpo_loss(x, self.labels, self.ref_c, self.ref_r)
+        self.assertFalse(loss2.requires_grad)
+        self.assertEqual(loss.item(), loss2.item())
+        self.assertEqual(metrics, metrics2)
+
+    def test_metrics_are_trls_keys(self):
+        _, metrics = dpo_loss(self.logits, self.labels, self.ref_c, self.ref_r)
+        self.assertEqual(
+            sorted(metrics),
+            sorted([
+                "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected", "logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy", "num_tokens",
+            ]),
+        )
+        self.assertTrue(all(isinstance(v, float) for v in metrics.values()))
+
+    def test_packed_rows_equal_the_padded_batch(self):
+        seqs, steps, vocab = self.logits.shape
+        cu = [s * steps for s in range(seqs + 1)]
+        packed, _ = dpo_loss(self.logits.reshape(-1, vocab), self.labels.reshape(-1), self.ref_c, self.ref_r, cu_seqlens=cu)
+        padded, _ = dpo_loss(self.logits, self.labels, self.ref_c, self.ref_r)
+        self.assertEqual(packed.item(), padded.item())
+
+    def test_sum_reduction_and_normalizer(self):
+        mean, _ = dpo_loss(self.logits, self.labels, self.ref_c, self.ref_r)
+        total, _ = dpo_loss(self.logits, self.labels, self.ref_c, self.ref_r, reduction="sum")
+        shard, _ = dpo_loss(self.logits, self.labels, self.ref_c, self.ref_r, normalizer=12)
+        pairs = self.ref_c.numel()
+        self.assertTrue(math.isclose(total.item(), mean.item() * pairs, rel_tol=1e-6))
+        self.assertTrue(math.isclose(shard.item(), mean.item() * pairs / 12, rel_tol=1e-6))
+
+
+class SequenceLogps(unittest.TestCase):
+    def test_sums_and_means_match_the_selective_log_softmax(self):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            logits, labels, _, _ = batch(dtype=dtype)
+            want, counts = trl_reference.sequence_sums(logits.double(), labels)
+            got, got_counts = sequence_logps(logits, labels)
+            self.assertEqual(got.dtype, torch.float64)
+            self.assertTrue(torch.equal(got_counts, counts.to(torch.int32)))
+            self.assertLessEqual((got - want).abs().max().item(), 1e-5 * want.abs().max().item(), str(dtype))
+            means, _ = sequence_logps(logits, labels, average=True)
+            self.assertLessEqual((means - want / counts.clamp(min=1)).abs().max().item(), 1e-5, str(dtype))
+
+    def test_a_tensor_that_requires_grad_is_read_without_a_graph(self):
+        logits, labels, _, _ = batch()
+        got, _ = sequence_logps(logits.requires_grad_(True), labels)
+        self.assertFalse(got.requires_grad)
+
+
+if __name__ == "__main__":
+    unittest.main()

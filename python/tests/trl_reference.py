@@ -1,0 +1,129 @@
+"""TRL's way, in plain PyTorch autograd: the selective log-softmax (log_softmax then gather), masked
+sums over the completion tokens, and DPOTrainer's (CPOTrainer's for simpo, ORPOTrainer's for orpo)
+loss formulas, as SPEC.md states them. What fused-dpo's results are checked against."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def sequence_sums(logits, labels, ignore_index=-100):
+    """Per-sequence log-prob sums and completion-token counts of [S, T, V] logits."""
+    mask = labels != ignore_index
+    safe = torch.where(mask, labels, torch.zeros_like(labels))
+    per_token = torch.gather(logits.log_softmax(-1), -1, safe.unsqueeze(-1)).squeeze(-1)
+    return (per_token * mask).sum(-1), mask.sum(-1)
+
+
+def _sigmoid_family(u, eps):
+    return -(1 - eps) * F.logsigmoid(u) - eps * F.logsigmoid(-u)
+
+
+def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau):
+    """Per-pair losses of one kind: pi the policy's sequence sums, n the token counts, ref the
+    reference sums (zeros for the reference-free kinds)."""
+    a, b = pi_c - ref_c, pi_r - ref_r
+    delta = a - b
+    avg_c, avg_r = n_c.clamp(min=1).to(pi_c.dtype), n_r.clamp(min=1).to(pi_c.dtype)
+    delta_avg = a / avg_c - b / avg_r
+    u = beta * delta
+    if kind == "sigmoid":
+        return _sigmoid_family(u, eps)
+    if kind == "hinge":
+        return torch.relu(1 - u)
+    if kind == "ipo":
+        return (delta_avg - 1 / (2 * beta)) ** 2
+    if kind == "robust":
+        return (-(1 - eps) * F.logsigmoid(u) + eps * F.logsigmoid(-u)) / (1 - 2 * eps)
+    if kind == "exo_pair":
+        e = eps if eps > 0 else 1e-3
+        return torch.sigmoid(u) * (F.logsigmoid(u) - math.log(1 - e)) + torch.sigmoid(-u) * (F.logsigmoid(-u) - math.log(e))
+    if kind == "nca_pair":
+        return -F.logsigmoid(beta * a) - 0.5 * F.logsigmoid(-beta * a) - 0.5 * F.logsigmoid(-beta * b)
+    if kind == "bco_pair":
+        return -F.logsigmoid(beta * a) - F.logsigmoid(-beta * b)
+    if kind == "sppo_hard":
+        return (a - 1 / (2 * beta)) ** 2 + (b + 1 / (2 * beta)) ** 2
+    if kind == "apo_zero":
+        return (1 - torch.sigmoid(beta * a)) + torch.sigmoid(beta * b)
+    if kind == "apo_down":
+        return torch.sigmoid(beta * a) + (1 - torch.sigmoid(u))
+    if kind == "discopop":
+        modulation = torch.sigmoid(u / tau)
+        return -F.logsigmoid(u) * (1 - modulation) + torch.exp(-u) * modulation
+    if kind == "sigmoid_norm":
+        return -F.logsigmoid(beta * delta_avg)
+    if kind == "aot":
+        sorted_policy, _ = torch.sort(pi_c - pi_r)
+        sorted_ref, _ = torch.sort(ref_c - ref_r)
+        return _sigmoid_family(beta * (sorted_policy - sorted_ref), eps)
+    if kind == "aot_unpaired":
+        sorted_a, _ = torch.sort(a)
+        sorted_b, _ = torch.sort(b)
+        return _sigmoid_family(beta * (sorted_a - sorted_b), eps)
+    if kind == "sft":
+        return (-pi_c.sum() / n_c.sum().clamp(min=1)).expand_as(pi_c)
+    if kind == "simpo":
+        return _sigmoid_family(beta * (pi_c / avg_c - pi_r / avg_r) - gamma, eps)
+    if kind == "orpo":
+        def log_odds(x):
+            x = x.clamp(max=-1e-15)
+            return x - torch.log1p(-torch.exp(x))
+
+        nll = -pi_c.sum() / n_c.sum().clamp(min=1)
+        return nll - beta * F.logsigmoid(log_odds(pi_c / avg_c) - log_odds(pi_r / avg_r))
+    raise KeyError(kind)
+
+
+KINDS = [
+    "sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero",
+    "apo_down", "discopop", "sigmoid_norm", "aot", "aot_unpaired", "sft", "simpo", "orpo",
+]
+REFERENCE_FREE = {"sft", "simpo", "orpo"}
+REPORTS_AVERAGED = {"simpo", "orpo"}
+
+
+def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=None, beta=0.1,
+             label_smoothing=0.0, simpo_gamma=0.5, discopop_tau=0.05, ignore_index=-100):
+    """TRL's loss (mean over pairs) and metrics of [2B, T, V] logits, differentiable in them."""
+    sums, counts = sequence_sums(logits, labels, ignore_index)
+    pairs = logits.shape[0] // 2
+    pi_c, pi_r, n_c, n_r = sums[:pairs], sums[pairs:], counts[:pairs], counts[pairs:]
+    zeros = torch.zeros_like(pi_c)
+    ref_c = zeros if ref_chosen is None else ref_chosen.to(sums.dtype)
+    ref_r = zeros if ref_rejected is None else ref_rejected.to(sums.dtype)
+    weights = loss_weights or [1.0] * len(loss_types)
+    losses = sum(
+        w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau)
+        for k, w in zip(loss_types, weights)
+    )
+    loss = losses.mean()
+
+    with torch.no_grad():
+        averaged = any(k in REPORTS_AVERAGED for k in loss_types)
+        if averaged:
+            chosen_logps, rejected_logps = pi_c / n_c.clamp(min=1), pi_r / n_r.clamp(min=1)
+            chosen_rewards, rejected_rewards = beta * chosen_logps, beta * rejected_logps
+        else:
+            chosen_logps, rejected_logps = pi_c, pi_r
+            chosen_rewards, rejected_rewards = beta * (pi_c - ref_c), beta * (pi_r - ref_r)
+        mask = labels != ignore_index
+        row_mean_logits = logits.mean(-1)
+        probs = logits.softmax(-1)
+        entropy = -(probs * logits.log_softmax(-1)).sum(-1)
+        correct = (logits.argmax(-1) == labels) & mask
+        metrics = {
+            "rewards/chosen": chosen_rewards.mean().item(),
+            "rewards/rejected": rejected_rewards.mean().item(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).double().mean().item(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+            "logps/chosen": chosen_logps.mean().item(),
+            "logps/rejected": rejected_logps.mean().item(),
+            "logits/chosen": row_mean_logits[:pairs][mask[:pairs]].mean().item(),
+            "logits/rejected": row_mean_logits[pairs:][mask[pairs:]].mean().item(),
+            "entropy": entropy[mask].mean().item(),
+            "mean_token_accuracy": (correct[:pairs].sum() / mask[:pairs].sum()).item(),
+            "num_tokens": float(mask.sum().item()),
+        }
+    return loss, metrics
