@@ -76,6 +76,8 @@ export interface CheckedTokens {
 
 /** Sequences per call at most (the per-sequence outputs cost about 50 bytes each). */
 export const MAX_SEQUENCES = 2 ** 26;
+/** Sequences per call at most when they hold no rows at all ([S, 0, V]): no data bounds their work. */
+export const MAX_EMPTY_SEQUENCES = 2 ** 16;
 
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
@@ -149,19 +151,17 @@ function checkTensorFields(
   return { data: data as Float32Array | Uint16Array, dtype: kind, shape };
 }
 
-function checkCuSeqlens(value: unknown, rows: number): Int32Array {
-  checkTypedArray('cuSeqlens', value, ['Int32Array'], 'an Int32Array');
+function checkCuSeqlens(value: unknown, rows: number): { cuSeqlens: Int32Array; numSeqs: number } {
+  const { length } = checkTypedArray('cuSeqlens', value, ['Int32Array'], 'an Int32Array');
   const cu = value as Int32Array;
-  if (cu.length < 2) throw invalidArgument('cuSeqlens', 'at least 2 entries (one sequence)', cu);
-  if (cu.length - 1 > MAX_SEQUENCES) throw invalidArgument('cuSeqlens', `at most ${MAX_SEQUENCES + 1} entries (${MAX_SEQUENCES} sequences)`, `${cu.length} entries`);
+  if (length < 2) throw invalidArgument('cuSeqlens', 'at least 2 entries (one sequence)', `${length} entries`);
+  if (length - 1 > MAX_SEQUENCES) throw invalidArgument('cuSeqlens', `at most ${MAX_SEQUENCES + 1} entries (${MAX_SEQUENCES} sequences)`, `${length} entries`);
   if (cu[0] !== 0) throw invalidArgument('cuSeqlens[0]', '0', cu[0]);
-  for (let s = 1; s < cu.length; s++) {
+  for (let s = 1; s < length; s++) {
     if (cu[s] < cu[s - 1]) throw invalidArgument(`cuSeqlens[${s}]`, `>= cuSeqlens[${s - 1}] (${cu[s - 1]}): offsets never decrease`, cu[s]);
   }
-  if (cu[cu.length - 1] !== rows) {
-    throw invalidArgument(`cuSeqlens[${cu.length - 1}]`, `the number of rows, ${rows}`, cu[cu.length - 1]);
-  }
-  return cu;
+  if (cu[length - 1] !== rows) throw invalidArgument(`cuSeqlens[${length - 1}]`, `the number of rows, ${rows}`, cu[length - 1]);
+  return { cuSeqlens: cu, numSeqs: length - 1 };
 }
 
 function checkDeviceLogits(tensor: DeviceTensor): { data: DeviceTensor; dtype: DType; shape: number[] } {
@@ -194,9 +194,11 @@ function checkPlacement(options: Record<string, unknown>, logits: unknown, label
   if (options.stream !== undefined && typeof options.stream !== 'bigint') {
     throw invalidArgument('stream', 'a cudaStream_t as a bigint', options.stream, TypeError);
   }
+  // Checked wherever given, so a wrong device is an error on the CPU too.
+  const requestedDevice = options.device === undefined ? undefined : checkInteger('device', options.device, 0, 1023);
   let device: number | null = null;
   if (backend === 'cuda') {
-    device = onDevice.length > 0 ? onDevice[0].device : options.device === undefined ? 0 : checkInteger('device', options.device, 0, 1023);
+    device = onDevice.length > 0 ? onDevice[0].device : (requestedDevice ?? 0);
     if (onDevice.some((t) => t.device !== device)) {
       throw invalidArgument('labels', `a DeviceTensor on the logits' device ${device}`, `one on device ${onDevice[1]?.device}`);
     }
@@ -243,9 +245,13 @@ export function checkTokens(options: Record<string, unknown>): CheckedTokens {
   if (!(labels instanceof DeviceTensor) && labelCount !== rows) throw invalidArgument('labels.data', `${rows} elements`, `${labelCount} elements`);
 
   if (rows > INT32_MAX) throw invalidArgument('logits', 'fewer than 2^31 rows', rows);
-  // Checked before the offsets are built: an empty [S, 0, V] has no data to bound S.
-  if (!packed && shape[0]! > MAX_SEQUENCES) throw invalidArgument('logits.shape[0]', `at most ${MAX_SEQUENCES} sequences`, shape[0]);
-  const cuSeqlens = packed ? checkCuSeqlens(options.cuSeqlens, rows) : paddedCuSeqlens(shape[0]!, shape[1]!);
+  // Checked before the offsets are built. Each sequence costs O(1) work and output: with T >= 1
+  // the logits bound their number; an empty [S, 0, V] has no data, so its S is bounded small.
+  const most = !packed && shape[1] === 0 ? MAX_EMPTY_SEQUENCES : MAX_SEQUENCES;
+  if (!packed && shape[0]! > most) throw invalidArgument('logits.shape[0]', `at most ${most} sequences${shape[1] === 0 ? ' when T = 0' : ''}`, shape[0]);
+  const { cuSeqlens, numSeqs } = packed
+    ? checkCuSeqlens(options.cuSeqlens, rows)
+    : { cuSeqlens: paddedCuSeqlens(shape[0]!, shape[1]!), numSeqs: shape[0]! };
 
   // (Device labels are checked on the device, before any kernel indexes with them.)
   for (let r = 0; !(labels instanceof DeviceTensor) && r < rows; r++) {
@@ -254,7 +260,7 @@ export function checkTokens(options: Record<string, unknown>): CheckedTokens {
       throw invalidArgument(`labels.data[${r}]`, `a token id in [0, ${vocab}) or ignoreIndex (${ignoreIndex})`, y);
     }
   }
-  return { data, dtype, shape, rows, vocab, labels, cuSeqlens, numSeqs: cuSeqlens.length - 1, ignoreIndex, threads, ...placement };
+  return { data, dtype, shape, rows, vocab, labels, cuSeqlens, numSeqs, ignoreIndex, threads, ...placement };
 }
 
 export interface LossSettings {
@@ -267,14 +273,19 @@ export interface LossSettings {
   ref: { chosen: Float64Array; rejected: Float64Array } | null;
 }
 
+// A copy of the reference sums, each entry read once: a number array or a typed array of numbers
+// (its length through the intrinsic getter: a detached one has none).
 function checkRefSide(name: string, value: unknown, numPairs: number): Float64Array {
   const facts = typedArrayFacts(value);
   const isNumberArray = Array.isArray(value) || (facts !== null && facts.kind !== 'BigInt64Array' && facts.kind !== 'BigUint64Array');
   if (!isNumberArray) throw invalidArgument(name, `a Float64Array (or number array) of ${numPairs} reference log-prob sums`, value, TypeError);
-  const out = Float64Array.from(value as ArrayLike<number>);
-  if (out.length !== numPairs) throw invalidArgument(name, `${numPairs} entries (one per pair)`, `${out.length} entries`);
+  const length = facts ? facts.length : (value as unknown[]).length;
+  if (length !== numPairs) throw invalidArgument(name, `${numPairs} entries (one per pair)`, `${length} entries`);
+  const out = new Float64Array(numPairs);
   for (let i = 0; i < numPairs; i++) {
-    if (!Number.isFinite(out[i])) throw invalidArgument(`${name}[${i}]`, 'a finite number', out[i]);
+    const x = (value as ArrayLike<unknown>)[i];
+    if (typeof x !== 'number' || !Number.isFinite(x)) throw invalidArgument(`${name}[${i}]`, 'a finite number', x);
+    out[i] = x;
   }
   return out;
 }

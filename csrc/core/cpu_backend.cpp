@@ -113,7 +113,10 @@ int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* 
     TokenSnapshot snapshot;
     const int32_t status = snapshot.take(tokens, error, error_size);
     if (status != FDPO_OK) return status;
-    if (!logps || !counts) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "logps or counts is NULL");
+    // Zero sequences have nothing to write (a caller may pass NULL for empty arrays).
+    if (snapshot.tokens.num_seqs > 0 && (!logps || !counts)) {
+      return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "logps or counts is NULL");
+    }
     const fdpo_tokens& t = snapshot.tokens;
     std::vector<RowForward> rows(t.rows);
     forwardPass(selectRowKernels(), t, rows.data(), resolveThreads(threads));

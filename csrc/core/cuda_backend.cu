@@ -239,8 +239,10 @@ int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fd
 int32_t runSequenceLogps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
                          const fdpo_cuda_launch* launch, char* error, size_t error_size) {
   CallStart call(launch);
-  int32_t status = call.begin(tokens, launch, error, error_size, [&](const fdpo_tokens&) {
-    return logps && counts ? FDPO_OK : fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "logps or counts is NULL");
+  int32_t status = call.begin(tokens, launch, error, error_size, [&](const fdpo_tokens& t) {
+    // Zero sequences have nothing to write (a caller may pass NULL for empty arrays).
+    return t.num_seqs == 0 || (logps && counts) ? FDPO_OK
+                                                : fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "logps or counts is NULL");
   });
   if (status != FDPO_OK) return status;
   cudaStream_t stream = call.stream;
