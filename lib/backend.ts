@@ -19,8 +19,14 @@ export interface CudaDeviceInfo {
 export interface BackendInfo {
   /** The backend computing calls on host arrays: 'cuda' when a device answers, else 'cpu'. */
   backend: BackendName;
-  /** The CPU kernels: 'avx512', 'avx2' or 'baseline'. */
+  /**
+   * The CPU kernels: 'avx512', 'avx2' or 'baseline', which give the same bits; or
+   * 'baseline-mul-add' (x86-64 CPUs without FMA), whose results may differ from theirs in the last
+   * bits (see sameBitsAsOtherLevels).
+   */
   simd: string;
+  /** Whether this level's results are bit-identical to every other level's (false only for 'baseline-mul-add'). */
+  sameBitsAsOtherLevels: boolean;
   /** Default CPU thread count (os.availableParallelism()). */
   threads: number;
   /** Version of the C ABI (csrc/core/fused_dpo.h) the addon was built with. */
@@ -106,6 +112,7 @@ export function backendInfo(): BackendInfo {
   return {
     backend: chosen.backend,
     simd: info.simd,
+    sameBitsAsOtherLevels: info.simd !== 'baseline-mul-add',
     threads: availableParallelism(),
     abiVersion: info.abiVersion,
     cuda: {
@@ -118,7 +125,7 @@ export function backendInfo(): BackendInfo {
   };
 }
 
-const SIMD_LEVELS = ['avx512', 'avx2', 'baseline'] as const;
+const SIMD_LEVELS = ['avx512', 'avx2', 'baseline', 'baseline-mul-add'] as const;
 
 /**
  * Force the CPU kernels to a SIMD level this CPU supports (diagnostics and tests; FDPO_SIMD in the

@@ -12,7 +12,9 @@ import { checkDpo, DTYPES, encode, IGNORE, makeCase, tokenOptions, ulpDist32, ty
 import { makeRng, testSeed, type Rng } from './helpers/random.js';
 
 const SEED = testSeed();
-const LEVELS = ['baseline', 'avx2', 'avx512'] as const;
+// Narrowest first. 'baseline-mul-add' (the baseline for CPUs without FMA, which any CPU may be
+// forced to) is checked against the reference, not for the other levels' bits.
+const LEVELS = ['baseline-mul-add', 'baseline', 'avx2', 'avx512'] as const;
 type Level = (typeof LEVELS)[number];
 
 const levels = suite('simd levels');
@@ -199,7 +201,7 @@ levels('every level gives the same bits: loss, metrics, log-probs, grad, rowScal
   }
   const names = ['loss', 'losses', 'chosenLogps', 'rejectedLogps', 'chosenRewards', 'rejectedRewards', 'sequenceGrad', 'sequenceLogps', 'metrics', 'tokenCounts', 'grad', 'rowScale'];
   const runs = new Map<Level, Uint8Array[][]>();
-  for (const level of usable) {
+  for (const level of usable.filter((l) => l !== 'baseline-mul-add')) {
     setSimdLevel(level);
     const all: Uint8Array[][] = [];
     cases.forEach((c, k) => {
@@ -208,7 +210,7 @@ levels('every level gives the same bits: loss, metrics, log-probs, grad, rowScal
     runs.set(level, all);
   }
   setSimdLevel(initial);
-  const [first, ...rest] = usable;
+  const [first, ...rest] = usable.filter((level) => level !== 'baseline-mul-add');
   const want = runs.get(first!)!;
   for (const level of rest) {
     const got = runs.get(level)!;
@@ -220,6 +222,27 @@ levels('every level gives the same bits: loss, metrics, log-probs, grad, rowScal
       });
     });
   }
+});
+
+levels("'baseline-mul-add' (no FMA) differs from the other levels only in the last bits: loss within 1e-6, gradient within 8 fp32 ulp", () => {
+  if (!usable.includes('baseline-mul-add')) return;
+  const rng = makeRng(SEED + 36);
+  let worstLoss = 0, worstUlp = 0;
+  for (const V of [7, 2049, 5000]) {
+    const c = makeCase(rng, { B: 2, vocab: V, T: 3, dtype: 'float32', ignoreProb: 0.1 });
+    const run = (level: Level) => {
+      setSimdLevel(level);
+      return dpoLoss({ ...tokenOptions(c), ref: c.ref, beta: 0.3 });
+    };
+    const fused = run('baseline'), mulAdd = run('baseline-mul-add');
+    setSimdLevel(initial);
+    worstLoss = Math.max(worstLoss, Math.abs(fused.loss - mulAdd.loss) / Math.max(Math.abs(fused.loss), 1e-30));
+    const a = fused.grad!.data as Float32Array, b = mulAdd.grad!.data as Float32Array;
+    for (let i = 0; i < a.length; i++) worstUlp = Math.max(worstUlp, ulpDist32(a[i]!, b[i]!));
+  }
+  console.log(`  baseline-mul-add vs baseline: loss relative difference ${worstLoss.toExponential(2)}, gradient ${worstUlp} ulp at most`);
+  assert.ok(worstLoss <= 1e-6, `loss relative difference ${worstLoss}`);
+  assert.ok(worstUlp <= 8, `gradient differs by ${worstUlp} ulp`);
 });
 
 /** Float32 inputs for exp: uniform in [-87, 0], a grid with every fractional offset, and special points. */

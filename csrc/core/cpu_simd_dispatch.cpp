@@ -31,7 +31,8 @@ bool cpuSupports(const RowKernels& k) {
   }
   if (&k == &kAvx2Kernels) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-  return &k == &baselineKernels();
+  // The separate multiply-add baseline is portable: any CPU may be forced to it (to measure it).
+  return &k == &baselineKernels() || &k == &kBaselineMulAddKernels;
 }
 
 const RowKernels* kernelsNamed(const char* name) {
@@ -40,6 +41,7 @@ const RowKernels* kernelsNamed(const char* name) {
   if (strcmp(name, "avx2") == 0) return &kAvx2Kernels;
 #endif
   if (strcmp(name, "baseline") == 0) return &baselineKernels();
+  if (strcmp(name, "baseline-mul-add") == 0) return &kBaselineMulAddKernels;
   return nullptr;
 }
 

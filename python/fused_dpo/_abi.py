@@ -88,7 +88,12 @@ class LossConfig(ctypes.Structure):
         ("scale", ctypes.c_double),
         ("ref_chosen", ctypes.c_void_p),
         ("ref_rejected", ctypes.c_void_p),
+        ("f_divergence", ctypes.c_int32),
     ]
+
+
+# fdpo_f_divergence: TRL's f_divergence_type values (and forward_kl), by their ABI codes.
+F_DIVERGENCES = {"reverse_kl": 0, "forward_kl": 1, "js_divergence": 2, "alpha_divergence": 3}
 
 
 class LossOutputs(ctypes.Structure):

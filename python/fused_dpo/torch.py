@@ -25,6 +25,7 @@ from ._abi import (
     STAT_LOSS,
     STAT_REJECTED_LOGIT_SUM,
     STAT_REJECTED_TOKENS,
+    F_DIVERGENCES,
     CudaLaunch,
     FusedDpoUnavailable,
     LossConfig,
@@ -43,6 +44,7 @@ _RULES = {
     "beta": ("a finite number > 0", lambda v: v > 0),
     "label_smoothing": ("a number in [0, 0.5]", lambda v: 0 <= v <= 0.5),
     "discopop_tau": ("a finite number > 0", lambda v: v > 0),
+    "f_alpha_divergence_coef": ("a finite number > 0", lambda v: v > 0),
 }
 
 
@@ -260,6 +262,9 @@ def dpo_loss(
     label_smoothing=0.0,
     simpo_gamma=0.5,
     discopop_tau=0.05,
+    f_divergence_type="reverse_kl",
+    f_alpha_divergence_coef=0.5,
+    length_penalty=0.0,
     ignore_index=-100,
     reduction="mean",
     normalizer=None,
@@ -289,13 +294,23 @@ def dpo_loss(
     if num_seqs < 2 or num_seqs % 2 != 0:
         raise ValueError(f"{where}: the logits must hold 2B sequences (B chosen then B rejected, B >= 1), got {num_seqs}")
     num_pairs = num_seqs // 2
-    values = {"beta": beta, "label_smoothing": label_smoothing, "simpo_gamma": simpo_gamma, "discopop_tau": discopop_tau}
+    values = {
+        "beta": beta,
+        "label_smoothing": label_smoothing,
+        "simpo_gamma": simpo_gamma,
+        "discopop_tau": discopop_tau,
+        "f_alpha_divergence_coef": f_alpha_divergence_coef,
+        "length_penalty": length_penalty,
+    }
+    if f_divergence_type not in F_DIVERGENCES:
+        raise ValueError(f"{where}: f_divergence_type must be one of {', '.join(F_DIVERGENCES)}, got {f_divergence_type!r}")
     missing = set(library().hyperparameters) - set(values)
     if missing:
         raise TypeError(f"{where}: this binding has no keyword for the library's hyperparameters {sorted(missing)}: update fused_dpo")
     config, refs, averaged = _loss_config(
         loss_type, loss_weights, values, num_pairs, reduction, normalizer, ref_chosen_logps, ref_rejected_logps
     )
+    config.f_divergence = F_DIVERGENCES[f_divergence_type]
 
     data = keep[0]
     wants_grad = torch.is_grad_enabled() and logits.requires_grad
