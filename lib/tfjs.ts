@@ -100,6 +100,12 @@ function recordingGradients(): boolean {
   return tf.engine().state.gradientDepth > 0;
 }
 
+// dy·grad. dy is 1 when the loss itself is differentiated (the usual case): then the gradient
+// tensor is shared (tf.clone copies no data), where tfjs's multiply would cost a pass over R×V.
+function scaledGrad(dy: tf.Tensor, grad: tf.Tensor): tf.Tensor {
+  return dy.dataSync()[0] === 1 ? tf.clone(grad) : tf.mul(dy, grad);
+}
+
 /**
  * The DPO-family loss of logits [2B, T, V] (or [N, V] with options.cuSeqlens) as a scalar
  * float32 tf.Tensor whose gradient with respect to the logits is fused-dpo's.
@@ -129,7 +135,7 @@ export function dpoLoss(logits: tf.Tensor, labels: tf.Tensor, ref: TfjsReference
     onMetrics?.(details.metrics, details);
     return {
       value: tf.scalar(details.loss, 'float32'),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]!),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => scaledGrad(dy, saved[0]!),
     };
   });
   return lossOf(logits) as tf.Scalar;

@@ -20,7 +20,7 @@ tf.env().set('PROD', true); // no "install tfjs-node" banner
 setWasmPaths(join(dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm')), '/'));
 
 function tensorsOf(c: TokenCase) {
-  return { logits: tf.tensor(c.logits.data, c.logits.shape, 'float32'), labels: tf.tensor(c.labels.data, c.labels.shape, 'int32') };
+  return { logits: tf.tensor(c.logits.data, [...c.logits.shape], 'float32'), labels: tf.tensor(c.labels.data, c.labels.shape, 'int32') };
 }
 
 function assertSameBits(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string) {
@@ -101,6 +101,17 @@ test("the last call's metrics without another pass: lastMetrics(), lastDetails()
   assertSameBits(details.losses, core.losses, 'losses');
   assertSameBits(details.sequenceGrad, core.sequenceGrad, 'sequenceGrad');
   assert.not.ok('grad' in details, 'the gradient is tfjs\'s, not in the details');
+  tf.dispose([logits, labels, grad]);
+});
+
+test('a reference-free loss takes ref null', async () => {
+  await tf.setBackend('cpu');
+  const c = makeCase(makeRng(SEED + 7), { B: 2, vocab: 23, T: 4 });
+  const core = coreDpoLoss({ ...tokenOptions(c), lossType: 'simpo', beta: 2 });
+  const { logits, labels } = tensorsOf(c);
+  const grad = tf.grad((x: tf.Tensor) => dpoLoss(x, labels, null, { lossType: 'simpo', beta: 2 }))(logits);
+  assertSameBits(grad.dataSync(), core.grad!.data, 'simpo grad');
+  assert.is(lastDetails()!.loss, core.loss);
   tf.dispose([logits, labels, grad]);
 });
 
