@@ -2,7 +2,7 @@
 // the loss and logits gradient through tf.grad (the adapter's copy-free wrap, tf.customGrad, and
 // tfjs's dy·grad multiply) against the core's dpoLoss with a new gradient array, and the
 // forward-only call outside a gradient tape against the core's grad: false. Median of --runs
-// timed runs after two warm-ups, per size.
+// timed runs of each, alternating, after three warm-ups, per size.
 //
 //   node --import tsx examples/tfjs-overhead.ts [--runs 9]
 import * as tf from '@tensorflow/tfjs';
@@ -19,15 +19,18 @@ function median(times: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-function time(run: () => void): number {
-  for (let i = 0; i < 2; i++) run();
-  const times: number[] = [];
+// The two calls alternate, so drift in the machine's load falls on both alike.
+function timePair(a: () => void, b: () => void): [number, number] {
+  for (let i = 0; i < 3; i++) (a(), b());
+  const times: [number[], number[]] = [[], []];
   for (let i = 0; i < runs; i++) {
-    const start = process.hrtime.bigint();
-    run();
-    times.push(Number(process.hrtime.bigint() - start) / 1e6);
+    for (const [k, run] of [a, b].entries()) {
+      const start = process.hrtime.bigint();
+      run();
+      times[k]!.push(Number(process.hrtime.bigint() - start) / 1e6);
+    }
   }
-  return median(times);
+  return [median(times[0]), median(times[1])];
 }
 
 const sizes = [
@@ -46,18 +49,22 @@ for (const { B, T, V } of sizes) {
   const hostLogits = { data, shape: [2 * B, T, V] }, hostLabels = { data: labelIds, shape: [2 * B, T] };
   const tensors = tf.memory().numTensors;
 
-  const core = time(() => void coreDpoLoss({ logits: hostLogits, labels: hostLabels, ref }));
-  const adapter = time(() => tf.dispose(tf.grad((x: tf.Tensor) => dpoLoss(x, labels, ref))(logits)));
-  const coreForward = time(() => void coreDpoLoss({ logits: hostLogits, labels: hostLabels, ref, grad: false }));
-  const adapterForward = time(() => tf.dispose(dpoLoss(logits, labels, ref)));
+  const [core, adapter] = timePair(
+    () => void coreDpoLoss({ logits: hostLogits, labels: hostLabels, ref }),
+    () => tf.dispose(tf.grad((x: tf.Tensor) => dpoLoss(x, labels, ref))(logits)),
+  );
+  const [coreForward, adapterForward] = timePair(
+    () => void coreDpoLoss({ logits: hostLogits, labels: hostLabels, ref, grad: false }),
+    () => tf.dispose(dpoLoss(logits, labels, ref)),
+  );
   if (tf.memory().numTensors !== tensors) throw new Error(`tensors leaked: ${tf.memory().numTensors - tensors}`);
 
   const mb = (rows * V * 4) / 2 ** 20;
-  const pct = (a: number, b: number) => `${(((a - b) / b) * 100).toFixed(0)}%`;
+  const pct = (a: number, b: number) => `${a >= b ? '+' : '−'}${((Math.abs(a - b) / b) * 100).toFixed(0)}%`;
   console.log(
     `B=${B} T=${T} V=${V} (logits ${mb.toFixed(0)} MiB): ` +
-      `loss+grad core ${core.toFixed(2)} ms, tf.grad(adapter) ${adapter.toFixed(2)} ms (+${pct(adapter, core)}); ` +
-      `forward core ${coreForward.toFixed(2)} ms, adapter ${adapterForward.toFixed(2)} ms (+${pct(adapterForward, coreForward)})`,
+      `loss+grad core ${core.toFixed(2)} ms, tf.grad(adapter) ${adapter.toFixed(2)} ms (${pct(adapter, core)}); ` +
+      `forward core ${coreForward.toFixed(2)} ms, adapter ${adapterForward.toFixed(2)} ms (${pct(adapterForward, coreForward)})`,
   );
   tf.dispose([logits, labels]);
 }
