@@ -25,6 +25,7 @@ namespace {
 #include "row_kernels_impl.h"
 
 struct Avx2Ops {
+  using Tail = ScalarOps;
   static constexpr int W = 8;
   using F = __m256;
   using M = __m256;

@@ -26,6 +26,7 @@ namespace {
 #include "row_kernels_impl.h"
 
 struct Avx512Ops {
+  using Tail = ScalarOps;
   static constexpr int W = 16;
   using F = __m512;
   using M = __mmask16;

@@ -10,7 +10,8 @@
 // instead: kBaselineMulAddKernels); and scalar code writes each fma it means (the only product
 // GCC contracts in the AVX files, floatToF16's x*2^24 + magic, is exact either way).
 //
-// O provides: W (lanes), F (float vector), set1, add, sub, mul, fma (a*b+c), max, exp, hmax,
+// O provides: Tail (the scalar ops of row heads and tails, which round as O's lanes do), W
+// (lanes), F (float vector), set1, add, sub, mul, fma (a*b+c), max, exp, hmax,
 // firstEqual (first lane equal to a value, or -1), setLane, fence, and load/store/stream per
 // element type; levels whose exp is expPortable also M (lane mask), min, lessThan, zeroWhere and
 // exp2i (2^n for integral n).
@@ -63,6 +64,7 @@ constexpr int kLanes = 16;
 // with glibc's software fmaf); its results may differ from other CPUs' in the last bits.
 template <bool Fused>
 struct ScalarOpsOf {
+  using Tail = ScalarOpsOf;
   static constexpr int W = 1;
   using F = float;
   using M = bool;
@@ -107,6 +109,7 @@ using ScalarOps = ScalarOpsOf<true>;
 // N vectors of S as one vector of N * S::W lanes: lane k is lane k % S::W of part k / S::W.
 template <class S, int N>
 struct LanesOf {
+  using Tail = typename S::Tail;
   static constexpr int W = N * S::W;
   struct F {
     typename S::F part[N];
@@ -221,7 +224,7 @@ template <class O, int DT, bool Keep = false>
 void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, float* kept = nullptr,
                 float* chunkBase = nullptr) {
   using F = typename O::F;
-  using S = ScalarOps;
+  using S = typename O::Tail;
   const float inf = __builtin_inff();
   const int64_t vecEnd = vocab - vocab % O::W;
 
@@ -242,7 +245,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
       nonFinite = O::fma(z, O::set1(0.0f), nonFinite);
     }
     for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
-      const float z = S::load<DT>(row, i);
+      const float z = S::template load<DT>(row, i);
       tBest = S::max(z, tBest);
       tSum += z;
       tNonFinite = S::fma(z, 0.0f, tNonFinite);
@@ -280,7 +283,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
     sumExpX = O::add(sumExpX, chunkExpX);
     for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
       if (i == label) continue;
-      const float x = S::load<DT>(row, i) - m;
+      const float x = S::template load<DT>(row, i) - m;
       const float e = vexp<S>(x);
       if (Keep) kept[i] = e;
       tSumExp += e;
@@ -292,7 +295,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
   const int64_t maxChunkEnd = maxChunk + kChunk < vocab ? maxChunk + kChunk : vocab;
   const RowSums sums{m, laneSum<O>(sumExp) + tSumExp, laneSum<O>(sumExpX) + tSumExpX, laneSum<O>(sum) + tSum,
                      laneSum<O>(nonFinite) + tNonFinite};
-  out = finishRow(sums, S::load<DT>(row, label), vocab, firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label);
+  out = finishRow(sums, S::template load<DT>(row, label), vocab, firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label);
 }
 
 // Writes one row of the output through O's streaming stores: a scalar head up to the store
@@ -331,7 +334,7 @@ struct GradValues {
   }
   float scalar(int64_t i) const {
     if (i == label) return labelGrad;
-    return otherGradient<ScalarOps>(negScale, loadElement<DT>(row, i), m, logSum);
+    return otherGradient<typename O::Tail>(negScale, loadElement<DT>(row, i), m, logSum);
   }
 };
 
@@ -471,7 +474,7 @@ template <class O>
 void expValues(const float* in, float* out, int64_t n) {
   int64_t i = 0;
   for (; i + O::W <= n; i += O::W) O::template store<FDPO_FLOAT32>(out, i, vexp<O>(O::template load<FDPO_FLOAT32>(in, i)));
-  for (; i < n; ++i) out[i] = vexp<ScalarOps>(in[i]);
+  for (; i < n; ++i) out[i] = vexp<typename O::Tail>(in[i]);
 }
 
 template <class O>
