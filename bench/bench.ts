@@ -198,7 +198,8 @@ async function main() {
 
       const paths: { name: string; bytes: number; fp32Only?: boolean; slow?: boolean; run: () => unknown; setup?: () => Promise<{ run: () => unknown; dispose: () => unknown }> }[] = [
         { name: 'fused loss+grad (sync, preallocated grad)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad }) },
-        { name: 'fused loss+grad (async)', bytes: 2 * n * esize, run: () => dpoLossAsync({ ...base, grad }) },
+        // async, so tinybench awaits each call: overlapping calls writing one grad would race (and are refused).
+        { name: 'fused loss+grad (async)', bytes: 2 * n * esize, run: async () => void (await dpoLossAsync({ ...base, grad })) },
         {
           name: 'fused loss+grad (in place)',
           bytes: 2 * n * esize,
@@ -206,7 +207,7 @@ async function main() {
         },
         { name: 'fused loss+grad (new grad array)', bytes: 2 * n * esize, run: () => dpoLoss(base) },
         { name: 'fused loss+grad (deferred scale)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad, deferScale: true }) },
-        { name: 'fused forward only (sequenceLogps)', bytes: n * esize, run: () => sequenceLogps(base) },
+        { name: 'fused forward only (sequenceLogps)', bytes: n * esize, run: () => sequenceLogps({ logits: base.logits, labels: base.labels, threads: THREADS }) },
         { name: 'unfused native (log-softmax buffer)', bytes: 2 * n * esize, slow: true, run: () => dpoLossUnfused({ ...base, grad }) },
         {
           name: 'plain TypeScript float32 loop',
