@@ -1,6 +1,8 @@
 // The binding's own checks, with lib/'s validation bypassed: argument objects that lie about
 // sizes, offsets and labels must come back as ERR_FDPO_INVALID_ARGUMENT, never as a read or
 // write out of bounds, an abort or an exit.
+import { readdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
@@ -53,6 +55,23 @@ function expectInvalid(args: NativeLossArgs, what: string): void {
   }
   assert.unreachable(`${what}: accepted`);
 }
+
+test('threads 4096 through the binding starts no more kernel threads than cores', () => {
+  // fdpo_cpu_copy splits 64 MB into 64 chunks, so a pool that took the count as given would start 63.
+  const tasks = () => readdirSync('/proc/self/task').length;
+  const src = new Uint8Array(64 << 20).fill(7), dst = new Uint8Array(64 << 20);
+  const before = tasks();
+  native().copy(dst, src, 4096);
+  assert.ok(tasks() - before <= availableParallelism(), `${tasks() - before} threads started for 4096 on ${availableParallelism()} cores`);
+  assert.is(dst[12345], 7);
+  const args = validArgs();
+  args.threads = 4096;
+  native().dpoLoss(args);
+  const one = validArgs();
+  one.threads = 1;
+  native().dpoLoss(one);
+  assert.equal(Array.from(args.stats), Array.from(one.stats), 'the same bits for any thread count');
+});
 
 test('the valid argument object works (the baseline of the cases below)', () => {
   const args = validArgs();

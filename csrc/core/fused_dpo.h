@@ -155,7 +155,8 @@ FDPO_API double fdpo_cpu_exp_throughput(int64_t count, int32_t threads);
 
 /*
  * Forward only, one read of the logits: per-sequence log-prob sums (or averages) and counts.
- * threads <= 0 means all cores.
+ * threads <= 0 means all cores; more threads than cores are not started (the results are the same
+ * for any count).
  */
 FDPO_API int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* logps, int32_t* counts,
                             int32_t threads, char* error, size_t error_size);

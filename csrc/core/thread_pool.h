@@ -43,7 +43,12 @@ class ThreadPool {
 };
 
 // A call's thread count: threads > 0 as given, else every hardware thread.
-inline int resolveThreads(int32_t threads) { return threads > 0 ? threads : ThreadPool::hardwareThreads(); }
+// A call's thread count: all cores for threads <= 0, and never more than the cores (the pool keeps
+// every thread it starts, and results are the same for any count, so more would only cost).
+inline int resolveThreads(int32_t threads) {
+  const int cores = ThreadPool::hardwareThreads();
+  return threads > 0 && threads < cores ? threads : cores;
+}
 
 }  // namespace fdpo
 
