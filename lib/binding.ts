@@ -16,6 +16,10 @@ export interface NativeTokens {
   labels: Int32Array | DeviceBuffer;
   cuSeqlens: Int32Array;
   ignoreIndex: number;
+  /** The model-head transforms (fdpo_tokens.logit_scale, softcap, temperature): 0 or absent = off. */
+  logitScale?: number;
+  softcap?: number;
+  temperature?: number;
   threads: number;
   /** null: the CPU backend; a device index: the CUDA backend. */
   device: number | null;
@@ -36,6 +40,8 @@ export interface NativeLossArgs extends NativeTokens {
   /** The hyperparameters, indexed by their codes in lib/loss-kinds.ts (fdpo_loss_param). */
   params: Float64Array;
   scale: number;
+  /** WPO (fdpo_loss_config.use_weighting); absent = off. */
+  useWeighting?: boolean;
   refChosen: Float64Array | null;
   refRejected: Float64Array | null;
   seqLogps: Float64Array;

@@ -7,7 +7,6 @@ const TRL_UNSUPPORTED: Record<string, string> = {
   ld_alpha: "TRL's LD-DPO length weighting (ld_alpha) is not supported yet",
   f_divergence_type: "TRL's f_divergence_type (f-DPO) is not supported yet: the loss is the reverse-KL one",
   f_alpha_divergence_coef: "TRL's f_alpha_divergence_coef (f-DPO) is not supported yet",
-  use_weighting: "TRL's use_weighting (WPO) is not supported yet",
   rpo_alpha:
     "TRL's rpo_alpha adds rpo_alpha times the chosen NLL; here that is lossType [..., 'sft'] with lossWeights [..., rpo_alpha]",
   reference_free: "TRL's reference_free: pass ref as zeros ({ chosen: zeros, rejected: zeros }) instead",
