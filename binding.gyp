@@ -19,7 +19,7 @@
       ],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except_all"],
       "cflags_cc!": ["-fno-exceptions", "-O2", "-O3"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wno-maybe-uninitialized", "-Wno-psabi"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wno-maybe-uninitialized", "-Wno-psabi", "-ffp-contract=off"],
       "cflags!": ["-O2"],
       "cflags": ["-O3"],
       "defines": ["NAPI_VERSION=<!(node -p \"require('./package.json').binary.napi_versions[0]\")", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],

@@ -16,6 +16,10 @@ export interface NativeTokens {
   labels: Int32Array | DeviceBuffer;
   cuSeqlens: Int32Array;
   ignoreIndex: number;
+  /** The model-head transforms (fdpo_tokens.logit_scale, softcap, temperature): 0 or absent = off. */
+  logitScale?: number;
+  softcap?: number;
+  temperature?: number;
   threads: number;
   /** null: the CPU backend; a device index: the CUDA backend. */
   device: number | null;
@@ -38,6 +42,8 @@ export interface NativeLossArgs extends NativeTokens {
   /** fdpo_f_divergence: F_DIVERGENCES's code of fDivergenceType. */
   fDivergence: number;
   scale: number;
+  /** WPO (fdpo_loss_config.use_weighting); absent = off. */
+  useWeighting?: boolean;
   refChosen: Float64Array | null;
   refRejected: Float64Array | null;
   seqLogps: Float64Array;

@@ -60,6 +60,11 @@ export interface LossSettingsOptions extends Partial<Record<HyperparameterName, 
   /** Divide the summed loss by this count instead (data-parallel shards). Overrides reduction. */
   normalizer?: number;
   /**
+   * WPO (TRL's use_weighting): pair i's loss and gradient times min(1, w_c·w_r), w_s = exp(mean
+   * over s's completion tokens of (logp − log Σ_v p_v²)), detached. No extra read of the logits.
+   */
+  useWeighting?: boolean;
+  /**
    * Deferred scale: grad receives the unscaled onehot − p, written in the forward pass (one read
    * and one write of the logits in all), and rowScale the per-row factor G that makes it the
    * gradient. For trainers that apply G on the hidden-size side of the next matmul.
@@ -111,7 +116,19 @@ export interface DpoLossResult<G extends Tensor | DeviceTensor = Tensor, S exten
   nonFinite: NonFiniteRow | null;
 }
 
-const LOSS_KEYS = [...TOKEN_KEYS, 'ref', 'lossType', 'lossWeights', ...HYPERPARAMETER_NAMES, 'fDivergenceType', 'reduction', 'normalizer', 'deferScale', 'grad'] as const;
+const LOSS_KEYS = [
+  ...TOKEN_KEYS,
+  'ref',
+  'lossType',
+  'lossWeights',
+  ...HYPERPARAMETER_NAMES,
+  'fDivergenceType',
+  'reduction',
+  'normalizer',
+  'useWeighting',
+  'deferScale',
+  'grad',
+] as const;
 
 function bufferOf<T>(value: T | DeviceTensor): T | DeviceBuffer {
   return value instanceof DeviceTensor ? value.nativeBuffer() : value;
@@ -126,6 +143,7 @@ function tokenArgs(t: CheckedTokens) {
     labels: bufferOf(t.labels),
     cuSeqlens: t.cuSeqlens,
     ignoreIndex: t.ignoreIndex,
+    ...t.head,
     threads: t.threads,
     device: t.device,
     stream: t.stream,
@@ -235,6 +253,7 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
     params: Float64Array.from(HYPERPARAMETER_NAMES, (name) => settings.hyperparameters[name]),
     fDivergence: F_DIVERGENCES[settings.fDivergenceType],
     scale: settings.scale,
+    useWeighting: settings.useWeighting,
     refChosen: settings.ref?.chosen ?? null,
     refRejected: settings.ref?.rejected ?? null,
     seqLogps: new Float64Array(tokens.numSeqs),

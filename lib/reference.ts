@@ -5,8 +5,15 @@
 import { LOSS_KINDS, type HyperparameterName, type LossType } from './loss-kinds.js';
 import type { DpoMetrics } from './types.js';
 
+/** The model-head transforms (SPEC.md "Model-head transforms"); 0 or absent: off. */
+export interface HeadTransformInput {
+  logitScale?: number;
+  softcap?: number;
+  temperature?: number;
+}
+
 /** The input; the hyperparameters (beta, labelSmoothing, …: lib/loss-kinds.ts) by name. */
-export interface ReferenceInput extends Record<HyperparameterName, number> {
+export interface ReferenceInput extends Record<HyperparameterName, number>, HeadTransformInput {
   logits: Float64Array; // R*V, already decoded to float64
   rows: number;
   vocab: number;
@@ -19,6 +26,7 @@ export interface ReferenceInput extends Record<HyperparameterName, number> {
   /** How the log-ratios make the margin Δ (default 'reverse_kl': DPO's Δ = a − b). */
   fDivergenceType?: FDivergence;
   scale: number; // 1/B for mean, 1 for sum, 1/normalizer
+  useWeighting?: boolean; // WPO (SPEC.md "WPO")
 }
 
 export interface ReferenceOutput {
@@ -33,9 +41,28 @@ export interface ReferenceOutput {
   metrics: DpoMetrics;
   seqGrad: Float64Array; // S, G_s = ∂loss/∂π_s
   grad: Float64Array; // R*V
+  pairWeights: Float64Array; // B, WPO's min(1, w_c·w_r) (all 1 without useWeighting)
 }
 
-export type PairLossConfig = Omit<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex'>;
+export type PairLossConfig = Omit<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | keyof HeadTransformInput>;
+
+/**
+ * The transformed logit t(z) and its derivative t'(z), in TRL's order: a = z·s (logitScale), then
+ * b = c·tanh(a/c) (softcap), then t = b/T (temperature); t' = (s/T)·(1 − tanh²(a/c)).
+ */
+export function headTransform(z: number, head: HeadTransformInput): { t: number; slope: number } {
+  const s = head.logitScale || 1;
+  const c = head.softcap || 0;
+  const T = head.temperature || 1;
+  const a = z * s;
+  if (c === 0) return { t: a / T, slope: s / T };
+  const th = Math.tanh(a / c);
+  return { t: (c * th) / T, slope: (s * (1 / Math.cosh(a / c)) ** 2) / T };
+}
+
+function headIsOn(head: HeadTransformInput): boolean {
+  return Boolean(head.logitScale || head.softcap || head.temperature);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Scalar helpers (stable in float64)
@@ -107,34 +134,50 @@ function argsortAscending(keys: Float64Array): number[] {
 // Per token
 
 export function referenceTokenStats(
-  logits: Float64Array,
+  rawLogits: Float64Array,
   rows: number,
   vocab: number,
   labels: Int32Array,
   ignoreIndex: number,
+  head: HeadTransformInput = {},
 ): {
   logp: Float64Array;
   entropy: Float64Array;
   rowMeanLogit: Float64Array;
   correct: Uint8Array;
+  /** log Σ_v p[r,v]² (WPO's adjustment) = LSE(2t) − 2·LSE(t); 0 for ignored rows. */
+  logSumSq: Float64Array;
   probs(r: number): Float64Array;
+  /** t'(z[r, v]) for one row (all 1 without a transform). */
+  slopes(r: number): Float64Array;
 } {
-  if (logits.length !== rows * vocab) throw new RangeError(`logits has ${logits.length} elements, expected ${rows}*${vocab}`);
+  if (rawLogits.length !== rows * vocab) throw new RangeError(`logits has ${rawLogits.length} elements, expected ${rows}*${vocab}`);
   if (labels.length !== rows) throw new RangeError(`labels has ${labels.length} elements, expected ${rows}`);
+
+  // Everything below reads the transformed logits t(z), except the argmax (taken on the raw logits:
+  // the transforms are increasing) and the finiteness check (a non-finite raw logit poisons its row).
+  const transformed = headIsOn(head);
+  const logits = transformed ? rawLogits.map((z) => headTransform(z, head).t) : rawLogits;
+  const slopes = (r: number): Float64Array => {
+    const raw = rawLogits.subarray(r * vocab, (r + 1) * vocab);
+    return transformed ? raw.map((z) => headTransform(z, head).slope) : new Float64Array(vocab).fill(1);
+  };
 
   // Ignored rows are left at 0 in every output: they contribute nothing anywhere.
   const logp = new Float64Array(rows);
   const entropy = new Float64Array(rows);
   const rowMeanLogit = new Float64Array(rows);
   const correct = new Uint8Array(rows);
+  const logSumSq = new Float64Array(rows);
 
   /** m = max_v z, s = Σ_v exp(z − m), log(s), and whether the row is all finite. */
   const rowMaxLogSum = (r: number): { m: number; s: number; logS: number; finite: boolean } => {
     const z = logits.subarray(r * vocab, (r + 1) * vocab);
+    const raw = rawLogits.subarray(r * vocab, (r + 1) * vocab);
     let m = -Infinity;
     let finite = true;
     for (let v = 0; v < vocab; v++) {
-      if (!Number.isFinite(z[v]!)) finite = false;
+      if (!Number.isFinite(raw[v]!)) finite = false;
       if (z[v]! > m) m = z[v]!;
     }
     let s = 0;
@@ -147,17 +190,21 @@ export function referenceTokenStats(
     if (y === ignoreIndex) continue;
     if (!Number.isInteger(y) || y < 0 || y >= vocab) throw new RangeError(`label ${y} at row ${r} is outside [0, ${vocab})`);
     const z = logits.subarray(r * vocab, (r + 1) * vocab);
+    const raw = rawLogits.subarray(r * vocab, (r + 1) * vocab);
     const { m, s, logS, finite } = rowMaxLogSum(r);
 
     let sumZ = 0;
     let sumExpTimesShifted = 0; // Σ_v exp(z−m)·(z−m)
+    let sumExpSquared = 0; // Σ_v exp(2(z−m))
     let argmax = 0;
     for (let v = 0; v < vocab; v++) {
       const shifted = z[v]! - m;
       sumExpTimesShifted += Math.exp(shifted) * shifted;
+      sumExpSquared += Math.exp(2 * shifted);
       sumZ += z[v]!;
-      if (z[v]! > z[argmax]!) argmax = v; // strict: first index of the maximum
+      if (raw[v]! > raw[argmax]!) argmax = v; // strict: first index of the maximum
     }
+    logSumSq[r] = Math.log(sumExpSquared) - 2 * logS;
 
     rowMeanLogit[r] = sumZ / vocab;
     if (finite) {
@@ -190,7 +237,7 @@ export function referenceTokenStats(
     return p;
   };
 
-  return { logp, entropy, rowMeanLogit, correct, probs };
+  return { logp, entropy, rowMeanLogit, correct, logSumSq, probs, slopes };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,11 +275,11 @@ function sumBySequence(
 }
 
 export function referenceSequenceLogps(
-  input: Pick<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex'>,
+  input: Pick<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | keyof HeadTransformInput>,
   average: boolean,
 ): { logps: Float64Array; counts: Int32Array } {
   checkCuSeqlens(input.cuSeqlens, input.rows);
-  const { logp } = referenceTokenStats(input.logits, input.rows, input.vocab, input.labels, input.ignoreIndex);
+  const { logp } = referenceTokenStats(input.logits, input.rows, input.vocab, input.labels, input.ignoreIndex, input);
   const { sums, counts } = sumBySequence(logp, input.labels, input.cuSeqlens, input.ignoreIndex);
   if (average) for (let s = 0; s < sums.length; s++) sums[s] = sums[s]! / Math.max(counts[s]!, 1);
   return { logps: sums, counts };
@@ -242,8 +289,10 @@ export function referenceSequenceLogps(
 // Per pair: the loss as a function of the per-sequence sums π_s, with its analytic gradient
 
 /**
- * One loss type over the batch. `l[i]` is ℓ_i; `gc[j]` and `gr[j]` are ∂(Σ_i ℓ_i)/∂π_{c_j} and
- * ∂(Σ_i ℓ_i)/∂π_{r_j} (for the paired losses only pair j's own ℓ_j depends on them).
+ * One loss type over the batch, each pair's term times its WPO weight `w[i]` (1 without it; for
+ * aot/aot_unpaired the term at sorted position k times w[k], as TRL multiplies its rank-ordered
+ * losses). `l[i]` is ℓ_i; `gc[j]` and `gr[j]` are ∂(Σ_i ℓ_i)/∂π_{c_j} and ∂(Σ_i ℓ_i)/∂π_{r_j}
+ * (for the paired losses only pair j's own ℓ_j depends on them).
  */
 function lossTerm(
   type: LossType,
@@ -252,6 +301,7 @@ function lossTerm(
   refC: Float64Array,
   refR: Float64Array,
   cfg: PairLossConfig,
+  w: Float64Array,
 ): { l: Float64Array; gc: Float64Array; gr: Float64Array } {
   const B = pi.length / 2;
   const beta = cfg.beta;
@@ -414,8 +464,8 @@ function lossTerm(
       for (let k = 0; k < B; k++) {
         const pk = p[k]!;
         const u = beta * (L[pk]! - qSorted[k]!);
-        l[pk] = smoothedLogistic(u, eps);
-        const dD = beta * smoothedLogisticPrime(u, eps);
+        l[pk] = w[k]! * smoothedLogistic(u, eps);
+        const dD = w[k]! * beta * smoothedLogisticPrime(u, eps);
         gc[pk] = gc[pk]! + dD;
         gr[pk] = gr[pk]! - dD;
       }
@@ -432,8 +482,8 @@ function lossTerm(
         const pk = p[k]!;
         const qk = q[k]!;
         const u = beta * (A[pk]! - Bv[qk]!);
-        l[pk] = smoothedLogistic(u, eps);
-        const dD = beta * smoothedLogisticPrime(u, eps);
+        l[pk] = w[k]! * smoothedLogistic(u, eps);
+        const dD = w[k]! * beta * smoothedLogisticPrime(u, eps);
         gc[pk] = gc[pk]! + dD;
         gr[qk] = gr[qk]! - dD;
       }
@@ -443,18 +493,20 @@ function lossTerm(
     case 'sft':
     case 'orpo': {
       // Token-mean NLL of all chosen tokens, the same value for every pair:
-      // nll = −(Σ_j π_{c_j}) / max(Σ_j N_{c_j}, 1), so ∂(Σ_i ℓ_i)/∂π_{c_j} = −B / max(Σ_j N_{c_j}, 1).
+      // nll = −(Σ_j π_{c_j}) / max(Σ_j N_{c_j}, 1), so ∂(Σ_i w_i·ℓ_i)/∂π_{c_j} = −(Σ_i w_i) / max(Σ_j N_{c_j}, 1).
       let sumPi = 0;
       let sumN = 0;
+      let sumW = 0;
       for (let j = 0; j < B; j++) {
         sumPi += piC(j);
         sumN += counts[j]!;
+        sumW += w[j]!;
       }
       const denom = Math.max(sumN, 1);
       const nll = -sumPi / denom;
       for (let i = 0; i < B; i++) {
-        l[i] = nll;
-        gc[i] = -B / denom;
+        l[i] = w[i]! * nll;
+        gc[i] = -sumW / denom;
       }
       if (type === 'orpo') {
         const clampMax = -1e-15;
@@ -464,8 +516,8 @@ function lossTerm(
           const xc = Math.min(barC, clampMax);
           const xr = Math.min(barR, clampMax);
           const D = logOdds(xc) - logOdds(xr);
-          l[i] = l[i]! - beta * logSigmoid(D);
-          const dD = -beta * sigmoid(-D); // d(−β·logσ(D))/dD
+          l[i] = l[i]! - w[i]! * beta * logSigmoid(D);
+          const dD = -w[i]! * beta * sigmoid(-D); // d(−w_i·β·logσ(D))/dD
           // At the clamp the derivative is the unclamped formula's at x = −1e-15: the continuous
           // extension (σ(−D) vanishes as fast as 1 − e^x, so the product stays finite).
           gc[i] = gc[i]! + (dD * logOddsPrime(xc)) / nC(i);
@@ -487,6 +539,14 @@ function lossTerm(
 
     default:
       throw new TypeError(`unknown loss type '${String(type)}'`);
+  }
+  if (!['aot', 'aot_unpaired', 'sft', 'orpo'].includes(type)) {
+    // pair-local: ℓ_i and its derivatives times w_i
+    for (let i = 0; i < B; i++) {
+      l[i] = w[i]! * l[i]!;
+      gc[i] = w[i]! * gc[i]!;
+      gr[i] = w[i]! * gr[i]!;
+    }
   }
   return { l, gc, gr };
 }
@@ -520,11 +580,13 @@ export function referencePairLoss(
   seqLogps: Float64Array,
   seqCounts: Int32Array,
   cfg: PairLossConfig,
+  pairWeights?: Float64Array,
 ): { loss: number; losses: Float64Array; seqGrad: Float64Array } {
   const S = seqLogps.length;
   if (S < 2 || S % 2 !== 0) throw new RangeError(`need 2B sequence scores with B >= 1, got ${S}`);
   if (seqCounts.length !== S) throw new RangeError('seqCounts must have one entry per sequence');
   const B = S / 2;
+  const wpo = pairWeights ?? new Float64Array(B).fill(1);
   const types = cfg.lossTypes;
   if (types.length === 0) throw new RangeError('lossTypes is empty');
   for (const t of types) if (!Object.hasOwn(LOSS_KINDS, t)) throw new TypeError(`unknown loss type '${t}'`);
@@ -542,12 +604,13 @@ export function referencePairLoss(
     if (needing.length > 0) throw new TypeError(`loss type(s) ${needing.join(', ')} need reference log-probs`);
   }
 
-  // ℓ_i = Σ_k w_k·ℓ_{k,i};  loss = scale·Σ_i ℓ_i;  G_s = scale·Σ_k w_k·∂(Σ_i ℓ_{k,i})/∂π_s.
+  // ℓ_i = Σ_k w_k·ℓ_{k,i} (each ℓ_{k,i} times its WPO weight);  loss = scale·Σ_i ℓ_i;
+  // G_s = scale·Σ_k w_k·∂(Σ_i ℓ_{k,i})/∂π_s.
   const losses = new Float64Array(B);
   const seqGrad = new Float64Array(S);
   types.forEach((type, k) => {
     const w = weights[k]!;
-    const { l, gc, gr } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg);
+    const { l, gc, gr } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg, wpo);
     for (let i = 0; i < B; i++) {
       losses[i] = losses[i]! + w * l[i]!;
       seqGrad[i] = seqGrad[i]! + cfg.scale * w * gc[i]!;
@@ -567,16 +630,27 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
   const S = checkCuSeqlens(cuSeqlens, rows);
   const B = S / 2;
 
-  const stats = referenceTokenStats(logits, rows, vocab, labels, ignoreIndex);
+  const stats = referenceTokenStats(logits, rows, vocab, labels, ignoreIndex, input);
   const { sums: seqLogps, counts: seqCounts } = sumBySequence(stats.logp, labels, cuSeqlens, ignoreIndex);
-  const pair = referencePairLoss(seqLogps, seqCounts, input);
+
+  // WPO: w_s = exp(mean over s's completion tokens of (logp − log Σ_v p_v²)), count clamped to ≥ 1;
+  // pair i weighs min(1, w_c·w_r) (TRL's clamp), detached: no gradient flows through it.
+  const pairWeights = new Float64Array(B).fill(1);
+  if (input.useWeighting) {
+    const adjusted = Float64Array.from(stats.logp, (lp, r) => lp - stats.logSumSq[r]!);
+    const { sums: adjustedSums } = sumBySequence(adjusted, labels, cuSeqlens, ignoreIndex);
+    const meanOf = (s: number) => adjustedSums[s]! / Math.max(seqCounts[s]!, 1);
+    for (let i = 0; i < B; i++) pairWeights[i] = Math.min(1, Math.exp(meanOf(i) + meanOf(B + i)));
+  }
+  const pair = referencePairLoss(seqLogps, seqCounts, input, pairWeights);
 
   // A non-finite logit in any scored row makes the loss NaN, even for losses that do not read
   // that row's sequence (e.g. sft never reads the rejected sequences).
   let loss = pair.loss;
   for (let r = 0; r < rows; r++) if (labels[r] !== ignoreIndex && Number.isNaN(stats.logp[r]!)) loss = NaN;
 
-  // grad[r, v] = G_{seq(r)}·(1[v = y_r] − p[r, v]); the true-class term 1 − p_y = −expm1(logp).
+  // grad[r, v] = G_{seq(r)}·t'(z[r, v])·(1[v = y_r] − p[r, v]) (t' = 1 without a transform); the
+  // true-class term 1 − p_y = −expm1(logp).
   const grad = new Float64Array(rows * vocab); // ignored rows stay exactly 0
   for (let s = 0; s < S; s++) {
     const G = pair.seqGrad[s]!;
@@ -584,8 +658,9 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
       const y = labels[r]!;
       if (y === ignoreIndex) continue;
       const p = stats.probs(r);
-      for (let v = 0; v < vocab; v++) grad[r * vocab + v] = -G * p[v]!;
-      grad[r * vocab + y] = G * -Math.expm1(stats.logp[r]!);
+      const slope = stats.slopes(r);
+      for (let v = 0; v < vocab; v++) grad[r * vocab + v] = -G * slope[v]! * p[v]!;
+      grad[r * vocab + y] = G * slope[y]! * -Math.expm1(stats.logp[r]!);
     }
   }
 
@@ -656,5 +731,6 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     metrics,
     seqGrad: pair.seqGrad,
     grad,
+    pairWeights,
   };
 }

@@ -41,6 +41,15 @@ export interface TokenSettings {
   cuSeqlens?: Int32Array;
   /** Label value of prompt and padding tokens (default -100). */
   ignoreIndex?: number;
+  /**
+   * Model-head transforms, applied to every logit in this order (TRL's) inside both passes, the
+   * gradient taken with respect to the raw logits: z·logitScale (Cohere), then
+   * softcap·tanh(z/softcap) (Gemma 2/3), then z/temperature. Each off by default; when given,
+   * finite and > 0.
+   */
+  logitScale?: number;
+  softcap?: number;
+  temperature?: number;
   /** CPU worker threads (default: os.availableParallelism()). */
   threads?: number;
   /**
@@ -55,7 +64,28 @@ export interface TokenSettings {
 }
 
 /** The keys of TokenSettings and the tensors, which every call takes. */
-export const TOKEN_KEYS = ['logits', 'labels', 'cuSeqlens', 'ignoreIndex', 'threads', 'backend', 'device', 'stream'] as const;
+export const TOKEN_KEYS = [
+  'logits',
+  'labels',
+  'cuSeqlens',
+  'ignoreIndex',
+  'logitScale',
+  'softcap',
+  'temperature',
+  'threads',
+  'backend',
+  'device',
+  'stream',
+] as const;
+
+/** The model-head transforms, 0 where off (as fdpo_tokens takes them). */
+export interface HeadTransforms {
+  logitScale: number;
+  softcap: number;
+  temperature: number;
+}
+
+const HEAD_TRANSFORM_KEYS = ['logitScale', 'softcap', 'temperature'] as const;
 
 export interface CheckedTokens {
   data: Float32Array | Uint16Array | DeviceTensor;
@@ -67,6 +97,7 @@ export interface CheckedTokens {
   cuSeqlens: Int32Array;
   numSeqs: number;
   ignoreIndex: number;
+  head: HeadTransforms;
   threads: number;
   backend: BackendName;
   /** The CUDA device the call runs on (null on the CPU). */
@@ -216,6 +247,10 @@ export function checkTokens(options: Record<string, unknown>): CheckedTokens {
   const { data, dtype, shape } =
     options.logits instanceof DeviceTensor ? checkDeviceLogits(options.logits) : checkTensor('logits', options.logits);
   const ignoreIndex = options.ignoreIndex === undefined ? -100 : checkInteger('ignoreIndex', options.ignoreIndex, INT32_MIN, INT32_MAX);
+  const head = {} as HeadTransforms;
+  for (const key of HEAD_TRANSFORM_KEYS) {
+    head[key] = options[key] === undefined ? 0 : checkFinite(key, options[key], 'a finite number > 0 (leave it out for none)', (v) => v > 0);
+  }
   // More threads than the machine runs at once add no speed (and results are the same for any
   // count): at most availableParallelism() are used.
   const threads = Math.min(availableParallelism(), options.threads === undefined ? Infinity : checkInteger('threads', options.threads, 1, 4096));
@@ -260,7 +295,7 @@ export function checkTokens(options: Record<string, unknown>): CheckedTokens {
       throw invalidArgument(`labels.data[${r}]`, `a token id in [0, ${vocab}) or ignoreIndex (${ignoreIndex})`, y);
     }
   }
-  return { data, dtype, shape, rows, vocab, labels, cuSeqlens, numSeqs, ignoreIndex, threads, ...placement };
+  return { data, dtype, shape, rows, vocab, labels, cuSeqlens, numSeqs, ignoreIndex, head, threads, ...placement };
 }
 
 export interface LossSettings {
@@ -271,6 +306,8 @@ export interface LossSettings {
   hyperparameters: Record<HyperparameterName, number>;
   scale: number;
   ref: { chosen: Float64Array; rejected: Float64Array } | null;
+  /** WPO: each pair's loss times its detached weight (TRL's use_weighting). */
+  useWeighting: boolean;
 }
 
 // A copy of the reference sums, each entry read once: a number array or a typed array of numbers
@@ -374,7 +411,18 @@ export function checkLossSettings(options: Record<string, unknown>, numPairs: nu
       rejected: checkRefSide('ref.rejected', sides.rejected, numPairs),
     };
   }
-  return { lossTypes, lossWeights, fDivergenceType: fDivergenceType as FDivergenceType, hyperparameters, scale, ref };
+  if (options.useWeighting !== undefined && typeof options.useWeighting !== 'boolean') {
+    throw invalidArgument('useWeighting', 'a boolean', options.useWeighting, TypeError);
+  }
+  return {
+    lossTypes,
+    lossWeights,
+    fDivergenceType: fDivergenceType as FDivergenceType,
+    hyperparameters,
+    scale,
+    ref,
+    useWeighting: options.useWeighting === true,
+  };
 }
 
 /** sequenceLogps's own option: average. */

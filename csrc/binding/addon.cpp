@@ -135,6 +135,10 @@ double number(const Napi::Object& args, const char* name) {
   return value.As<Napi::Number>().DoubleValue();
 }
 
+double optionalNumber(const Napi::Object& args, const char* name) {
+  return args.Get(name).IsUndefined() ? 0.0 : number(args, name);
+}
+
 napi_typedarray_type logitsArrayType(int32_t dtype) {
   return dtype == FDPO_FLOAT32 ? napi_float32_array : napi_uint16_array;
 }
@@ -157,6 +161,10 @@ fdpo_tokens readTokens(const Napi::Object& args, const Placement& placement) {
   t.cu_seqlens = dataOf<int32_t>(cu);
   t.num_seqs = (int64_t)cu.ElementLength() - 1;
   t.ignore_index = (int32_t)integer(args, "ignoreIndex", INT32_MIN, INT32_MAX);
+  // The model-head transforms (absent or 0 = off; the core checks their ranges).
+  t.logit_scale = optionalNumber(args, "logitScale");
+  t.softcap = optionalNumber(args, "softcap");
+  t.temperature = optionalNumber(args, "temperature");
   return t;
 }
 
@@ -218,6 +226,7 @@ struct LossCall {
     for (int32_t p = 0; p < config.num_params; ++p) config.params[p] = dataOf<double>(params)[p];
     config.scale = number(args, "scale");
     config.f_divergence = (int32_t)integer(args, "fDivergence", 0, FDPO_F_COUNT - 1);
+    config.use_weighting = args.Get("useWeighting").ToBoolean() ? 1 : 0;
     if (!args.Get("refChosen").IsNull()) {
       config.ref_chosen = checkedData<double>(args, "refChosen", napi_float64_array, pairs);
       config.ref_rejected = checkedData<double>(args, "refRejected", napi_float64_array, pairs);

@@ -2,6 +2,7 @@
 
 #include "loss_kinds.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -107,6 +108,9 @@ int32_t LossSnapshot::take(const TokenSnapshot& snapshot, const fdpo_loss_config
     if (kind < 0 || kind >= FDPO_LOSS_COUNT) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "unknown loss kind %d", kind);
     needsRef = needsRef || (lossKindFlags(kind) & FDPO_KIND_NEEDS_REF);
   }
+  if (config.use_weighting != 0 && config.use_weighting != 1) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "use_weighting must be 0 or 1, got %d", (int)config.use_weighting);
+  }
   if (needsRef && (!config.ref_chosen || !config.ref_rejected)) {
     return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "a loss in the list needs ref_chosen and ref_rejected");
   }
@@ -136,6 +140,15 @@ int32_t TokenSnapshot::take(const fdpo_tokens* in, char* error, size_t size, boo
   if (t.num_seqs < 0 || t.num_seqs >= 0x7fffffff) {
     return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "num_seqs must be in [0, 2^31 - 1), got %lld",
                 (long long)t.num_seqs);
+  }
+  const struct {
+    const char* name;
+    double value;
+  } transforms[] = {{"logit_scale", t.logit_scale}, {"softcap", t.softcap}, {"temperature", t.temperature}};
+  for (const auto& tr : transforms) {
+    if (tr.value != 0.0 && !(isfinite(tr.value) && tr.value > 0.0)) {
+      return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "%s must be 0 (off) or finite and > 0, got %g", tr.name, tr.value);
+    }
   }
   if (!t.cu_seqlens) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "cu_seqlens is NULL");
   if (t.rows > 0 && (!t.logits || !t.labels)) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "logits or labels is NULL");

@@ -24,25 +24,43 @@ int64_t rowGrain(int64_t rows, int64_t vocab, int threads) {
   return std::max(least, std::min(most, balanced));
 }
 
-void forwardPass(const RowKernels& k, const fdpo_tokens& t, RowForward* rows, int threads) {
+void forwardPass(const RowKernels& k, const fdpo_tokens& t, const RowOptions& o, RowForward* rows, int threads) {
   ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
-    k.forward(t.logits, t.dtype, t.vocab, t.labels, t.ignore_index, b, e, rows);
+    k.forward(t.logits, t.dtype, t.vocab, t.labels, t.ignore_index, o, b, e, rows);
   });
 }
 
 // Pass A and pass B of the fused path: the SIMD row kernels.
 struct FusedPasses {
+  static constexpr bool kHasRowOptions = true;
   const RowKernels& kernels;
-  void forward(const fdpo_tokens& t, RowForward* rows, int threads) { forwardPass(kernels, t, rows, threads); }
-  void forwardDeferred(const fdpo_tokens& t, RowForward* rows, void* grad, int threads) {
+  void forward(const fdpo_tokens& t, const RowOptions& o, RowForward* rows, int threads) {
+    forwardPass(kernels, t, o, rows, threads);
+  }
+  void forwardDeferred(const fdpo_tokens& t, const RowOptions& o, RowForward* rows, void* grad, int threads) {
     ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
-      kernels.forwardDeferred(t.logits, grad, t.dtype, t.vocab, t.labels, t.ignore_index, b, e, rows);
+      kernels.forwardDeferred(t.logits, grad, t.dtype, t.vocab, t.labels, t.ignore_index, o, b, e, rows);
     });
   }
-  void backward(const fdpo_tokens& t, const float* rowScale, const RowForward* rows, void* grad, int threads) {
+  void backward(const fdpo_tokens& t, const RowOptions& o, const float* rowScale, const RowForward* rows, void* grad,
+                int threads) {
     ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
-      kernels.backward(t.logits, grad, t.dtype, t.vocab, t.labels, rowScale, rows, b, e);
+      kernels.backward(t.logits, grad, t.dtype, t.vocab, t.labels, o, rowScale, rows, b, e);
     });
+  }
+};
+
+// The unfused baseline knows no row options (it is for the benchmark's plain call).
+struct UnfusedRun {
+  static constexpr bool kHasRowOptions = false;
+  UnfusedPasses passes;
+  void forward(const fdpo_tokens& t, const RowOptions&, RowForward* rows, int threads) { passes.forward(t, rows, threads); }
+  void forwardDeferred(const fdpo_tokens& t, const RowOptions&, RowForward* rows, void* grad, int threads) {
+    passes.forwardDeferred(t, rows, grad, threads);
+  }
+  void backward(const fdpo_tokens& t, const RowOptions&, const float* rowScale, const RowForward* rows, void* grad,
+                int threads) {
+    passes.backward(t, rowScale, rows, grad, threads);
   }
 };
 
@@ -61,20 +79,28 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
     const fdpo_tokens& t = snapshot.tokens;
     const int nThreads = resolveThreads(threads);
     const int64_t numPairs = t.num_seqs / 2;
+    const bool weighting = config->use_weighting != 0;
+    const RowOptions options = rowOptionsFor(t, weighting);
+    if (!Passes::kHasRowOptions && (options.headMode != kHeadIdentity || weighting)) {
+      return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT,
+                  "the unfused baseline has no model-head transforms and no use_weighting");
+    }
 
     const bool deferred = outputs->grad && outputs->row_scale;
     std::vector<RowForward> rows(t.rows);
     if (deferred) {
-      passes.forwardDeferred(t, rows.data(), outputs->grad, nThreads);
+      passes.forwardDeferred(t, options, rows.data(), outputs->grad, nThreads);
     } else {
-      passes.forward(t, rows.data(), nThreads);
+      passes.forward(t, options, rows.data(), nThreads);
     }
 
     std::fill(outputs->stats, outputs->stats + FDPO_STAT_COUNT, 0.0);
-    sumSequences(t, rows.data(), numPairs, outputs->seq_logps, outputs->seq_counts, outputs->stats);
+    std::vector<double> weightMeans(weighting ? t.num_seqs : 0);
+    sumSequences(t, rows.data(), numPairs, outputs->seq_logps, outputs->seq_counts, outputs->stats,
+                 weighting ? weightMeans.data() : nullptr);
     std::vector<double> seqGrad(t.num_seqs);
-    pairLosses(*config, numPairs, outputs->seq_logps, outputs->seq_counts, outputs->pair_losses,
-               outputs->chosen_rewards, outputs->rejected_rewards, seqGrad.data(), outputs->stats);
+    pairLosses(*config, numPairs, outputs->seq_logps, outputs->seq_counts, weighting ? weightMeans.data() : nullptr,
+               outputs->pair_losses, outputs->chosen_rewards, outputs->rejected_rewards, seqGrad.data(), outputs->stats);
     if (outputs->seq_grad) std::copy(seqGrad.begin(), seqGrad.end(), outputs->seq_grad);
     if (!outputs->grad) return FDPO_OK;
 
@@ -88,7 +114,7 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
     if (deferred) {
       std::copy(rowScale.begin(), rowScale.end(), outputs->row_scale);
     } else {
-      passes.backward(t, rowScale.data(), rows.data(), outputs->grad, nThreads);
+      passes.backward(t, options, rowScale.data(), rows.data(), outputs->grad, nThreads);
     }
     return FDPO_OK;
   } catch (const std::bad_alloc&) {
@@ -119,8 +145,8 @@ int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* 
     }
     const fdpo_tokens& t = snapshot.tokens;
     std::vector<RowForward> rows(t.rows);
-    forwardPass(selectRowKernels(), t, rows.data(), resolveThreads(threads));
-    sumSequences(t, rows.data(), 0, logps, counts, nullptr);
+    forwardPass(selectRowKernels(), t, rowOptionsFor(t, false), rows.data(), resolveThreads(threads));
+    sumSequences(t, rows.data(), 0, logps, counts, nullptr, nullptr);
     if (average) {
       for (int64_t s = 0; s < t.num_seqs; ++s) logps[s] /= counts[s] > 0 ? counts[s] : 1;
     }
@@ -140,7 +166,7 @@ int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config,
 
 int32_t fdpo_dpo_loss_unfused(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                               int32_t threads, char* error, size_t error_size) {
-  UnfusedPasses passes;
+  UnfusedRun passes;
   return runDpoLoss(passes, tokens, config, outputs, threads, error, error_size);
 }
 

@@ -82,7 +82,7 @@ int32_t prepareTokens(Workspace& ws, const TokenSnapshot& snapshot, bool labelsO
     d.labels = t.labels;
   }
   FDPO_CUDA_CHECK(ws.upload(&d.cuSeqlens, t.cu_seqlens, t.num_seqs + 1), "uploading cu_seqlens");
-  d.rows = DeviceRows{d.logits.device, t.dtype, t.rows, t.vocab, d.labels, t.ignore_index};
+  d.rows = DeviceRows{d.logits.device, t.dtype, t.rows, t.vocab, d.labels, t.ignore_index, rowOptionsFor(t, false)};
   if (!labelsOnHost && t.rows > 0) {
     // Device labels: find the first bad one before any kernel indexes with them (one sync).
     unsigned long long* badRow = nullptr;
@@ -181,11 +181,14 @@ int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fd
   SequenceSums* sums = nullptr;
   double* scratchValues = nullptr;
   int64_t* scratchOrders = nullptr;
-  double *refChosen = nullptr, *refRejected = nullptr;
+  double *refChosen = nullptr, *refRejected = nullptr, *weightMeans = nullptr;
+  const bool weighting = config->use_weighting != 0;
+  d.rows.options.squares = weighting;
   FDPO_CUDA_CHECK(ws.alloc(&results, layout.bytes()), "allocating the workspace");
   FDPO_CUDA_CHECK(ws.alloc(&forward, R), "allocating the workspace");
   FDPO_CUDA_CHECK(ws.alloc(&sums, S), "allocating the workspace");
-  FDPO_CUDA_CHECK(ws.alloc(&scratchValues, 2 * B + 2), "allocating the workspace");
+  FDPO_CUDA_CHECK(ws.alloc(&scratchValues, 2 * B + 3), "allocating the workspace");
+  if (weighting) FDPO_CUDA_CHECK(ws.alloc(&weightMeans, S), "allocating the workspace");
   FDPO_CUDA_CHECK(ws.alloc(&scratchOrders, 3 * B), "allocating the workspace");
   if (config->ref_chosen) FDPO_CUDA_CHECK(ws.upload(&refChosen, config->ref_chosen, B), "uploading ref_chosen");
   if (config->ref_rejected) FDPO_CUDA_CHECK(ws.upload(&refRejected, config->ref_rejected, B), "uploading ref_rejected");
@@ -197,7 +200,7 @@ int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fd
                                 scratchOrders + 2 * B, scratchValues + 2 * B};
   const Batch batch = {deviceConfig, B, layout.seqLogps(results), layout.counts(results), layout.pairLoss(results),
                        layout.chosenRewards(results), layout.rejectedRewards(results), layout.seqGrad(results),
-                       layout.stats(results), scratch};
+                       layout.stats(results), scratch, weightMeans};
 
   PassTimer timer(launch->timings_ms);
   timer.mark(0, stream);

@@ -19,6 +19,7 @@ struct DeviceRows {
   int64_t vocab;
   const int32_t* labels;
   int32_t ignoreIndex;
+  RowOptions options;  // the model-head transform, and whether pass A sums the squares
 };
 
 // Smallest row index whose label is neither ignoreIndex nor in [0, vocab), into *badRow (which
@@ -37,8 +38,9 @@ cudaError_t launchSequenceSums(const RowForward* forward, const int32_t* labels,
 cudaError_t launchSequenceResults(const SequenceSums* sums, int64_t numSeqs, bool average, double* logps,
                                   int32_t* counts, cudaStream_t stream);
 
-// The loss's reduce: stats from the sums in sequence order, then reduceBatch in one block.
-// batch's pointers (config.ref_*, scratch, outputs) are device memory.
+// The loss's reduce: stats from the sums in sequence order (and batch.weightMeans when it is not
+// NULL), then reduceBatch in one block. batch's pointers (config.ref_*, scratch, weightMeans,
+// outputs) are device memory.
 cudaError_t launchBatch(const SequenceSums* sums, const Batch& batch, cudaStream_t stream);
 
 // rowScale[r] = (float)seqGrad[sequence of r], 0 for ignored rows.

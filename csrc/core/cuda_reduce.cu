@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kSequenceThreads) sequenceSumsKernel(const Row
   __shared__ SequenceSums parts[kSequenceThreads];
   const int t = threadIdx.x;
   for (int64_t s = blockIdx.x; s < numSeqs; s += gridDim.x) {
-    SequenceSums mine = {0.0, 0.0, 0.0, 0.0, 0};
+    SequenceSums mine = {0.0, 0.0, 0.0, 0.0, 0, 0.0};
     for (int64_t r = cuSeqlens[s] + t; r < cuSeqlens[s + 1]; r += kSequenceThreads) {
       addRowToSums(mine, forward, labels, ignoreIndex, r);
     }
@@ -70,6 +70,7 @@ __global__ void __launch_bounds__(kBatchThreads) batchKernel(const SequenceSums*
   for (int64_t s = threadIdx.x; s < numSeqs; s += blockDim.x) {
     ((double*)batch.logps)[s] = sums[s].logp;
     ((int32_t*)batch.counts)[s] = sums[s].count;
+    if (batch.weightMeans) ((double*)batch.weightMeans)[s] = weightMean(sums[s]);
   }
   if (threadIdx.x == 0) {
     for (int k = 0; k < FDPO_STAT_COUNT; ++k) batch.stats[k] = 0.0;

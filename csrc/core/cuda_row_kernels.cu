@@ -47,15 +47,28 @@ constexpr int kDeferredWarpBlocksPerSm = 2;
 // bits. Below -87.3 the result is 0, as on the CPU; NaN stays NaN.
 __device__ __forceinline__ float deviceExp(float x);
 
-// The scalar ops token_math.h's templates take, on the device.
+// The scalar ops token_math.h's templates take, on the device (min and max as x86's: the second
+// operand when either is NaN).
 struct DeviceOps {
   using F = float;
   FDPO_HD static float set1(float v) { return v; }
+  FDPO_HD static float add(float a, float b) { return a + b; }
   FDPO_HD static float sub(float a, float b) { return a - b; }
   FDPO_HD static float mul(float a, float b) { return a * b; }
+  FDPO_HD static float div(float a, float b) { return a / b; }
   FDPO_HD static float fma(float a, float b, float c) { return fmaf(a, b, c); }
+  FDPO_HD static float min(float a, float b) { return a < b ? a : b; }
+  FDPO_HD static float max(float a, float b) { return a > b ? a : b; }
   __device__ static float exp(float x) { return deviceExp(x); }
+  // 2^n for integral n in [-126, 127].
+  __device__ static float exp2i(float n) { return __int_as_float((__float2int_rz(n) + 127) << 23); }
 };
+
+// The model-head transform t(z) on the device (token_math.h's headValue).
+template <int Mode>
+__device__ __forceinline__ float headAt(const HeadConstants& h, float z) {
+  return headValue<Mode, DeviceOps>(h, z);
+}
 
 __device__ __forceinline__ float deviceExp(float x) {
   const bool below = x < kExpFlushBelow;
@@ -177,45 +190,52 @@ __device__ __forceinline__ void visitRow(const void* row, int64_t vocab, int t, 
   if (t < vocab - tail) visit.one(tail + t, E::load(row, tail + t));
 }
 
-// One thread's (then the group's) online state over a row (forwardRow's sweeps): the max m, over
-// v != label s = sum exp(z - m) and x = sum exp(z - m)(z - m), the logit sum, z*0 summed (NaN
-// exactly when a logit is inf or NaN), and the first index holding m.
+// One thread's (then the group's) online state over a row (forwardRow's sweeps): the raw max m,
+// over v != label s = sum exp(t - t(m)) and x = sum exp(t - t(m))(t - t(m)) (t the transformed
+// logit: t = z without a transform), q = sum exp(2(t - t(m))) (useWeighting), the sum of t, z*0
+// summed (NaN exactly when a logit is inf or NaN), and the first index holding m.
 struct RowState {
-  float m, s, x, sum, nonFinite;
+  float m, s, x, sum, nonFinite, q;
   int32_t argmax;
 
-  __device__ static RowState empty() { return RowState{-INFINITY, 0.0f, 0.0f, 0.0f, 0.0f, INT32_MAX}; }
+  __device__ static RowState empty() { return RowState{-INFINITY, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, INT32_MAX}; }
 
-  // Rebase s and x from m to a larger max: e' = e*alpha and (z - m') = (z - m) + d.
-  __device__ void rebase(float newMax) {
+  // Rebase s, x and q from m to a larger max: e' = e*alpha and (t - t(m')) = (t - t(m)) + d.
+  template <int Mode>
+  __device__ void rebase(float newMax, const HeadConstants& h) {
     if (m != -INFINITY) {
-      const float d = m - newMax;
+      const float d = headAt<Mode>(h, m) - headAt<Mode>(h, newMax);
       const float alpha = deviceExp(d);
       x = alpha * fmaf(d, s, x);
       s = alpha * s;
+      q = alpha * (alpha * q);
     }
     m = newMax;
   }
 
   // Merges another thread's state; symmetric in its two operands, so every lane of a butterfly
   // ends with the same bits.
-  __device__ void merge(const RowState& o) {
+  template <int Mode>
+  __device__ void merge(const RowState& o, const HeadConstants& h) {
     const float mm = fmaxf(m, o.m);
-    float s1 = 0.0f, x1 = 0.0f, s2 = 0.0f, x2 = 0.0f;
+    float s1 = 0.0f, x1 = 0.0f, q1 = 0.0f, s2 = 0.0f, x2 = 0.0f, q2 = 0.0f;
     if (m != -INFINITY) {
-      const float d = m - mm, alpha = deviceExp(d);
+      const float d = headAt<Mode>(h, m) - headAt<Mode>(h, mm), alpha = deviceExp(d);
       s1 = alpha * s;
       x1 = alpha * fmaf(d, s, x);
+      q1 = alpha * (alpha * q);
     }
     if (o.m != -INFINITY) {
-      const float d = o.m - mm, alpha = deviceExp(d);
+      const float d = headAt<Mode>(h, o.m) - headAt<Mode>(h, mm), alpha = deviceExp(d);
       s2 = alpha * o.s;
       x2 = alpha * fmaf(d, o.s, o.x);
+      q2 = alpha * (alpha * o.q);
     }
     argmax = m == o.m ? min(argmax, o.argmax) : (m > o.m ? argmax : o.argmax);
     m = mm;
     s = s1 + s2;
     x = x1 + x2;
+    q = q1 + q2;
     sum += o.sum;
     nonFinite += o.nonFinite;
   }
@@ -223,14 +243,17 @@ struct RowState {
   __device__ RowState shuffled(int mask) const {
     return RowState{__shfl_xor_sync(kAllLanes, m, mask),   __shfl_xor_sync(kAllLanes, s, mask),
                     __shfl_xor_sync(kAllLanes, x, mask),   __shfl_xor_sync(kAllLanes, sum, mask),
-                    __shfl_xor_sync(kAllLanes, nonFinite, mask), __shfl_xor_sync(kAllLanes, argmax, mask)};
+                    __shfl_xor_sync(kAllLanes, nonFinite, mask), __shfl_xor_sync(kAllLanes, q, mask),
+                    __shfl_xor_sync(kAllLanes, argmax, mask)};
   }
 };
 
-template <int N>
+template <int N, int Mode>
 struct RowVisitor {
   RowState st;
   int64_t label;
+  HeadConstants head;
+  bool squares;
 
   __device__ void one(int64_t i, float z) {
     float zs[1] = {z};
@@ -244,31 +267,34 @@ struct RowVisitor {
 #pragma unroll
     for (int j = 1; j < K; ++j) top = fmaxf(top, z[j]);
     if (top > st.m) {
-      st.rebase(top);
+      st.rebase<Mode>(top, head);
       int first = K - 1;
 #pragma unroll
       for (int j = K - 1; j >= 0; --j) first = z[j] == top ? j : first;
       st.argmax = (int32_t)(i0 + first);
     }
+    const float mt = headAt<Mode>(head, st.m);
 #pragma unroll
     for (int j = 0; j < K; ++j) {
-      st.sum += z[j];
+      const float t = headAt<Mode>(head, z[j]);
+      st.sum += t;
       st.nonFinite = fmaf(z[j], 0.0f, st.nonFinite);
-      const float d = z[j] - st.m;
+      const float d = t - mt;
       // The label's terms are added once the row is done (forwardRow does the same).
       const float e = i0 + j == label ? 0.0f : deviceExp(d);
       st.s += e;
       st.x = fmaf(e, d, st.x);
+      if (squares) st.q = fmaf(e, e, st.q);
     }
   }
 };
 
 // Merges a group's states; every thread of the group returns the group's state. A block-wide
 // group goes through shared memory: warp results, then warp 0's butterfly, then a broadcast.
-template <int kGroup>
-__device__ RowState reduceGroup(RowState st) {
+template <int kGroup, int Mode>
+__device__ RowState reduceGroup(RowState st, const HeadConstants& h) {
 #pragma unroll
-  for (int mask = kWarp / 2; mask > 0; mask /= 2) st.merge(st.shuffled(mask));
+  for (int mask = kWarp / 2; mask > 0; mask /= 2) st.merge<Mode>(st.shuffled(mask), h);
   if constexpr (kGroup == kWarp) {
     // Shuffles order no memory: this orders every lane's reads of the row (the label logit
     // included) before any lane's in-place writes to it in the deferred mode.
@@ -282,7 +308,7 @@ __device__ RowState reduceGroup(RowState st) {
   if (warp == 0) {
     st = lane < kGroup / kWarp ? warps[lane] : RowState::empty();
 #pragma unroll
-    for (int mask = kWarp / 2; mask > 0; mask /= 2) st.merge(st.shuffled(mask));
+    for (int mask = kWarp / 2; mask > 0; mask /= 2) st.merge<Mode>(st.shuffled(mask), h);
     if (lane == 0) warps[0] = st;
   }
   __syncthreads();  // the merged state is in warps[0]
@@ -291,14 +317,22 @@ __device__ RowState reduceGroup(RowState st) {
   return st;
 }
 
-// scale * (onehot - p) of one row (GradValues on the CPU).
+// scale * t'(z) * (onehot - p) of one row (GradValues on the CPU).
+template <int Mode>
 struct GradValues {
   float m, logSum, negScale, labelGrad;
   int64_t label;
-  __device__ GradValues(const RowForward& f, float scale, int32_t label_)
-      : m(f.max), logSum(f.logSum), negScale(-scale), labelGrad(labelGradient(scale, f.logp)), label(label_) {}
+  HeadConstants head;
+  __device__ GradValues(const RowForward& f, float scale, int32_t label_, const HeadConstants& head_)
+      : m(f.max), logSum(f.logSum), negScale(-scale),
+        labelGrad(labelGradient(Mode == kHeadIdentity ? scale : scale * f.labelSlope, f.logp)), label(label_),
+        head(head_) {}
   __device__ float at(int64_t i, float z) const {
-    return i == label ? labelGrad : otherGradient<DeviceOps>(negScale, z, m, logSum);
+    if (i == label) return labelGrad;
+    if (Mode == kHeadIdentity) return otherGradient<DeviceOps>(negScale, z, m, logSum);
+    float slope;
+    const float t = headValue<Mode, DeviceOps>(head, z, &slope);
+    return otherGradient<DeviceOps>(negScale, t, m, logSum) * slope;
   }
 };
 
@@ -366,9 +400,11 @@ __device__ __forceinline__ void writeRow(const void* src, void* dst, int64_t voc
 // Pass A: rows first, first + step, ...; kGroup threads per row, blockDim / kGroup rows per block.
 // Reads each non-ignored row once (Deferred: twice, the second time from L2) and writes its
 // RowForward (Deferred: and its unscaled onehot - p into grad; zeros for ignored rows).
-template <int DT, int kGroup, bool Deferred>
+template <int DT, int kGroup, bool Deferred, int Mode>
 __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kGroup,
                                   kGroup == kForwardBlock ? kForwardBlocksPerSm : 1) forwardKernel(DeviceRows rows, RowForward* out, void* grad) {
+  const HeadConstants& head = rows.options.head;
+  const bool squares = rows.options.squares;
   const int groups = blockDim.x / kGroup;
   const int t = threadIdx.x % kGroup;
   for (int64_t r = (int64_t)blockIdx.x * groups + threadIdx.x / kGroup; r < rows.rows; r += (int64_t)gridDim.x * groups) {
@@ -382,18 +418,22 @@ __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kGroup,
     }
     // Read before the group's reduction: in place, the row is overwritten after it.
     const float labelLogit = Elements<DT>::load(row, label);
-    RowVisitor<Elements<DT>::kPerVector> visitor{RowState::empty(), label};
+    RowVisitor<Elements<DT>::kPerVector, Mode> visitor{RowState::empty(), label, head, squares};
     visitRow<DT>(row, rows.vocab, t, kGroup, visitor);
-    const RowState st = reduceGroup<kGroup>(visitor.st);
-    const RowForward f = finishRow(RowSums{st.m, st.s, st.x, st.sum, st.nonFinite}, labelLogit, rows.vocab, st.argmax == label);
+    const RowState st = reduceGroup<kGroup, Mode>(visitor.st, head);
+    float labelSlope;
+    const float labelT = headValue<Mode, DeviceOps>(head, labelLogit, &labelSlope);
+    RowForward f = finishRow(RowSums{headAt<Mode>(head, st.m), st.s, st.x, st.sum, st.nonFinite, st.q}, labelT,
+                             rows.vocab, st.argmax == label, squares);
+    f.labelSlope = labelSlope;
     if (t == 0) out[r] = f;
-    if (Deferred) writeRow<DT, true, 1>(row, gradRow, rows.vocab, t, kGroup, GradValues(f, 1.0f, label));
+    if (Deferred) writeRow<DT, true, 1>(row, gradRow, rows.vocab, t, kGroup, GradValues<Mode>(f, 1.0f, label, head));
   }
 }
 
 // Pass B: grad = scale * (onehot - p) per row; rows with scale 0 (ignored, or a pair with no
 // gradient) are written as zeros without reading the logits.
-template <int DT, int kGroup>
+template <int DT, int kGroup, int Mode>
 __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kBackwardBlock, 2) backwardKernel(DeviceRows rows, const RowForward* forward, const float* rowScale, void* grad) {
   const int groups = blockDim.x / kGroup;
   const int t = threadIdx.x % kGroup;
@@ -404,7 +444,9 @@ __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kBackwardBl
     if (scale == 0.0f) {
       writeRow<DT, false, 1>(row, gradRow, rows.vocab, t, kGroup, ZeroValues());
     } else {
-      writeRow<DT, true, 4>(row, gradRow, rows.vocab, t, kGroup, GradValues(forward[r], scale, rows.labels[r]));
+      // The capped transform's tanh needs the registers of two of the four vectors in flight.
+      writeRow<DT, true, Mode == kHeadCapped ? 2 : 4>(row, gradRow, rows.vocab, t, kGroup,
+                                                    GradValues<Mode>(forward[r], scale, rows.labels[r], rows.options.head));
     }
   }
 }
@@ -440,26 +482,41 @@ cudaError_t launchRows(void (*kernel)(Params...), int block, int rowsPerBlock, i
   return launchKernel(kernel, (unsigned)(needed < resident ? needed : resident), block, stream, args...);
 }
 
-template <int DT>
-cudaError_t launchForwardTyped(const DeviceRows& rows, RowForward* out, void* grad, cudaStream_t stream) {
+template <int DT, int Mode>
+cudaError_t launchForwardMode(const DeviceRows& rows, RowForward* out, void* grad, cudaStream_t stream) {
   const int warpRows = kWarpRowsBlock / kWarp;
   if (rows.vocab <= kWarpRowVocab) {
-    if (!grad) return launchRows(forwardKernel<DT, kWarp, false>, kWarpRowsBlock, warpRows, INT32_MAX, rows.rows, stream, rows, out, grad);
-    return launchRows(forwardKernel<DT, kWarp, true>, kWarpRowsBlock, warpRows, kDeferredWarpBlocksPerSm, rows.rows, stream, rows, out, grad);
+    if (!grad) return launchRows(forwardKernel<DT, kWarp, false, Mode>, kWarpRowsBlock, warpRows, INT32_MAX, rows.rows, stream, rows, out, grad);
+    return launchRows(forwardKernel<DT, kWarp, true, Mode>, kWarpRowsBlock, warpRows, kDeferredWarpBlocksPerSm, rows.rows, stream, rows, out, grad);
   }
-  if (!grad) return launchRows(forwardKernel<DT, kForwardBlock, false>, kForwardBlock, 1, INT32_MAX, rows.rows, stream, rows, out, grad);
-  return launchRows(forwardKernel<DT, kDeferredBlock, true>, kDeferredBlock, 1, kDeferredBlocksPerSm, rows.rows, stream, rows, out, grad);
+  if (!grad) return launchRows(forwardKernel<DT, kForwardBlock, false, Mode>, kForwardBlock, 1, INT32_MAX, rows.rows, stream, rows, out, grad);
+  return launchRows(forwardKernel<DT, kDeferredBlock, true, Mode>, kDeferredBlock, 1, kDeferredBlocksPerSm, rows.rows, stream, rows, out, grad);
+}
+
+template <int DT>
+cudaError_t launchForwardTyped(const DeviceRows& rows, RowForward* out, void* grad, cudaStream_t stream) {
+  if (rows.options.headMode == kHeadLinear) return launchForwardMode<DT, kHeadLinear>(rows, out, grad, stream);
+  if (rows.options.headMode == kHeadCapped) return launchForwardMode<DT, kHeadCapped>(rows, out, grad, stream);
+  return launchForwardMode<DT, kHeadIdentity>(rows, out, grad, stream);
+}
+
+template <int DT, int Mode>
+cudaError_t launchBackwardMode(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
+                               cudaStream_t stream) {
+  if (rows.vocab <= kWarpRowVocab) {
+    return launchRows(backwardKernel<DT, kWarp, Mode>, kWarpRowsBlock, kWarpRowsBlock / kWarp, INT32_MAX, rows.rows, stream,
+                      rows, forward, rowScale, grad);
+  }
+  return launchRows(backwardKernel<DT, kBackwardBlock, Mode>, kBackwardBlock, 1, INT32_MAX, rows.rows, stream, rows, forward,
+                    rowScale, grad);
 }
 
 template <int DT>
 cudaError_t launchBackwardTyped(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
                                 cudaStream_t stream) {
-  if (rows.vocab <= kWarpRowVocab) {
-    return launchRows(backwardKernel<DT, kWarp>, kWarpRowsBlock, kWarpRowsBlock / kWarp, INT32_MAX, rows.rows, stream, rows,
-                      forward, rowScale, grad);
-  }
-  return launchRows(backwardKernel<DT, kBackwardBlock>, kBackwardBlock, 1, INT32_MAX, rows.rows, stream, rows, forward,
-                    rowScale, grad);
+  if (rows.options.headMode == kHeadLinear) return launchBackwardMode<DT, kHeadLinear>(rows, forward, rowScale, grad, stream);
+  if (rows.options.headMode == kHeadCapped) return launchBackwardMode<DT, kHeadCapped>(rows, forward, rowScale, grad, stream);
+  return launchBackwardMode<DT, kHeadIdentity>(rows, forward, rowScale, grad, stream);
 }
 
 }  // namespace

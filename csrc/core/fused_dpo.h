@@ -75,6 +75,18 @@ typedef struct {
   const int32_t* cu_seqlens; /* num_seqs + 1, non-decreasing, from 0 to rows */
   int64_t num_seqs;
   int32_t ignore_index;
+  /*
+   * Model-head transforms (appended in ABI 2; 0 = off), applied to every logit of a scored row in
+   * this order (TRL's): z*logit_scale (Cohere), then softcap*tanh(z/softcap) (Gemma 2/3), then
+   * z/temperature (TRL's GRPO and online trainers). The log-softmax, every metric and the gradient
+   * are those of the transformed logits; the gradient is with respect to the raw ones (the chain
+   * rule: d/dz of the transformed logit times onehot - p), so the caller never materialises the
+   * transformed logits. Each, when not 0, must be finite and > 0. (doubles: the first appended
+   * field must not start in the padding after ignore_index, which older callers may not zero.)
+   */
+  double logit_scale;
+  double softcap;
+  double temperature;
 } fdpo_tokens;
 
 typedef struct {
@@ -88,6 +100,13 @@ typedef struct {
   const double* ref_chosen;              /* B reference sums, or NULL when no loss needs them */
   const double* ref_rejected;
   int32_t f_divergence;                  /* fdpo_f_divergence: how the log-ratios make the margin (0: DPO's) */
+  /*
+   * WPO (TRL's use_weighting; appended in ABI 2, 0 = off, 1 = on): pair i's loss and its gradient
+   * times min(1, w_c*w_r), w_s = exp(mean over s's completion tokens of (logp - log sum_v p_v^2)),
+   * detached (no gradient flows through w). Pass A sums exp(2(z - m)) from the exps it already
+   * computes: no further read of the logits.
+   */
+  int32_t use_weighting;
 } fdpo_loss_config;
 
 /* f-DPO: the divergence whose f' turns the log-ratios a = pi_c - rho_c, b = pi_r - rho_r into the

@@ -8,13 +8,14 @@
 namespace fdpo {
 
 void sumSequences(const fdpo_tokens& tokens, const RowForward* rows, int64_t numChosen, double* logps, int32_t* counts,
-                  double* stats) {
+                  double* stats, double* weightMeans) {
   for (int64_t s = 0; s < tokens.num_seqs; ++s) {
     const SequenceSums sums =
         sumSequence(rows, tokens.labels, tokens.ignore_index, tokens.cu_seqlens[s], tokens.cu_seqlens[s + 1]);
     logps[s] = sums.logp;
     counts[s] = sums.count;
     if (stats) addSequenceStats(stats, sums, s < numChosen);
+    if (weightMeans) weightMeans[s] = weightMean(sums);
   }
 }
 
@@ -34,13 +35,14 @@ struct SerialExec {
 }  // namespace
 
 void pairLosses(const fdpo_loss_config& config, int64_t numPairs, const double* logps, const int32_t* counts,
-                double* pairLoss, double* chosenRewards, double* rejectedRewards, double* seqGrad, double* stats) {
-  std::vector<double> values(2 * numPairs + 2);
+                const double* weightMeans, double* pairLoss, double* chosenRewards, double* rejectedRewards,
+                double* seqGrad, double* stats) {
+  std::vector<double> values(2 * numPairs + 3);
   std::vector<int64_t> orders(3 * numPairs);
   const BatchScratch scratch = {values.data(), values.data() + numPairs, orders.data(), orders.data() + numPairs,
                                 orders.data() + 2 * numPairs, values.data() + 2 * numPairs};
   const Batch batch = {config, numPairs, logps, counts, pairLoss, chosenRewards, rejectedRewards, seqGrad, stats,
-                       scratch};
+                       scratch, weightMeans};
   SerialExec exec;
   reduceBatch(batch, exec);
 }

@@ -11,14 +11,17 @@
 namespace fdpo {
 
 // Sums logp over each sequence's non-ignored rows, in row order, into logps/counts; when stats is
-// not NULL also accumulates the token metrics (fdpo_stat) with sequences < numChosen as chosen.
+// not NULL also accumulates the token metrics (fdpo_stat) with sequences < numChosen as chosen;
+// when weightMeans is not NULL, WPO's per-sequence mean of logp - log sum p^2 into it.
 void sumSequences(const fdpo_tokens& tokens, const RowForward* rows, int64_t numChosen, double* logps, int32_t* counts,
-                  double* stats);
+                  double* stats, double* weightMeans);
 
 // From the sequence sums: pair losses, the total loss (stats[FDPO_STAT_LOSS]), rewards and
-// seqGrad[s] = dloss/dpi_s. The loss is NaN when any sequence sum is.
+// seqGrad[s] = dloss/dpi_s (weighted by WPO's pair weights when weightMeans is not NULL). The
+// loss is NaN when any sequence sum is.
 void pairLosses(const fdpo_loss_config& config, int64_t numPairs, const double* logps, const int32_t* counts,
-                double* pairLoss, double* chosenRewards, double* rejectedRewards, double* seqGrad, double* stats);
+                const double* weightMeans, double* pairLoss, double* chosenRewards, double* rejectedRewards,
+                double* seqGrad, double* stats);
 
 }  // namespace fdpo
 

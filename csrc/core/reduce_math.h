@@ -20,11 +20,19 @@
 
 namespace fdpo {
 
-// One sequence's sums over its non-ignored rows.
+// One sequence's sums over its non-ignored rows; weightLog: of logp - log sum p^2 (WPO; meaningful
+// only when pass A summed the squares).
 struct SequenceSums {
   double logp, logitSum, entropySum, correct;
   int32_t count;
+  double weightLog;
 };
+
+// log sum_v p_v^2 of a row, in fp64 from pass A's fp32 sums.
+FDPO_HD double logSumSquares(const RowForward& f) { return log((double)f.squares) - 2.0 * (double)f.logSum; }
+
+// WPO's per-sequence mean of logp - log sum p^2 (count clamped to >= 1, so an empty sequence weighs exp(0)).
+FDPO_HD double weightMean(const SequenceSums& s) { return s.weightLog / (s.count > 0 ? (double)s.count : 1.0); }
 
 // Adds row r to a sequence's sums when its label is not ignored.
 FDPO_HD void addRowToSums(SequenceSums& s, const RowForward* rows, const int32_t* labels, int32_t ignoreIndex,
@@ -35,6 +43,7 @@ FDPO_HD void addRowToSums(SequenceSums& s, const RowForward* rows, const int32_t
   s.entropySum += (double)rows[r].entropy;
   s.correct += rows[r].correct;
   ++s.count;
+  s.weightLog += (double)rows[r].logp - logSumSquares(rows[r]);
 }
 
 // a += b, for sums of disjoint row sets (the GPU's tree over a sequence's parts).
@@ -44,12 +53,13 @@ FDPO_HD void mergeSums(SequenceSums& a, const SequenceSums& b) {
   a.entropySum += b.entropySum;
   a.correct += b.correct;
   a.count += b.count;
+  a.weightLog += b.weightLog;
 }
 
 // One sequence's sums in row order (the CPU's order; the GPU splits a sequence across a block).
 FDPO_HD SequenceSums sumSequence(const RowForward* rows, const int32_t* labels, int32_t ignoreIndex, int64_t begin,
                                  int64_t end) {
-  SequenceSums s = {0.0, 0.0, 0.0, 0.0, 0};
+  SequenceSums s = {0.0, 0.0, 0.0, 0.0, 0, 0.0};
   for (int64_t r = begin; r < end; ++r) addRowToSums(s, rows, labels, ignoreIndex, r);
   return s;
 }
@@ -93,7 +103,7 @@ struct BatchScratch {
   int64_t* firstOrder;
   int64_t* secondOrder;
   int64_t* temp;
-  double* sft;  // [sum of chosen logps, chosen tokens]
+  double* sft;  // [sum of chosen logps, chosen tokens, sum of the pair weights]
 };
 
 // The batch's state: its config and where each result goes. ref_chosen/ref_rejected, logps and
@@ -109,12 +119,19 @@ struct Batch {
   double* seqGrad;
   double* stats;
   BatchScratch scratch;
+  const double* weightMeans;  // 2B (WPO: weightMean of each sequence), or NULL: every pair weighs 1
 
   FDPO_HD double refChosen(int64_t i) const { return config.ref_chosen ? config.ref_chosen[i] : 0.0; }
   FDPO_HD double refRejected(int64_t i) const { return config.ref_rejected ? config.ref_rejected[i] : 0.0; }
   FDPO_HD double clampedCount(int64_t s) const { return counts[s] > 0 ? (double)counts[s] : 1.0; }
   // Adds the gradient of weight * (a term of pair-loss sums) to sequence s.
   FDPO_HD void addGrad(int64_t s, double weight, double d) const { seqGrad[s] += config.scale * weight * d; }
+  // WPO's detached weight of pair i, min(1, w_c*w_r) as TRL clamps it (NaN stays NaN); exactly 1 without it.
+  FDPO_HD double pairWeight(int64_t i) const {
+    if (!weightMeans) return 1.0;
+    const double w = exp(weightMeans[i] + weightMeans[numPairs + i]);
+    return w > 1.0 ? 1.0 : w;
+  }
 };
 
 // The phases. Each `each` step touches pair i's outputs (and sequences i, B+i) only, or, for the
@@ -138,9 +155,10 @@ struct PairLocalStep {
     const PairScores s = {b.logps[i],         b.logps[B + i],         b.refChosen(i),          b.refRejected(i),
                           b.clampedCount(i),  b.clampedCount(B + i),  (double)b.counts[i],     (double)b.counts[B + i]};
     const PairTerm t = pairLoss(kind, c.params, c.f_divergence, s);
-    b.pairLoss[i] += weight * t.loss;
-    b.addGrad(i, weight, t.dChosen);
-    b.addGrad(B + i, weight, t.dRejected);
+    const double w = weight * b.pairWeight(i);
+    b.pairLoss[i] += w * t.loss;
+    b.addGrad(i, w, t.dChosen);
+    b.addGrad(B + i, w, t.dRejected);
   }
 };
 
@@ -148,13 +166,15 @@ struct PairLocalStep {
 struct SftTotalsStep {
   const Batch& b;
   FDPO_HD void operator()() const {
-    double sum = 0.0, tokens = 0.0;
+    double sum = 0.0, tokens = 0.0, weights = 0.0;
     for (int64_t i = 0; i < b.numPairs; ++i) {
       sum += b.logps[i];
       tokens += b.counts[i];
+      weights += b.pairWeight(i);
     }
     b.scratch.sft[0] = sum;
     b.scratch.sft[1] = tokens > 0 ? tokens : 1.0;
+    b.scratch.sft[2] = weights;
   }
 };
 
@@ -162,10 +182,11 @@ struct SftStep {
   const Batch& b;
   double weight;
   FDPO_HD void operator()(int64_t i) const {
-    const double sum = b.scratch.sft[0], denom = b.scratch.sft[1];
-    b.pairLoss[i] += weight * (-sum / denom);
-    // Every pair's term depends on every chosen sum: d(sum_i l_i)/d pi_c = B * (-1/denom).
-    b.addGrad(i, weight, -(double)b.numPairs / denom);
+    const double sum = b.scratch.sft[0], denom = b.scratch.sft[1], weights = b.scratch.sft[2];
+    b.pairLoss[i] += weight * b.pairWeight(i) * (-sum / denom);
+    // Every pair's term depends on every chosen sum: d(sum_i w_i l_i)/d pi_c = (sum_i w_i) * (-1/denom)
+    // (B without WPO: a sum of ones, exact).
+    b.addGrad(i, weight, -weights / denom);
   }
 };
 
@@ -203,10 +224,12 @@ struct AlignedStep {
     const double beta = b.config.params[FDPO_PARAM_BETA];
     const UnaryTerm t = smoothedLogistic(beta * (b.scratch.first[p] - b.scratch.second[q]),
                                          b.config.params[FDPO_PARAM_LABEL_SMOOTHING]);
-    b.pairLoss[p] += weight * t.loss;
-    b.addGrad(p, weight, beta * t.dU);
+    // WPO weighs sorted position k by pair k's weight, as TRL multiplies its rank-ordered losses.
+    const double w = weight * b.pairWeight(k);
+    b.pairLoss[p] += w * t.loss;
+    b.addGrad(p, w, beta * t.dU);
     // Paired: the policy margin at k is pair p's (the reference side has no gradient).
-    b.addGrad(b.numPairs + (paired ? p : q), weight, -beta * t.dU);
+    b.addGrad(b.numPairs + (paired ? p : q), w, -beta * t.dU);
   }
 };
 

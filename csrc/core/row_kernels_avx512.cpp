@@ -34,6 +34,7 @@ struct Avx512Ops {
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F div(F a, F b) { return _mm512_div_ps(a, b); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F min(F a, F b) { return _mm512_min_ps(a, b); }
   static F max(F a, F b) { return _mm512_max_ps(a, b); }
@@ -50,6 +51,7 @@ struct Avx512Ops {
     const F n = expExponent<Avx512Ops>(x);
     return _mm512_maskz_scalef_ps((M)~below, expReduced<Avx512Ops>(x, n), n);
   }
+  static F exp2i(F n) { return _mm512_scalef_ps(_mm512_set1_ps(1.0f), n); }
   static F setLane(F v, int lane, float value) { return _mm512_mask_mov_ps(v, (M)(1u << lane), _mm512_set1_ps(value)); }
   static void fence() { _mm_sfence(); }
 

@@ -7,14 +7,18 @@
 // 8-lane halves, the baseline as 16 scalars: LanesOf), so a row's sums are added in the same
 // order; lanes are summed in one fixed tree (laneSum); every multiply-add is fused (the baseline
 // calls fmaf; on an x86-64 CPU without FMA, where fmaf is software, it multiplies and adds
-// instead: kBaselineMulAddKernels); and scalar code writes each fma it means (the only product
-// GCC contracts in the AVX files, floatToF16's x*2^24 + magic, is exact either way).
+// instead: kBaselineMulAddKernels); and scalar code writes each fma it means (the build passes
+// -ffp-contract=off, so GCC fuses no product into an add in the AVX files: the transforms' t - m
+// would otherwise round once there and twice in the baseline).
 //
-// O provides: Tail (the scalar ops of row heads and tails, which round as O's lanes do), W
-// (lanes), F (float vector), set1, add, sub, mul, fma (a*b+c), max, exp, hmax,
-// firstEqual (first lane equal to a value, or -1), setLane, fence, and load/store/stream per
-// element type; levels whose exp is expPortable also M (lane mask), min, lessThan, zeroWhere and
-// exp2i (2^n for integral n).
+// O provides: Tail (the scalar ops of row heads and tails, which round as O's lanes do), W (lanes), F (float vector), set1, add, sub, mul, div, fma (a*b+c), min, max, exp,
+// exp2i (2^n for integral n), hmax, firstEqual (first lane equal to a value, or -1), setLane,
+// fence, and load/store/stream per element type; levels whose exp is expPortable also M (lane
+// mask), lessThan and zeroWhere.
+//
+// The model-head transforms (token_math.h's headValue) are a template parameter Mode of the row
+// functions: kHeadIdentity compiles to the kernels without transforms, so their bits and speed do
+// not change; Squares (useWeighting's sum of exp(2(z - m))) likewise.
 //
 // Requires: <math.h>, <stdint.h>, <string.h>, <vector>, "row_kernels.h", "half_convert.h",
 // "token_math.h" (the per-token formulas and the exp's constants, shared with the CUDA kernels).
@@ -29,16 +33,8 @@ constexpr int64_t kChunk = 2048;
 // e^r for |r| <= ln2/2, given n = round(x*log2(e)). Shared by every level's exp.
 template <class O>
 inline typename O::F expReduced(typename O::F x, typename O::F n) {
-  using F = typename O::F;
-  const F r = expRemainder<O>(x, n);
-  F p = O::set1(1.0f / 5040.0f);
-  p = O::fma(p, r, O::set1(1.0f / 720.0f));
-  p = O::fma(p, r, O::set1(1.0f / 120.0f));
-  p = O::fma(p, r, O::set1(1.0f / 24.0f));
-  p = O::fma(p, r, O::set1(1.0f / 6.0f));
-  p = O::fma(p, r, O::set1(0.5f));
-  p = O::fma(p, r, O::set1(1.0f));
-  return O::fma(p, r, O::set1(1.0f));
+  const typename O::F r = expRemainder<O>(x, n);
+  return O::fma(expTaylor<O>(r), r, O::set1(1.0f));
 }
 
 // The portable exp: 2^n through the exponent bits.
@@ -72,6 +68,7 @@ struct ScalarOpsOf {
   static F add(F a, F b) { return a + b; }
   static F sub(F a, F b) { return a - b; }
   static F mul(F a, F b) { return a * b; }
+  static F div(F a, F b) { return a / b; }
   static F fma(F a, F b, F c) { return Fused ? __builtin_fmaf(a, b, c) : a * b + c; }
   // Same NaN behaviour as x86 minps/maxps: the second operand when either is NaN.
   static F min(F a, F b) { return a < b ? a : b; }
@@ -132,8 +129,16 @@ struct LanesOf {
     for (int k = 0; k < N; ++k) a.part[k] = S::mul(a.part[k], b.part[k]);
     return a;
   }
+  static F div(F a, F b) {
+    for (int k = 0; k < N; ++k) a.part[k] = S::div(a.part[k], b.part[k]);
+    return a;
+  }
   static F fma(F a, F b, F c) {
     for (int k = 0; k < N; ++k) a.part[k] = S::fma(a.part[k], b.part[k], c.part[k]);
+    return a;
+  }
+  static F min(F a, F b) {
+    for (int k = 0; k < N; ++k) a.part[k] = S::min(a.part[k], b.part[k]);
     return a;
   }
   static F max(F a, F b) {
@@ -143,6 +148,10 @@ struct LanesOf {
   static F exp(F x) {
     for (int k = 0; k < N; ++k) x.part[k] = S::exp(x.part[k]);
     return x;
+  }
+  static F exp2i(F n) {
+    for (int k = 0; k < N; ++k) n.part[k] = S::exp2i(n.part[k]);
+    return n;
   }
   static float hmax(F v) {
     float m = S::hmax(v.part[0]);
@@ -218,20 +227,24 @@ int32_t firstIndexOf(const void* row, int64_t begin, int64_t end, float m) {
   return -1;
 }
 
-// Keep (the deferred scale): sweep 2 also stores each exp(z - m_c) into kept[v] and the base m_c
-// of each chunk into chunkBase[c], so the row's onehot - p costs one multiply per element later.
-template <class O, int DT, bool Keep = false>
-void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, float* kept = nullptr,
-                float* chunkBase = nullptr) {
+// Keep (the deferred scale): sweep 2 also stores each exp(t - m_c) (times t' with a transform) into
+// kept[v] and the base m_c of each chunk into chunkBase[c], so the row's t'*(onehot - p) costs one
+// multiply per element later. With a transform, sweep 1 finds the raw max (t is increasing, so
+// t(max) is the max of t: it and the argmax need no transform), and sweep 2 sums t for the mean.
+template <class O, int DT, int Mode, bool Squares, bool Keep = false>
+void forwardRow(const void* row, int64_t vocab, int32_t label, const HeadConstants& head, RowForward& out,
+                float* kept = nullptr, float* chunkBase = nullptr) {
   using F = typename O::F;
   using S = typename O::Tail;
+  constexpr bool kTransformed = Mode != kHeadIdentity;
   const float inf = __builtin_inff();
   const int64_t vecEnd = vocab - vocab % O::W;
 
   F best = O::set1(-inf), sum = O::set1(0.0f), nonFinite = O::set1(0.0f);
-  F sumExp = O::set1(0.0f), sumExpX = O::set1(0.0f);
-  float tBest = -inf, tSum = 0.0f, tNonFinite = 0.0f, tSumExp = 0.0f, tSumExpX = 0.0f;
-  float m = -inf;
+  F sumExp = O::set1(0.0f), sumExpX = O::set1(0.0f), sumSq = O::set1(0.0f);
+  float tBest = -inf, tSum = 0.0f, tNonFinite = 0.0f, tSumExp = 0.0f, tSumExpX = 0.0f, tSumSq = 0.0f;
+  float m = -inf;   // the raw max so far
+  float mt = -inf;  // t(m), what the sums are relative to
   int64_t maxChunk = 0;  // the first chunk that holds the row max: the argmax is found there at the end
 
   for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
@@ -241,61 +254,84 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, RowForward& out, 
     for (int64_t i = c0; i < v1; i += O::W) {
       const F z = O::template load<DT>(row, i);
       best = O::max(z, best);
-      sum = O::add(sum, z);
+      if (!kTransformed) sum = O::add(sum, z);
       nonFinite = O::fma(z, O::set1(0.0f), nonFinite);
     }
     for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
       const float z = S::template load<DT>(row, i);
       tBest = S::max(z, tBest);
-      tSum += z;
+      if (!kTransformed) tSum += z;
       tNonFinite = S::fma(z, 0.0f, tNonFinite);
     }
     const float runningMax = S::max(O::hmax(best), tBest);
     if (c0 == 0) {
       m = runningMax;
+      mt = headValue<Mode, S>(head, m);
     } else if (runningMax > m) {
       // Rebase the running sums from m to the new max: e' = e*alpha and (z - m') = (z - m) + d.
-      const float d = m - runningMax;
+      const float newMt = headValue<Mode, S>(head, runningMax);
+      const float d = mt - newMt;
       const float alpha = expf(d);
       sumExpX = O::mul(O::set1(alpha), O::fma(O::set1(d), sumExp, sumExpX));
       sumExp = O::mul(O::set1(alpha), sumExp);
       tSumExpX = alpha * S::fma(d, tSumExp, tSumExpX);
       tSumExp = alpha * tSumExp;
+      if (Squares) {
+        sumSq = O::mul(O::set1(alpha), O::mul(O::set1(alpha), sumSq));
+        tSumSq = alpha * (alpha * tSumSq);
+      }
       m = runningMax;
+      mt = newMt;
       maxChunk = c0;
     }
     // Sweep 2 (from L1): over v != label, sum exp(z - m) and exp(z - m)*(z - m) (for the
     // entropy). The label's own terms are added at the end, so a confident token's 1 - p_y is not
     // lost next to e_y = 1. Per-chunk partial sums keep rounding error growing with the chunk.
-    const F vm = O::set1(m);
-    F chunkExp = O::set1(0.0f), chunkExpX = O::set1(0.0f);
+    const F vm = O::set1(mt);
+    F chunkExp = O::set1(0.0f), chunkExpX = O::set1(0.0f), chunkSq = O::set1(0.0f);
     for (int64_t i = c0; i < v1; i += O::W) {
       // Ask for the next chunk while this one's exps keep the core busy.
       __builtin_prefetch((const char*)row + (i + kChunk) * elementSize<DT>());
-      const F x = O::sub(O::template load<DT>(row, i), vm);
+      F slope;
+      const F t = headValue<Mode, O>(head, O::template load<DT>(row, i), Keep ? &slope : nullptr);
+      if (kTransformed) sum = O::add(sum, t);
+      const F x = O::sub(t, vm);
       F e = vexp<O>(x);
-      if (Keep) O::template store<FDPO_FLOAT32>(kept, i, e);
+      if (Keep) O::template store<FDPO_FLOAT32>(kept, i, kTransformed ? O::mul(e, slope) : e);
       if (label >= i && label < i + O::W) e = O::setLane(e, (int)(label - i), 0.0f);
       chunkExp = O::add(chunkExp, e);
       chunkExpX = O::fma(e, x, chunkExpX);
+      if (Squares) chunkSq = O::fma(e, e, chunkSq);
     }
     sumExp = O::add(sumExp, chunkExp);
     sumExpX = O::add(sumExpX, chunkExpX);
+    if (Squares) sumSq = O::add(sumSq, chunkSq);
     for (int64_t i = c0 > vecEnd ? c0 : vecEnd; i < c1; ++i) {
+      float slope;
+      const float t = headValue<Mode, S>(head, S::template load<DT>(row, i), Keep ? &slope : nullptr);
+      if (kTransformed) tSum += t;
       if (i == label) continue;
-      const float x = S::template load<DT>(row, i) - m;
+      const float x = t - mt;
       const float e = vexp<S>(x);
-      if (Keep) kept[i] = e;
+      if (Keep) kept[i] = kTransformed ? e * slope : e;
       tSumExp += e;
       tSumExpX = S::fma(e, x, tSumExpX);
+      if (Squares) tSumSq = S::fma(e, e, tSumSq);
     }
-    if (Keep) chunkBase[c0 / kChunk] = m;
+    if (Keep) chunkBase[c0 / kChunk] = mt;
   }
 
   const int64_t maxChunkEnd = maxChunk + kChunk < vocab ? maxChunk + kChunk : vocab;
-  const RowSums sums{m, laneSum<O>(sumExp) + tSumExp, laneSum<O>(sumExpX) + tSumExpX, laneSum<O>(sum) + tSum,
-                     laneSum<O>(nonFinite) + tNonFinite};
-  out = finishRow(sums, S::template load<DT>(row, label), vocab, firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label);
+  const RowSums sums{mt,
+                     laneSum<O>(sumExp) + tSumExp,
+                     laneSum<O>(sumExpX) + tSumExpX,
+                     laneSum<O>(sum) + tSum,
+                     laneSum<O>(nonFinite) + tNonFinite,
+                     Squares ? laneSum<O>(sumSq) + tSumSq : 0.0f};
+  float labelSlope;
+  const float labelT = headValue<Mode, S>(head, S::template load<DT>(row, label), &labelSlope);
+  out = finishRow(sums, labelT, vocab, firstIndexOf<O, DT>(row, maxChunk, maxChunkEnd, m) == label, Squares);
+  out.labelSlope = labelSlope;
 }
 
 // Writes one row of the output through O's streaming stores: a scalar head up to the store
@@ -316,33 +352,43 @@ struct ZeroValues {
   float scalar(int64_t) const { return 0.0f; }
 };
 
-// scale * (onehot - p) for one row; the label lane is the precomputed labelGrad.
-template <class O, int DT>
+// scale * t'(z) * (onehot - p) for one row; the label lane is the precomputed labelGrad.
+template <class O, int DT, int Mode>
 struct GradValues {
   using F = typename O::F;
   const void* row;
   int64_t label;
+  const HeadConstants& head;
   float m, logSum, negScale, labelGrad;
   F vm, vLogSum, vNegScale;
-  GradValues(const void* row_, int32_t label_, float scale, const RowForward& f)
-      : row(row_), label(label_), m(f.max), logSum(f.logSum), negScale(-scale),
-        labelGrad(labelGradient(scale, f.logp)), vm(O::set1(f.max)), vLogSum(O::set1(f.logSum)), vNegScale(O::set1(-scale)) {}
+  GradValues(const void* row_, int32_t label_, float scale, const RowForward& f, const HeadConstants& head_)
+      : row(row_), label(label_), head(head_), m(f.max), logSum(f.logSum), negScale(-scale),
+        labelGrad(labelGradient(Mode == kHeadIdentity ? scale : scale * f.labelSlope, f.logp)), vm(O::set1(f.max)),
+        vLogSum(O::set1(f.logSum)), vNegScale(O::set1(-scale)) {}
+  template <class P>
+  typename P::F at(typename P::F z, typename P::F vNeg, typename P::F vMax, typename P::F vLog) const {
+    if (Mode == kHeadIdentity) return otherGradient<P>(vNeg, z, vMax, vLog);
+    typename P::F slope;
+    const typename P::F t = headValue<Mode, P>(head, z, &slope);
+    return P::mul(otherGradient<P>(vNeg, t, vMax, vLog), slope);
+  }
   F vector(int64_t i) const {
-    F g = otherGradient<O>(vNegScale, O::template load<DT>(row, i), vm, vLogSum);
+    F g = at<O>(O::template load<DT>(row, i), vNegScale, vm, vLogSum);
     if (label >= i && label < i + O::W) g = O::setLane(g, (int)(label - i), labelGrad);
     return g;
   }
   float scalar(int64_t i) const {
     if (i == label) return labelGrad;
-    return otherGradient<typename O::Tail>(negScale, loadElement<DT>(row, i), m, logSum);
+    return at<typename O::Tail>(loadElement<DT>(row, i), negScale, m, logSum);
   }
 };
 
-template <class O, int DT>
-void backwardRow(const void* row, void* dst, int64_t vocab, int32_t label, float scale, const RowForward& f) {
+template <class O, int DT, int Mode>
+void backwardRow(const void* row, void* dst, int64_t vocab, int32_t label, float scale, const RowForward& f,
+                 const HeadConstants& head) {
   // Ignored token or a pair with zero gradient: exact zeros, and the logits are not read.
   if (scale == 0.0f) return writeRow<O, DT>(dst, vocab, ZeroValues<O>());
-  writeRow<O, DT>(dst, vocab, GradValues<O, DT>(row, label, scale, f));
+  writeRow<O, DT>(dst, vocab, GradValues<O, DT, Mode>(row, label, scale, f, head));
 }
 
 template <int DT>
@@ -350,17 +396,17 @@ const void* rowPointer(const void* base, int64_t row, int64_t vocab) {
   return (const char*)base + row * vocab * elementSize<DT>();
 }
 
-template <class O, int DT>
-void forwardRowsTyped(const void* logits, int64_t vocab, const int32_t* labels, int32_t ignoreIndex, int64_t begin,
-                      int64_t end, RowForward* out) {
+template <class O, int DT, int Mode, bool Squares>
+void forwardRowsTyped(const void* logits, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
+                      const HeadConstants& head, int64_t begin, int64_t end, RowForward* out) {
   for (int64_t r = begin; r < end; ++r) {
     if (labels[r] == ignoreIndex) continue;
-    forwardRow<O, DT>(rowPointer<DT>(logits, r, vocab), vocab, labels[r], out[r]);
+    forwardRow<O, DT, Mode, Squares>(rowPointer<DT>(logits, r, vocab), vocab, labels[r], head, out[r]);
   }
 }
 
-// onehot - p for one row from the exps forwardRow<..., true> kept: p_v = kept[v] * factor[chunk of
-// v], factor = exp((m_c - m) - log(s)); the label's 1 - p_y as in pass B.
+// t'*(onehot - p) for one row from the exps forwardRow<..., true> kept (times t'): p_v*t'_v =
+// kept[v] * factor[chunk of v], factor = exp((m_c - m) - log(s)); the label's t'_y*(1 - p_y) as in pass B.
 template <class O>
 struct KeptValues {
   using F = typename O::F;
@@ -397,9 +443,9 @@ struct DeferredScratch {
   }
 };
 
-template <class O, int DT>
+template <class O, int DT, int Mode, bool Squares>
 void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
-                              int64_t begin, int64_t end, RowForward* out) {
+                              const HeadConstants& head, int64_t begin, int64_t end, RowForward* out) {
   for (int64_t r = begin; r < end; ++r) {
     const void* row = rowPointer<DT>(logits, r, vocab);
     void* dst = (char*)grad + r * vocab * elementSize<DT>();
@@ -410,61 +456,109 @@ void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, con
     static thread_local DeferredScratch scratch;
     scratch.fit(vocab);
     const RowForward& f = out[r];
-    forwardRow<O, DT, true>(row, vocab, labels[r], out[r], scratch.kept.data(), scratch.chunkBase.data());
+    forwardRow<O, DT, Mode, Squares, true>(row, vocab, labels[r], head, out[r], scratch.kept.data(), scratch.chunkBase.data());
     const int64_t chunks = (vocab + kChunk - 1) / kChunk;
     for (int64_t c = 0; c < chunks; ++c) scratch.factor[c] = expf((scratch.chunkBase[c] - f.max) - f.logSum);
-    writeRow<O, DT>(dst, vocab, KeptValues<O>{scratch.kept.data(), scratch.factor.data(), labels[r], unscaledLabelGradient(f.logp)});
+    const float labelValue = Mode == kHeadIdentity ? unscaledLabelGradient(f.logp) : f.labelSlope * unscaledLabelGradient(f.logp);
+    writeRow<O, DT>(dst, vocab, KeptValues<O>{scratch.kept.data(), scratch.factor.data(), labels[r], labelValue});
   }
 }
 
-template <class O, int DT>
-void backwardRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, const float* rowScale,
-                       const RowForward* rows, int64_t begin, int64_t end) {
+template <class O, int DT, int Mode>
+void backwardRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, const HeadConstants& head,
+                       const float* rowScale, const RowForward* rows, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     void* dst = (char*)grad + r * vocab * elementSize<DT>();
-    backwardRow<O, DT>(rowPointer<DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r]);
+    backwardRow<O, DT, Mode>(rowPointer<DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r], head);
+  }
+}
+
+// The run-time options to the template parameters: a switch per choice (no lambdas: GCC does not
+// give a lambda the target of the pragma around it).
+template <class O, int DT, bool Deferred, int Mode, bool Squares>
+void forwardRowsOf(const void* logits, void* grad, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
+                   const HeadConstants& head, int64_t begin, int64_t end, RowForward* out) {
+  if (Deferred) {
+    forwardDeferredRowsTyped<O, DT, Mode, Squares>(logits, grad, vocab, labels, ignoreIndex, head, begin, end, out);
+  } else {
+    forwardRowsTyped<O, DT, Mode, Squares>(logits, vocab, labels, ignoreIndex, head, begin, end, out);
+  }
+}
+
+template <class O, int DT, bool Deferred, int Mode>
+void forwardRowsMode(const void* logits, void* grad, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
+                     const RowOptions& o, int64_t begin, int64_t end, RowForward* out) {
+  if (o.squares) {
+    forwardRowsOf<O, DT, Deferred, Mode, true>(logits, grad, vocab, labels, ignoreIndex, o.head, begin, end, out);
+  } else {
+    forwardRowsOf<O, DT, Deferred, Mode, false>(logits, grad, vocab, labels, ignoreIndex, o.head, begin, end, out);
+  }
+}
+
+template <class O, int DT, bool Deferred>
+void forwardRowsDtype(const void* logits, void* grad, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
+                      const RowOptions& o, int64_t begin, int64_t end, RowForward* out) {
+  switch (o.headMode) {
+    case kHeadIdentity:
+      return forwardRowsMode<O, DT, Deferred, kHeadIdentity>(logits, grad, vocab, labels, ignoreIndex, o, begin, end, out);
+    case kHeadLinear:
+      return forwardRowsMode<O, DT, Deferred, kHeadLinear>(logits, grad, vocab, labels, ignoreIndex, o, begin, end, out);
+    case kHeadCapped:
+      return forwardRowsMode<O, DT, Deferred, kHeadCapped>(logits, grad, vocab, labels, ignoreIndex, o, begin, end, out);
+  }
+}
+
+template <class O, bool Deferred>
+void forwardRowsAny(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
+                    int32_t ignoreIndex, const RowOptions& o, int64_t begin, int64_t end, RowForward* out) {
+  switch (dtype) {
+    case FDPO_FLOAT32:
+      return forwardRowsDtype<O, FDPO_FLOAT32, Deferred>(logits, grad, vocab, labels, ignoreIndex, o, begin, end, out);
+    case FDPO_BFLOAT16:
+      return forwardRowsDtype<O, FDPO_BFLOAT16, Deferred>(logits, grad, vocab, labels, ignoreIndex, o, begin, end, out);
+    case FDPO_FLOAT16:
+      return forwardRowsDtype<O, FDPO_FLOAT16, Deferred>(logits, grad, vocab, labels, ignoreIndex, o, begin, end, out);
   }
 }
 
 template <class O>
 void forwardRows(const void* logits, int32_t dtype, int64_t vocab, const int32_t* labels, int32_t ignoreIndex,
-                 int64_t begin, int64_t end, RowForward* out) {
-  switch (dtype) {
-    case FDPO_FLOAT32: return forwardRowsTyped<O, FDPO_FLOAT32>(logits, vocab, labels, ignoreIndex, begin, end, out);
-    case FDPO_BFLOAT16: return forwardRowsTyped<O, FDPO_BFLOAT16>(logits, vocab, labels, ignoreIndex, begin, end, out);
-    case FDPO_FLOAT16: return forwardRowsTyped<O, FDPO_FLOAT16>(logits, vocab, labels, ignoreIndex, begin, end, out);
-  }
+                 const RowOptions& options, int64_t begin, int64_t end, RowForward* out) {
+  forwardRowsAny<O, false>(logits, nullptr, dtype, vocab, labels, ignoreIndex, options, begin, end, out);
 }
 
 template <class O>
 void forwardDeferredRows(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
-                         int32_t ignoreIndex, int64_t begin, int64_t end, RowForward* out) {
-  switch (dtype) {
-    case FDPO_FLOAT32:
-      forwardDeferredRowsTyped<O, FDPO_FLOAT32>(logits, grad, vocab, labels, ignoreIndex, begin, end, out);
-      break;
-    case FDPO_BFLOAT16:
-      forwardDeferredRowsTyped<O, FDPO_BFLOAT16>(logits, grad, vocab, labels, ignoreIndex, begin, end, out);
-      break;
-    case FDPO_FLOAT16:
-      forwardDeferredRowsTyped<O, FDPO_FLOAT16>(logits, grad, vocab, labels, ignoreIndex, begin, end, out);
-      break;
-  }
+                         int32_t ignoreIndex, const RowOptions& options, int64_t begin, int64_t end, RowForward* out) {
+  forwardRowsAny<O, true>(logits, grad, dtype, vocab, labels, ignoreIndex, options, begin, end, out);
   O::fence();
+}
+
+template <class O, int DT>
+void backwardRowsDtype(const void* logits, void* grad, int64_t vocab, const int32_t* labels, const RowOptions& o,
+                       const float* rowScale, const RowForward* rows, int64_t begin, int64_t end) {
+  switch (o.headMode) {
+    case kHeadIdentity:
+      return backwardRowsTyped<O, DT, kHeadIdentity>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end);
+    case kHeadLinear:
+      return backwardRowsTyped<O, DT, kHeadLinear>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end);
+    case kHeadCapped:
+      return backwardRowsTyped<O, DT, kHeadCapped>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end);
+  }
 }
 
 template <class O>
 void backwardRows(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
-                  const float* rowScale, const RowForward* rows, int64_t begin, int64_t end) {
+                  const RowOptions& options, const float* rowScale, const RowForward* rows, int64_t begin, int64_t end) {
   switch (dtype) {
     case FDPO_FLOAT32:
-      backwardRowsTyped<O, FDPO_FLOAT32>(logits, grad, vocab, labels, rowScale, rows, begin, end);
+      backwardRowsDtype<O, FDPO_FLOAT32>(logits, grad, vocab, labels, options, rowScale, rows, begin, end);
       break;
     case FDPO_BFLOAT16:
-      backwardRowsTyped<O, FDPO_BFLOAT16>(logits, grad, vocab, labels, rowScale, rows, begin, end);
+      backwardRowsDtype<O, FDPO_BFLOAT16>(logits, grad, vocab, labels, options, rowScale, rows, begin, end);
       break;
     case FDPO_FLOAT16:
-      backwardRowsTyped<O, FDPO_FLOAT16>(logits, grad, vocab, labels, rowScale, rows, begin, end);
+      backwardRowsDtype<O, FDPO_FLOAT16>(logits, grad, vocab, labels, options, rowScale, rows, begin, end);
       break;
   }
   O::fence();

@@ -34,6 +34,51 @@ FDPO_HD typename O::F expRemainder(typename O::F x, typename O::F n) {
   return O::fma(n, O::set1(-kLn2Lo), r);
 }
 
+// (e^r - 1)/r for |r| <= ln2/2, by the degree-7 Taylor polynomial of e^r (truncation < 0.1 ulp):
+// e^r = 1 + r*expTaylor(r), and e^r - 1 = r*expTaylor(r) without cancellation.
+template <class O>
+FDPO_HD typename O::F expTaylor(typename O::F r) {
+  typename O::F p = O::set1(1.0f / 5040.0f);
+  p = O::fma(p, r, O::set1(1.0f / 720.0f));
+  p = O::fma(p, r, O::set1(1.0f / 120.0f));
+  p = O::fma(p, r, O::set1(1.0f / 24.0f));
+  p = O::fma(p, r, O::set1(1.0f / 6.0f));
+  p = O::fma(p, r, O::set1(0.5f));
+  return O::fma(p, r, O::set1(1.0f));
+}
+
+// Model-head transforms (row_kernels.h's HeadMode and HeadConstants): t(z), and with it t'(z).
+// Beyond |x| = 40 (|u| = 20) tanh is +-1 in fp32 and t' ~ 1e-17: x is clamped there, which keeps
+// 1/(1 + w) a normal number.
+constexpr float kTanhClamp = 40.0f;
+
+template <int Mode, class O>
+FDPO_HD typename O::F headValue(const HeadConstants& h, typename O::F z, typename O::F* slope = nullptr) {
+  using F = typename O::F;
+  if (Mode == kHeadIdentity) {
+    if (slope) *slope = O::set1(1.0f);
+    return z;
+  }
+  if (Mode == kHeadLinear) {
+    if (slope) *slope = O::set1(h.slope);
+    return O::mul(O::set1(h.slope), z);
+  }
+  // x = -2u; w = e^x and E = e^x - 1 from one reduction (e^x = 2^n e^r, e^x - 1 = 2^n (e^r - 1) +
+  // 2^n - 1), so tanh(u) = -E/(1 + w) keeps its digits near 0 and sech^2(u) = 4w/(1 + w)^2 its
+  // digits in the tails. (Clamp order: x86 min/max return the second operand for NaN.)
+  F x = O::mul(O::set1(h.inner), z);
+  x = O::max(O::set1(-kTanhClamp), O::min(O::set1(kTanhClamp), x));
+  const F n = expExponent<O>(x);
+  const F r = expRemainder<O>(x, n);
+  const F q = O::mul(expTaylor<O>(r), r);
+  const F p2 = O::exp2i(n);
+  const F em1 = O::fma(p2, q, O::sub(p2, O::set1(1.0f)));
+  const F w = O::fma(p2, q, p2);
+  const F inv = O::div(O::set1(1.0f), O::add(O::set1(1.0f), w));
+  if (slope) *slope = O::mul(O::mul(O::set1(h.slope), O::mul(w, inv)), inv);
+  return O::mul(O::mul(O::set1(h.outer), em1), inv);
+}
+
 // What pass A's sweeps sum over a row, the label's own terms left out.
 struct RowSums {
   float max;        // m
@@ -41,12 +86,14 @@ struct RowSums {
   float othersX;    // sum over v != label of exp(z - m)(z - m)
   float logitSum;   // sum z
   float nonFinite;  // sum z*0: NaN exactly when a logit is inf or NaN, else 0
+  float othersSq;   // sum over v != label of exp(2(z - m)), when the squares are asked for
 };
 
 // A row's results from its sums, with the label's terms added here, so a confident token's
 // 1 - p_y is not lost next to e_y = 1: s = e_y + others. When the label holds the max (e_y = 1),
 // log p_y = -log1p(others) keeps every digit; otherwise p_y <= 1/2 and (z_y - m) - log(s) is exact.
-FDPO_HD RowForward finishRow(const RowSums& sums, float labelLogit, int64_t vocab, bool labelIsArgmax) {
+FDPO_HD RowForward finishRow(const RowSums& sums, float labelLogit, int64_t vocab, bool labelIsArgmax,
+                             bool squares = false) {
   const float labelX = labelLogit - sums.max;
   const float labelExp = expf(labelX);
   const float s = sums.others + labelExp;
@@ -58,6 +105,8 @@ FDPO_HD RowForward finishRow(const RowSums& sums, float labelLogit, int64_t voca
   f.entropy = logSum - fmaf(labelExp, labelX, sums.othersX) / s;
   f.meanLogit = sums.logitSum / (float)vocab;
   f.correct = labelIsArgmax ? 1 : 0;
+  f.labelSlope = 1.0f;
+  f.squares = squares ? fmaf(labelExp, labelExp, sums.othersSq) : 0.0f;
   return f;
 }
 
