@@ -224,7 +224,7 @@ levels('every level gives the same bits: loss, metrics, log-probs, grad, rowScal
   }
 });
 
-levels("'baseline-mul-add' (no FMA) differs from the other levels only in the last bits: loss within 1e-6, gradient within 8 fp32 ulp", () => {
+levels("'baseline-mul-add' (no FMA) differs from the other levels only in the last bits: loss within 1e-6, gradient within 16 fp32 ulp", () => {
   if (!usable.includes('baseline-mul-add')) return;
   const rng = makeRng(SEED + 36);
   let worstLoss = 0, worstUlp = 0;
@@ -242,7 +242,7 @@ levels("'baseline-mul-add' (no FMA) differs from the other levels only in the la
   }
   console.log(`  baseline-mul-add vs baseline: loss relative difference ${worstLoss.toExponential(2)}, gradient ${worstUlp} ulp at most`);
   assert.ok(worstLoss <= 1e-6, `loss relative difference ${worstLoss}`);
-  assert.ok(worstUlp <= 8, `gradient differs by ${worstUlp} ulp`);
+  assert.ok(worstUlp <= 16, `gradient differs by ${worstUlp} ulp`);
 });
 
 /** Float32 inputs for exp: uniform in [-87, 0], a grid with every fractional offset, and special points. */
