@@ -224,10 +224,10 @@ levels('every level gives the same bits: loss, metrics, log-probs, grad, rowScal
   }
 });
 
-levels("'baseline-mul-add' (no FMA) differs from the other levels only in the last bits: loss within 1e-6, gradient within 16 fp32 ulp", () => {
+levels("'baseline-mul-add' (no FMA) differs from the other levels only in the last bits: loss within 1e-6, gradient within 1e-6 relative L2", () => {
   if (!usable.includes('baseline-mul-add')) return;
   const rng = makeRng(SEED + 36);
-  let worstLoss = 0, worstUlp = 0;
+  let worstLoss = 0, worstGrad = 0, worstUlp = 0;
   for (const V of [7, 2049, 5000]) {
     const c = makeCase(rng, { B: 2, vocab: V, T: 3, dtype: 'float32', ignoreProb: 0.1 });
     const run = (level: Level) => {
@@ -238,11 +238,18 @@ levels("'baseline-mul-add' (no FMA) differs from the other levels only in the la
     setSimdLevel(initial);
     worstLoss = Math.max(worstLoss, Math.abs(fused.loss - mulAdd.loss) / Math.max(Math.abs(fused.loss), 1e-30));
     const a = fused.grad!.data as Float32Array, b = mulAdd.grad!.data as Float32Array;
-    for (let i = 0; i < a.length; i++) worstUlp = Math.max(worstUlp, ulpDist32(a[i]!, b[i]!));
+    let num = 0, den = 0;
+    for (let i = 0; i < a.length; i++) {
+      num += (a[i]! - b[i]!) ** 2;
+      den += a[i]! ** 2;
+      worstUlp = Math.max(worstUlp, ulpDist32(a[i]!, b[i]!));
+    }
+    worstGrad = Math.max(worstGrad, Math.sqrt(num / Math.max(den, 1e-300)));
   }
-  console.log(`  baseline-mul-add vs baseline: loss relative difference ${worstLoss.toExponential(2)}, gradient ${worstUlp} ulp at most`);
+  // (ulps of the tiniest entries are large and meaningless next to the row's scale: printed only)
+  console.log(`  baseline-mul-add vs baseline: loss ${worstLoss.toExponential(2)}, gradient ${worstGrad.toExponential(2)} relative L2 (${worstUlp} ulp at most)`);
   assert.ok(worstLoss <= 1e-6, `loss relative difference ${worstLoss}`);
-  assert.ok(worstUlp <= 16, `gradient differs by ${worstUlp} ulp`);
+  assert.ok(worstGrad <= 1e-6, `gradient relative L2 ${worstGrad}`);
 });
 
 /** Float32 inputs for exp: uniform in [-87, 0], a grid with every fractional offset, and special points. */
