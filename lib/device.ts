@@ -5,6 +5,7 @@ import { types } from 'node:util';
 import { markAsUntransferable } from 'node:worker_threads';
 
 import { fusedDpoError, invalidArgument, type FusedDpoError } from './errors.js';
+import { typedArrayFacts } from './intrinsics.js';
 import { native } from './native.js';
 import { snapshotOptions } from './options.js';
 import type { DType, LabelTensor, Tensor } from './types.js';
@@ -190,8 +191,6 @@ export class DeviceTensor {
 // Async calls running on a tensor: free() refuses while there are any.
 const inUse = new WeakMap<DeviceTensor, number>();
 
-// %TypedArray%.prototype.buffer: the real backing buffer, whatever a subclass's getter says.
-const viewBuffer = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Int8Array.prototype), 'buffer')!.get!;
 
 /**
  * Runs an async call that reads or writes `tensors`: DeviceTensors are kept from free(), and the
@@ -202,9 +201,9 @@ const viewBuffer = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Int8Arr
  */
 export async function holdingTensors<T>(tensors: readonly unknown[], run: () => Promise<T>): Promise<T> {
   for (const t of tensors) {
-    if (!types.isTypedArray(t)) continue;
-    const buffer: unknown = viewBuffer.call(t);
-    if (types.isArrayBuffer(buffer)) markAsUntransferable(buffer);
+    // The real backing buffer (intrinsic getters), whatever a subclass's getter says.
+    const facts = typedArrayFacts(t);
+    if (facts && !facts.shared) markAsUntransferable(facts.buffer);
   }
   const held = tensors.filter((t): t is DeviceTensor => t instanceof DeviceTensor);
   for (const t of held) inUse.set(t, (inUse.get(t) ?? 0) + 1);
