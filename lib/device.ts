@@ -1,7 +1,6 @@
 // GPU memory for the CUDA backend: a DeviceTensor is a shape, a dtype and a device pointer,
 // either allocated here (and freed by free() or, failing that, when it is garbage-collected) or
 // wrapped from other CUDA code (never freed here).
-import { types } from 'node:util';
 import { markAsUntransferable } from 'node:worker_threads';
 
 import { fusedDpoError, invalidArgument, type FusedDpoError } from './errors.js';
