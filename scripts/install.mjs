@@ -74,6 +74,9 @@ function whyBuild() {
   return why;
 }
 
+// The CMake options of the binary a user gets (CMakeLists.txt's defaults), passed explicitly.
+const RELEASE_OPTIONS = ['--CDFDPO_CUDA=ON', '--CDFDPO_CUDA_EMULATION=OFF', '--CDFDPO_SANITIZE=OFF'];
+
 function buildFromSource(why) {
   const nvcc = onPath('nvcc') ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : null);
   const cmake = onPath('cmake');
@@ -89,7 +92,11 @@ function buildFromSource(why) {
   }
   say(`${why}; building from source with cmake-js (CUDA: nvcc found at ${nvcc})`);
   // CMake's CUDA check does not look in /usr/local/cuda/bin: tell it where nvcc is.
-  const status = run(cmakeJs, ['rebuild'], { ...process.env, CUDACXX: process.env.CUDACXX || nvcc });
+  const env = { ...process.env, CUDACXX: process.env.CUDACXX || nvcc };
+  // Incremental: configure with this build's options stated (a cache left by a CPU-only,
+  // emulated or sanitizer build of build/ must not carry over), then rebuild what changed.
+  let status = run(cmakeJs, ['configure', ...RELEASE_OPTIONS], env);
+  if (status === 0) status = run(cmakeJs, ['build'], env);
   if (status === 0) return 0;
   say(`the cmake-js build failed (exit code ${status}); building with node-gyp instead, CPU only`);
   return buildWithNodeGyp();

@@ -9,4 +9,7 @@ set -e
 if [ -z "${CUDACXX:-}" ] && ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export CUDACXX=/usr/local/cuda/bin/nvcc
 fi
-exec cmake-js rebuild --out build
+# Incremental in build/ (as `npm run build`), with the release options stated so that a cache
+# left by a CPU-only, emulated or sanitizer build cannot carry over into the prebuild.
+cmake-js configure --out build --CDFDPO_CUDA=ON --CDFDPO_CUDA_EMULATION=OFF --CDFDPO_SANITIZE=OFF
+exec cmake-js build --out build
