@@ -165,6 +165,12 @@ fdpo_tokens readTokens(const Napi::Object& args, const Placement& placement) {
   t.logit_scale = optionalNumber(args, "logitScale");
   t.softcap = optionalNumber(args, "softcap");
   t.temperature = optionalNumber(args, "temperature");
+  // LD-DPO (absent or null = off; the core checks the range and the pairs).
+  const Napi::Value ld = args.Get("ldAlpha");
+  if (!ld.IsNull() && !ld.IsUndefined()) {
+    t.ld_weighting = 1;
+    t.ld_alpha = number(args, "ldAlpha");
+  }
   return t;
 }
 
@@ -231,6 +237,13 @@ struct LossCall {
       config.ref_chosen = checkedData<double>(args, "refChosen", napi_float64_array, pairs);
       config.ref_rejected = checkedData<double>(args, "refRejected", napi_float64_array, pairs);
     }
+    const Napi::Value refTokens = args.Get("refTokenLogps");
+    if (!refTokens.IsNull() && !refTokens.IsUndefined()) {
+      // Zero rows have nothing to read, but the pointer still says "per-token references".
+      static const double kNoRows = 0.0;
+      const double* data = checkedData<double>(args, "refTokenLogps", napi_float64_array, (size_t)tokens.rows);
+      config.ref_token_logps = data ? data : &kNoRows;
+    }
 
     outputs.seq_logps = checkedData<double>(args, "seqLogps", napi_float64_array, seqs);
     outputs.seq_counts = checkedData<int32_t>(args, "seqCounts", napi_int32_array, seqs);
@@ -239,6 +252,10 @@ struct LossCall {
     outputs.chosen_rewards = checkedData<double>(args, "chosenRewards", napi_float64_array, pairs);
     outputs.rejected_rewards = checkedData<double>(args, "rejectedRewards", napi_float64_array, pairs);
     outputs.stats = checkedData<double>(args, "stats", napi_float64_array, FDPO_STAT_COUNT);
+    const Napi::Value plainGrad = args.Get("seqPlainGrad");
+    if (!plainGrad.IsNull() && !plainGrad.IsUndefined()) {
+      outputs.seq_plain_grad = checkedData<double>(args, "seqPlainGrad", napi_float64_array, seqs);
+    }
     if (!args.Get("grad").IsNull()) {
       outputs.grad = bufferData(args, "grad", logitsArrayType(tokens.dtype), (size_t)(tokens.rows * tokens.vocab),
                                 logitsElementBytes(tokens.dtype), placement);

@@ -52,6 +52,7 @@ int32_t checkOverlaps(const TokenSnapshot& snapshot, const fdpo_loss_config& c, 
       {"cu_seqlens", snapshot.callerCuSeqlens, (seqs + 1) * 4, false},
       {"ref_chosen", c.ref_chosen, pairs * 8, false},
       {"ref_rejected", c.ref_rejected, pairs * 8, false},
+      {"ref_token_logps", c.ref_token_logps, rows * 8, false},
       {"grad", o.grad == t.logits ? nullptr : o.grad, logitsBytes, true},
       {"row_scale", o.row_scale, rows * 4, true},
       {"seq_logps", o.seq_logps, seqs * 8, true},
@@ -61,6 +62,7 @@ int32_t checkOverlaps(const TokenSnapshot& snapshot, const fdpo_loss_config& c, 
       {"chosen_rewards", o.chosen_rewards, pairs * 8, true},
       {"rejected_rewards", o.rejected_rewards, pairs * 8, true},
       {"stats", o.stats, FDPO_STAT_COUNT * 8, true},
+      {"seq_plain_grad", o.seq_plain_grad, seqs * 8, true},
   };
   const size_t n = sizeof extents / sizeof extents[0];
   for (size_t i = 0; i < n; ++i) {
@@ -111,8 +113,13 @@ int32_t LossSnapshot::take(const TokenSnapshot& snapshot, const fdpo_loss_config
   if (config.use_weighting != 0 && config.use_weighting != 1) {
     return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "use_weighting must be 0 or 1, got %d", (int)config.use_weighting);
   }
-  if (needsRef && (!config.ref_chosen || !config.ref_rejected)) {
-    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "a loss in the list needs ref_chosen and ref_rejected");
+  if (config.ref_token_logps && (config.ref_chosen || config.ref_rejected)) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
+                "ref_token_logps replaces ref_chosen and ref_rejected: pass one or the other");
+  }
+  if (needsRef && !config.ref_token_logps && (!config.ref_chosen || !config.ref_rejected)) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
+                "a loss in the list needs ref_chosen and ref_rejected (or ref_token_logps)");
   }
   const fdpo_loss_outputs& out = outputs;
   if (!out.seq_logps || !out.seq_counts || !out.pair_losses || !out.chosen_rewards || !out.rejected_rewards || !out.stats) {
@@ -148,6 +155,18 @@ int32_t TokenSnapshot::take(const fdpo_tokens* in, char* error, size_t size, boo
   for (const auto& tr : transforms) {
     if (tr.value != 0.0 && !(isfinite(tr.value) && tr.value > 0.0)) {
       return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "%s must be 0 (off) or finite and > 0, got %g", tr.name, tr.value);
+    }
+  }
+  if (t.ld_weighting != 0 && t.ld_weighting != 1) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "ld_weighting must be 0 or 1, got %d", (int)t.ld_weighting);
+  }
+  if (t.ld_weighting) {
+    if (!(t.ld_alpha >= 0.0 && t.ld_alpha <= 1.0)) {
+      return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "ld_alpha must be in [0, 1], got %g", t.ld_alpha);
+    }
+    if (t.num_seqs % 2 != 0) {
+      return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
+                  "ld_weighting needs pairs: num_seqs = 2B (B chosen then B rejected), got %lld", (long long)t.num_seqs);
     }
   }
   if (!t.cu_seqlens) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "cu_seqlens is NULL");

@@ -87,6 +87,16 @@ typedef struct {
   double logit_scale;
   double softcap;
   double temperature;
+  /*
+   * LD-DPO (TRL's ld_alpha; appended after ABI 2, ld_weighting 0 = off, 1 = on): the num_seqs = 2B
+   * sequences are pairs (0..B-1 chosen, B..2B-1 rejected), and each sequence's log-prob sum weighs
+   * its first min(N_c, N_r) completion tokens (non-ignored labels, counted in order within the
+   * sequence) by 1 and the later ones by ld_alpha, in [0, 1]. The counts stay N_s (averaged scores
+   * divide the weighted sum by N_s). fdpo_sequence_logps then gives the reference the same weights;
+   * fdpo_dpo_loss weighs the policy's scores and, through them, the gradient (SPEC.md, "LD-DPO").
+   */
+  double ld_alpha;
+  int32_t ld_weighting;
 } fdpo_tokens;
 
 typedef struct {
@@ -107,6 +117,13 @@ typedef struct {
    * computes: no further read of the logits.
    */
   int32_t use_weighting;
+  /*
+   * Per-token reference log-probs (appended after ABI 2; NULL = off): rows entries (read only where
+   * the label is not ignore_index), instead of ref_chosen/ref_rejected (which must then be NULL).
+   * Each sequence's log-ratio is accumulated in fp64 as sum_t w_t (logp_t - ref_t), with LD-DPO's
+   * weights w_t (1 without it), and the reference score as sum_t w_t ref_t.
+   */
+  const double* ref_token_logps;
 } fdpo_loss_config;
 
 /* f-DPO: the divergence whose f' turns the log-ratios a = pi_c - rho_c, b = pi_r - rho_r into the
@@ -148,6 +165,13 @@ typedef struct {
    * For trainers that apply the scale on the hidden-size side of the next matmul, where it is free.
    */
   float* row_scale;         /* rows */
+  /*
+   * Appended after ABI 2, or NULL: d loss / d(plain sum of s's log-probs), num_seqs. Non-zero only
+   * with LD-DPO weighting and an NLL term (sft, orpo), which reads the unweighted chosen sums as TRL
+   * does; seq_grad is then d loss / d(the weighted score), and row r's gradient scale is
+   * seq_grad[s] * w_r + seq_plain_grad[s]. Without LD-DPO it is all zeros (seq_grad holds everything).
+   */
+  double* seq_plain_grad;
 } fdpo_loss_outputs;
 
 /* Version of this ABI (FDPO_ABI_VERSION) the library was built with. */
