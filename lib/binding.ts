@@ -20,6 +20,8 @@ export interface NativeTokens {
   logitScale?: number;
   softcap?: number;
   temperature?: number;
+  /** LD-DPO (fdpo_tokens.ld_weighting / ld_alpha): null or absent = off. */
+  ldAlpha?: number | null;
   threads: number;
   /** null: the CPU backend; a device index: the CUDA backend. */
   device: number | null;
@@ -46,6 +48,8 @@ export interface NativeLossArgs extends NativeTokens {
   useWeighting?: boolean;
   refChosen: Float64Array | null;
   refRejected: Float64Array | null;
+  /** Per-token reference log-probs, rows entries (fdpo_loss_config.ref_token_logps); null or absent = off. */
+  refTokenLogps?: Float64Array | null;
   seqLogps: Float64Array;
   seqCounts: Int32Array;
   seqGrad: Float64Array;
@@ -53,6 +57,8 @@ export interface NativeLossArgs extends NativeTokens {
   chosenRewards: Float64Array;
   rejectedRewards: Float64Array;
   stats: Float64Array;
+  /** fdpo_loss_outputs.seq_plain_grad (2B), or null or absent. */
+  seqPlainGrad?: Float64Array | null;
   grad: Float32Array | Uint16Array | DeviceBuffer | null;
   rowScale: Float32Array | DeviceBuffer | null;
 }

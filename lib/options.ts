@@ -4,7 +4,6 @@ import { fusedDpoError, invalidArgument } from './errors.js';
 
 // TRL options fused-dpo does not have (yet), by TRL's name, with what to do instead.
 const TRL_UNSUPPORTED: Record<string, string> = {
-  ld_alpha: "TRL's LD-DPO length weighting (ld_alpha) is not supported yet",
   rpo_alpha:
     "TRL's rpo_alpha adds rpo_alpha times the chosen NLL; here that is lossType [..., 'sft'] with lossWeights [..., rpo_alpha]",
   reference_free: "TRL's reference_free: pass ref as zeros ({ chosen: zeros, rejected: zeros }) instead",

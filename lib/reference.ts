@@ -20,13 +20,15 @@ export interface ReferenceInput extends Record<HyperparameterName, number>, Head
   labels: Int32Array; // R
   cuSeqlens: Int32Array; // S+1, S = 2B
   ignoreIndex: number;
-  ref?: { chosen: Float64Array; rejected: Float64Array } | null; // B each, sums
+  // B each, sums; or per token (R entries, read where the label is scored): SPEC.md "Per-token reference log-probs"
+  ref?: { chosen: Float64Array; rejected: Float64Array } | { tokenLogps: Float64Array } | null;
   lossTypes: readonly LossType[];
   lossWeights: readonly number[];
   /** How the log-ratios make the margin Δ (default 'reverse_kl': DPO's Δ = a − b). */
   fDivergenceType?: FDivergence;
   scale: number; // 1/B for mean, 1 for sum, 1/normalizer
   useWeighting?: boolean; // WPO (SPEC.md "WPO")
+  ldAlpha?: number | null; // LD-DPO (SPEC.md "LD-DPO"); null or absent: off
 }
 
 export interface ReferenceOutput {
@@ -40,11 +42,23 @@ export interface ReferenceOutput {
   rejectedRewards: Float64Array;
   metrics: DpoMetrics;
   seqGrad: Float64Array; // S, G_s = ∂loss/∂π_s
+  plainSeqGrad: Float64Array; // S, H_s = ∂loss/∂(plain sum of s) (the NLL terms under LD-DPO; else 0)
+  tokenWeights: Float64Array; // R, LD-DPO's w_t (1 without it, 0 for ignored rows)
   grad: Float64Array; // R*V
   pairWeights: Float64Array; // B, WPO's min(1, w_c·w_r) (all 1 without useWeighting)
 }
 
-export type PairLossConfig = Omit<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | keyof HeadTransformInput>;
+export type PairLossConfig = Omit<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | 'ref' | keyof HeadTransformInput> & {
+  ref?: { chosen: Float64Array; rejected: Float64Array } | null; // sums (per-token references arrive as PairExtras.ratios)
+};
+
+/** What LD-DPO and per-token references add to the pair math (each absent: off). */
+export interface PairExtras {
+  /** S unweighted sums, which the NLL terms (sft, orpo) read as TRL's nll_loss does; absent: seqLogps. */
+  plainLogps?: Float64Array;
+  /** S log-ratios Σ_t w_t(logp_t − ref_t); absent: π_s − ρ_s. */
+  ratios?: Float64Array;
+}
 
 /**
  * The transformed logit t(z) and its derivative t'(z), in TRL's order: a = z·s (logitScale), then
@@ -274,13 +288,49 @@ function sumBySequence(
   return { sums, counts };
 }
 
+/**
+ * LD-DPO's token weights (SPEC.md "LD-DPO"): per pair (s, s ± B), the first L = min(N_c, N_r)
+ * completion tokens of each sequence, counted in order, weigh 1 and the later ones α; 1 for every
+ * scored row when α is null; 0 for ignored rows.
+ */
+export function ldTokenWeights(labels: Int32Array, cuSeqlens: Int32Array, ignoreIndex: number, alpha: number | null): Float64Array {
+  const S = cuSeqlens.length - 1;
+  const w = new Float64Array(labels.length);
+  const counts = new Int32Array(S);
+  for (let s = 0; s < S; s++) for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) if (labels[r] !== ignoreIndex) counts[s] = counts[s]! + 1;
+  for (let s = 0; s < S; s++) {
+    const partner = s < S / 2 ? s + S / 2 : s - S / 2;
+    const L = alpha === null ? Infinity : Math.min(counts[s]!, counts[partner]!);
+    let k = 0;
+    for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
+      if (labels[r] === ignoreIndex) continue;
+      w[r] = k < L ? 1 : alpha!;
+      k++;
+    }
+  }
+  return w;
+}
+
+/** Σ_t w_t·x_t over each sequence's scored rows, in row order. */
+function weightedBySequence(x: ArrayLike<number>, w: Float64Array, labels: Int32Array, cuSeqlens: Int32Array, ignoreIndex: number): Float64Array {
+  const S = cuSeqlens.length - 1;
+  const out = new Float64Array(S);
+  for (let s = 0; s < S; s++) {
+    for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) if (labels[r] !== ignoreIndex) out[s] = out[s]! + w[r]! * x[r]!;
+  }
+  return out;
+}
+
 export function referenceSequenceLogps(
   input: Pick<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | keyof HeadTransformInput>,
   average: boolean,
+  ldAlpha: number | null = null,
 ): { logps: Float64Array; counts: Int32Array } {
-  checkCuSeqlens(input.cuSeqlens, input.rows);
+  const S = input.cuSeqlens.length - 1;
+  if (ldAlpha !== null && S % 2 !== 0) throw new RangeError(`ldAlpha pairs the sequences: need 2B, got ${S}`);
   const { logp } = referenceTokenStats(input.logits, input.rows, input.vocab, input.labels, input.ignoreIndex, input);
-  const { sums, counts } = sumBySequence(logp, input.labels, input.cuSeqlens, input.ignoreIndex);
+  const { sums: plain, counts } = sumBySequence(logp, input.labels, input.cuSeqlens, input.ignoreIndex);
+  const sums = ldAlpha === null ? plain : weightedBySequence(logp, ldTokenWeights(input.labels, input.cuSeqlens, input.ignoreIndex, ldAlpha), input.labels, input.cuSeqlens, input.ignoreIndex);
   if (average) for (let s = 0; s < sums.length; s++) sums[s] = sums[s]! / Math.max(counts[s]!, 1);
   return { logps: sums, counts };
 }
@@ -302,21 +352,25 @@ function lossTerm(
   refR: Float64Array,
   cfg: PairLossConfig,
   w: Float64Array,
-): { l: Float64Array; gc: Float64Array; gr: Float64Array } {
+  extras: PairExtras = {},
+): { l: Float64Array; gc: Float64Array; gr: Float64Array; gPlain: Float64Array } {
   const B = pi.length / 2;
   const beta = cfg.beta;
   const eps = cfg.labelSmoothing;
   const l = new Float64Array(B);
   const gc = new Float64Array(B);
   const gr = new Float64Array(B);
+  const gPlain = new Float64Array(B); // ∂/∂(plain chosen sums): the NLL terms
 
   // Scores of pair i, as the SPEC names them.
   const piC = (i: number) => pi[i]!;
   const piR = (i: number) => pi[B + i]!;
   const nC = (i: number) => Math.max(counts[i]!, 1); // max(N_c, 1)
   const nR = (i: number) => Math.max(counts[B + i]!, 1);
-  const a = (i: number) => piC(i) - refC[i]!; // a = π_c − ρ_c
-  const b = (i: number) => piR(i) - refR[i]!; // b = π_r − ρ_r
+  // a = π_c − ρ_c, b = π_r − ρ_r (with per-token references: Σ_t w_t(logp_t − ref_t))
+  const a = (i: number) => (extras.ratios ? extras.ratios[i]! : piC(i) - refC[i]!);
+  const b = (i: number) => (extras.ratios ? extras.ratios[B + i]! : piR(i) - refR[i]!);
+  const plainC = (i: number) => (extras.plainLogps ? extras.plainLogps[i]! : piC(i));
   // The margin Δ under the f-divergence (Δ = a − b for DPO's reverse KL), its averaged form Δ̄ of
   // ā, b̄, and u = βΔ + λ·(N_c − N_r) (R-DPO's length term, λ = lengthPenalty).
   const divergence = cfg.fDivergenceType ?? 'reverse_kl';
@@ -498,7 +552,7 @@ function lossTerm(
       let sumN = 0;
       let sumW = 0;
       for (let j = 0; j < B; j++) {
-        sumPi += piC(j);
+        sumPi += plainC(j);
         sumN += counts[j]!;
         sumW += w[j]!;
       }
@@ -506,7 +560,7 @@ function lossTerm(
       const nll = -sumPi / denom;
       for (let i = 0; i < B; i++) {
         l[i] = w[i]! * nll;
-        gc[i] = -sumW / denom;
+        gPlain[i] = -sumW / denom;
       }
       if (type === 'orpo') {
         const clampMax = -1e-15;
@@ -548,7 +602,7 @@ function lossTerm(
       gr[i] = w[i]! * gr[i]!;
     }
   }
-  return { l, gc, gr };
+  return { l, gc, gr, gPlain };
 }
 
 /** The f-divergences fDivergenceType names (SPEC.md, "f-divergences"). */
@@ -581,7 +635,8 @@ export function referencePairLoss(
   seqCounts: Int32Array,
   cfg: PairLossConfig,
   pairWeights?: Float64Array,
-): { loss: number; losses: Float64Array; seqGrad: Float64Array } {
+  extras: PairExtras = {},
+): { loss: number; losses: Float64Array; seqGrad: Float64Array; plainSeqGrad: Float64Array } {
   const S = seqLogps.length;
   if (S < 2 || S % 2 !== 0) throw new RangeError(`need 2B sequence scores with B >= 1, got ${S}`);
   if (seqCounts.length !== S) throw new RangeError('seqCounts must have one entry per sequence');
@@ -608,18 +663,22 @@ export function referencePairLoss(
   // G_s = scale·Σ_k w_k·∂(Σ_i ℓ_{k,i})/∂π_s.
   const losses = new Float64Array(B);
   const seqGrad = new Float64Array(S);
+  // H_s: the NLL terms' gradient, kept apart when they read plain sums (LD-DPO), else part of G_s.
+  const plainSeqGrad = new Float64Array(S);
+  const nllGrad = extras.plainLogps ? plainSeqGrad : seqGrad;
   types.forEach((type, k) => {
     const w = weights[k]!;
-    const { l, gc, gr } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg, wpo);
+    const { l, gc, gr, gPlain } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg, wpo, extras);
     for (let i = 0; i < B; i++) {
       losses[i] = losses[i]! + w * l[i]!;
       seqGrad[i] = seqGrad[i]! + cfg.scale * w * gc[i]!;
       seqGrad[B + i] = seqGrad[B + i]! + cfg.scale * w * gr[i]!;
+      nllGrad[i] = nllGrad[i]! + cfg.scale * w * gPlain[i]!;
     }
   });
   let total = 0;
   for (let i = 0; i < B; i++) total += losses[i]!;
-  return { loss: cfg.scale * total, losses, seqGrad };
+  return { loss: cfg.scale * total, losses, seqGrad, plainSeqGrad };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,7 +690,21 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
   const B = S / 2;
 
   const stats = referenceTokenStats(logits, rows, vocab, labels, ignoreIndex, input);
-  const { sums: seqLogps, counts: seqCounts } = sumBySequence(stats.logp, labels, cuSeqlens, ignoreIndex);
+  const { sums: plainLogps, counts: seqCounts } = sumBySequence(stats.logp, labels, cuSeqlens, ignoreIndex);
+  // LD-DPO: π_s = Σ_t w_t·logp_t; the plain sums stay for the NLL terms. Per-token references:
+  // ρ_s = Σ_t w_t·ref_t and the log-ratio Σ_t w_t·(logp_t − ref_t).
+  const ldAlpha = input.ldAlpha ?? null;
+  const tokenWeights = ldTokenWeights(labels, cuSeqlens, ignoreIndex, ldAlpha);
+  const seqLogps = ldAlpha === null ? plainLogps : weightedBySequence(stats.logp, tokenWeights, labels, cuSeqlens, ignoreIndex);
+  const refTokens = input.ref && 'tokenLogps' in input.ref ? input.ref.tokenLogps : null;
+  let refSums = input.ref && 'chosen' in input.ref ? input.ref : null;
+  const extras: PairExtras = ldAlpha === null ? {} : { plainLogps };
+  if (refTokens) {
+    if (refTokens.length !== rows) throw new RangeError(`ref.tokenLogps needs ${rows} entries`);
+    const rho = weightedBySequence(refTokens, tokenWeights, labels, cuSeqlens, ignoreIndex);
+    refSums = { chosen: rho.subarray(0, B), rejected: rho.subarray(B) };
+    extras.ratios = weightedBySequence(Float64Array.from(stats.logp, (lp, r) => lp - refTokens[r]!), tokenWeights, labels, cuSeqlens, ignoreIndex);
+  }
 
   // WPO: w_s = exp(mean over s's completion tokens of (logp − log Σ_v p_v²)), count clamped to ≥ 1;
   // pair i weighs min(1, w_c·w_r) (TRL's clamp), detached: no gradient flows through it.
@@ -642,21 +715,22 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     const meanOf = (s: number) => adjustedSums[s]! / Math.max(seqCounts[s]!, 1);
     for (let i = 0; i < B; i++) pairWeights[i] = Math.min(1, Math.exp(meanOf(i) + meanOf(B + i)));
   }
-  const pair = referencePairLoss(seqLogps, seqCounts, input, pairWeights);
+  const pair = referencePairLoss(seqLogps, seqCounts, { ...input, ref: refSums }, pairWeights, extras);
 
   // A non-finite logit in any scored row makes the loss NaN, even for losses that do not read
   // that row's sequence (e.g. sft never reads the rejected sequences).
   let loss = pair.loss;
   for (let r = 0; r < rows; r++) if (labels[r] !== ignoreIndex && Number.isNaN(stats.logp[r]!)) loss = NaN;
 
-  // grad[r, v] = G_{seq(r)}·t'(z[r, v])·(1[v = y_r] − p[r, v]) (t' = 1 without a transform); the
-  // true-class term 1 − p_y = −expm1(logp).
+  // grad[r, v] = G_r·t'(z[r, v])·(1[v = y_r] − p[r, v]) (t' = 1 without a transform), G_r =
+  // G_{seq(r)}·w_r + H_{seq(r)} (LD-DPO's weight and the plain-sum terms; G_{seq(r)} without them);
+  // the true-class term 1 − p_y = −expm1(logp).
   const grad = new Float64Array(rows * vocab); // ignored rows stay exactly 0
   for (let s = 0; s < S; s++) {
-    const G = pair.seqGrad[s]!;
     for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
       const y = labels[r]!;
       if (y === ignoreIndex) continue;
+      const G = pair.seqGrad[s]! * tokenWeights[r]! + pair.plainSeqGrad[s]!;
       const p = stats.probs(r);
       const slope = stats.slopes(r);
       for (let v = 0; v < vocab; v++) grad[r * vocab + v] = -G * slope[v]! * p[v]!;
@@ -673,12 +747,12 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
   for (let i = 0; i < B; i++) {
     const dc = averaged ? Math.max(seqCounts[i]!, 1) : 1;
     const dr = averaged ? Math.max(seqCounts[B + i]!, 1) : 1;
-    const rhoC = input.ref ? input.ref.chosen[i]! : 0;
-    const rhoR = input.ref ? input.ref.rejected[i]! : 0;
+    const ratioC = extras.ratios ? extras.ratios[i]! : seqLogps[i]! - (refSums ? refSums.chosen[i]! : 0);
+    const ratioR = extras.ratios ? extras.ratios[B + i]! : seqLogps[B + i]! - (refSums ? refSums.rejected[i]! : 0);
     chosenLogps[i] = seqLogps[i]! / dc;
     rejectedLogps[i] = seqLogps[B + i]! / dr;
-    chosenRewards[i] = (beta * (seqLogps[i]! - rhoC)) / dc;
-    rejectedRewards[i] = (beta * (seqLogps[B + i]! - rhoR)) / dr;
+    chosenRewards[i] = (beta * ratioC) / dc;
+    rejectedRewards[i] = (beta * ratioR) / dr;
   }
 
   const mean = (xs: ArrayLike<number>) => {
@@ -730,6 +804,8 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     rejectedRewards,
     metrics,
     seqGrad: pair.seqGrad,
+    plainSeqGrad: pair.plainSeqGrad,
+    tokenWeights,
     grad,
     pairWeights,
   };

@@ -298,6 +298,22 @@ export function checkTokens(options: Record<string, unknown>): CheckedTokens {
   return { data, dtype, shape, rows, vocab, labels, cuSeqlens, numSeqs, ignoreIndex, head, threads, ...placement };
 }
 
+/**
+ * LD-DPO's α (TRL's ld_alpha): null when left out; else a number in [0, 1]. Its weights pair the
+ * sequences (B chosen then B rejected), so the call needs an even number of them.
+ */
+export function checkLdAlpha(value: unknown, tokens: CheckedTokens, packed: boolean): number | null {
+  if (value === undefined || value === null) return null;
+  const alpha = checkFinite('ldAlpha', value, 'a number in [0, 1] (the weight of the tokens past the shorter completion)', (v) => v >= 0 && v <= 1);
+  if (tokens.numSeqs % 2 !== 0) {
+    throw invalidArgument(packed ? 'cuSeqlens' : 'logits.shape[0]', 'an even number of sequences with ldAlpha (B chosen then B rejected: its weights pair them)', tokens.numSeqs);
+  }
+  return alpha;
+}
+
+/** The reference: sums per pair, or log-probs per token (each sequence's log-ratio then sums per-token differences). */
+export type CheckedRef = { chosen: Float64Array; rejected: Float64Array } | { tokenLogps: Float64Array };
+
 export interface LossSettings {
   lossTypes: LossType[];
   lossWeights: number[];
@@ -305,7 +321,7 @@ export interface LossSettings {
   /** Every hyperparameter, by name (the defaults where the options left one out). */
   hyperparameters: Record<HyperparameterName, number>;
   scale: number;
-  ref: { chosen: Float64Array; rejected: Float64Array } | null;
+  ref: CheckedRef | null;
   /** WPO: each pair's loss times its detached weight (TRL's use_weighting). */
   useWeighting: boolean;
 }
@@ -325,6 +341,38 @@ function checkRefSide(name: string, value: unknown, numPairs: number): Float64Ar
     out[i] = x;
   }
   return out;
+}
+
+// A float64 copy of per-token reference log-probs: a Float64Array or Float32Array of one entry per
+// row (the labels' layout), finite wherever the label is scored (ignored rows are never read; with
+// device labels, which are not read back, every entry must be finite).
+function checkRefTokens(value: unknown, tokens: CheckedTokens): Float64Array {
+  const facts = checkTypedArray('ref.tokenLogps', value, ['Float64Array', 'Float32Array'], `a Float64Array or Float32Array of ${tokens.rows} per-token reference log-probs (one per row, as labels.data)`);
+  if (facts.length !== tokens.rows) throw invalidArgument('ref.tokenLogps', `${tokens.rows} entries (one per row, as labels.data)`, `${facts.length} entries`);
+  const out = Float64Array.from(value as Float64Array | Float32Array);
+  const labels = tokens.labels instanceof DeviceTensor ? null : tokens.labels;
+  for (let r = 0; r < out.length; r++) {
+    if (!Number.isFinite(out[r]!) && (labels === null || labels[r] !== tokens.ignoreIndex)) {
+      const where = labels === null ? 'a finite number (device labels: every row is checked)' : `a finite number (row ${r} is scored: its label is ${labels[r]})`;
+      throw invalidArgument(`ref.tokenLogps[${r}]`, where, out[r]);
+    }
+  }
+  return out;
+}
+
+function checkRef(value: unknown, numPairs: number, tokens: CheckedTokens | undefined): CheckedRef {
+  const sides = snapshotOptions('ref', value, ['chosen', 'rejected', 'tokenLogps'], 'ref');
+  if (sides.tokenLogps !== undefined) {
+    if (sides.chosen !== undefined || sides.rejected !== undefined) {
+      throw invalidArgument('ref', '{ chosen, rejected } (sums per pair) or { tokenLogps } (per token), not both', Object.keys(sides), TypeError);
+    }
+    if (!tokens) throw invalidArgument('ref.tokenLogps', 'left out: this call takes reference sums { chosen, rejected }', sides.tokenLogps, TypeError);
+    return { tokenLogps: checkRefTokens(sides.tokenLogps, tokens) };
+  }
+  return {
+    chosen: checkRefSide('ref.chosen', sides.chosen, numPairs),
+    rejected: checkRefSide('ref.rejected', sides.rejected, numPairs),
+  };
 }
 
 function checkLossTypes(raw: unknown): LossType[] {
@@ -364,7 +412,7 @@ function checkHyperparameters(options: Record<string, unknown>, lossTypes: LossT
   return values;
 }
 
-export function checkLossSettings(options: Record<string, unknown>, numPairs: number): LossSettings {
+export function checkLossSettings(options: Record<string, unknown>, numPairs: number, tokens?: CheckedTokens): LossSettings {
   const lossTypes = checkLossTypes(options.lossType === undefined ? 'sigmoid' : options.lossType);
   let lossWeights: number[];
   if (options.lossWeights === undefined) {
@@ -405,11 +453,7 @@ export function checkLossSettings(options: Record<string, unknown>, numPairs: nu
       );
     }
   } else {
-    const sides = snapshotOptions('ref', options.ref, ['chosen', 'rejected'], 'ref');
-    ref = {
-      chosen: checkRefSide('ref.chosen', sides.chosen, numPairs),
-      rejected: checkRefSide('ref.rejected', sides.rejected, numPairs),
-    };
+    ref = checkRef(options.ref, numPairs, tokens);
   }
   if (options.useWeighting !== undefined && typeof options.useWeighting !== 'boolean') {
     throw invalidArgument('useWeighting', 'a boolean', options.useWeighting, TypeError);
