@@ -74,6 +74,11 @@ class Tokens(ctypes.Structure):
         ("cu_seqlens", ctypes.c_void_p),
         ("num_seqs", ctypes.c_int64),
         ("ignore_index", ctypes.c_int32),
+        ("logit_scale", ctypes.c_double),
+        ("softcap", ctypes.c_double),
+        ("temperature", ctypes.c_double),
+        ("ld_alpha", ctypes.c_double),
+        ("ld_weighting", ctypes.c_int32),
     ]
 
 

@@ -265,6 +265,7 @@ def dpo_loss(
     f_divergence_type="reverse_kl",
     f_alpha_divergence_coef=0.5,
     length_penalty=0.0,
+    ld_alpha=None,
     ignore_index=-100,
     reduction="mean",
     normalizer=None,
@@ -286,10 +287,14 @@ def dpo_loss(
     computed when the logits require grad and grad mode is on. inplace=True writes the gradient
     over the logits' own memory (contiguous logits only): no [2B, T, V] buffer is allocated, and
     the logits' values are gone, so use it only when nothing else reads them (logits straight out
-    of the lm_head matmul). threads: CPU threads, default torch.get_num_threads().
+    of the lm_head matmul). threads: CPU threads, default torch.get_num_threads(). ld_alpha: LD-DPO
+    (TRL's ld_alpha, in [0, 1]; None: off): per pair, the completion tokens past the shorter
+    completion weigh ld_alpha in the policy's scores (SPEC.md, "LD-DPO"); pass reference sums from
+    sequence_logps without it (TRL) or with it (the paper).
     """
     where = "dpo_loss"
     tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
+    _set_ld_alpha(tokens, ld_alpha, where)
     num_seqs = tokens.num_seqs
     if num_seqs < 2 or num_seqs % 2 != 0:
         raise ValueError(f"{where}: the logits must hold 2B sequences (B chosen then B rejected, B >= 1), got {num_seqs}")
@@ -354,13 +359,27 @@ def dpo_loss(
     return _PrecomputedGradient.apply(logits, grad, loss_value), metrics
 
 
-def sequence_logps(logits, labels, *, average=False, ignore_index=-100, cu_seqlens=None, threads=None):
+def _set_ld_alpha(tokens, ld_alpha, where):
+    if ld_alpha is None:
+        return
+    if isinstance(ld_alpha, bool) or not isinstance(ld_alpha, (int, float)) or not 0.0 <= ld_alpha <= 1.0:
+        raise ValueError(f"{where}: ld_alpha must be a number in [0, 1] (or None: off), got {ld_alpha!r}")
+    if tokens.num_seqs % 2 != 0:
+        raise ValueError(f"{where}: ld_alpha pairs the sequences (B chosen then B rejected): got {tokens.num_seqs}")
+    tokens.ld_alpha = float(ld_alpha)
+    tokens.ld_weighting = 1
+
+
+def sequence_logps(logits, labels, *, average=False, ld_alpha=None, ignore_index=-100, cu_seqlens=None, threads=None):
     """Per-sequence sums (or, with average=True, means) of the labels' log-probs, forward only:
     the reference pass. Returns (logps float64 [S], counts int32 [S]) on the logits' device;
     not differentiable. For dpo_loss: ref_chosen_logps = logps[:B], ref_rejected_logps = logps[B:].
+    ld_alpha: the pair-aware form (2B sequences, chosen then rejected), weighted as dpo_loss's
+    ld_alpha weighs the policy's.
     """
     where = "sequence_logps"
     tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
+    _set_ld_alpha(tokens, ld_alpha, where)
     logps = torch.zeros(tokens.num_seqs, dtype=torch.float64)
     counts = torch.zeros(tokens.num_seqs, dtype=torch.int32)
     lib = library()

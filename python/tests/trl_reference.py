@@ -16,13 +16,34 @@ def sequence_sums(logits, labels, ignore_index=-100):
     return (per_token * mask).sum(-1), mask.sum(-1)
 
 
+def ld_sequence_sums(logits, labels, ld_alpha, ignore_index=-100):
+    """TRL's DPOTrainer.concatenated_forward with ld_alpha (the policy's side; TRL leaves the
+    reference's logps unweighted): positions counted from the start of the row, the first
+    min(N_c, N_r) weigh 1, later ones up to the completion length ld_alpha, the rest dropped."""
+    mask = labels != ignore_index
+    safe = torch.where(mask, labels, torch.zeros_like(labels))
+    per_token_logps = torch.gather(logits.log_softmax(-1), -1, safe.unsqueeze(-1)).squeeze(-1) * mask
+    num_examples = logits.shape[0] // 2
+    completion_lengths = mask.sum(dim=1)
+    public_lengths = torch.min(completion_lengths[:num_examples], completion_lengths[num_examples:])
+    public_lengths = torch.cat([public_lengths, public_lengths], dim=0)
+    position_ids = torch.arange(per_token_logps.size(1)).expand_as(per_token_logps)
+    ld_mask = position_ids < public_lengths.unsqueeze(1)
+    within = position_ids < completion_lengths.unsqueeze(1)
+    front_logps = (per_token_logps * (ld_mask & within).to(per_token_logps.dtype)).sum(dim=1)
+    rear_logps = (per_token_logps * (~ld_mask & within).to(per_token_logps.dtype)).sum(dim=1)
+    return front_logps + ld_alpha * rear_logps
+
+
 def _sigmoid_family(u, eps):
     return -(1 - eps) * F.logsigmoid(u) - eps * F.logsigmoid(-u)
 
 
-def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau):
+def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau, plain_c=None):
     """Per-pair losses of one kind: pi the policy's sequence sums, n the token counts, ref the
-    reference sums (zeros for the reference-free kinds)."""
+    reference sums (zeros for the reference-free kinds); plain_c the unweighted chosen sums that
+    TRL's nll_loss reads (pi_c unless ld_alpha weighs pi)."""
+    plain_c = pi_c if plain_c is None else plain_c
     a, b = pi_c - ref_c, pi_r - ref_r
     delta = a - b
     avg_c, avg_r = n_c.clamp(min=1).to(pi_c.dtype), n_r.clamp(min=1).to(pi_c.dtype)
@@ -63,7 +84,7 @@ def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau)
         sorted_b, _ = torch.sort(b)
         return _sigmoid_family(beta * (sorted_a - sorted_b), eps)
     if kind == "sft":
-        return (-pi_c.sum() / n_c.sum().clamp(min=1)).expand_as(pi_c)
+        return (-plain_c.sum() / n_c.sum().clamp(min=1)).expand_as(pi_c)
     if kind == "simpo":
         return _sigmoid_family(beta * (pi_c / avg_c - pi_r / avg_r) - gamma, eps)
     if kind == "orpo":
@@ -71,7 +92,7 @@ def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau)
             x = x.clamp(max=-1e-15)
             return x - torch.log1p(-torch.exp(x))
 
-        nll = -pi_c.sum() / n_c.sum().clamp(min=1)
+        nll = -plain_c.sum() / n_c.sum().clamp(min=1)
         return nll - beta * F.logsigmoid(log_odds(pi_c / avg_c) - log_odds(pi_r / avg_r))
     raise KeyError(kind)
 
@@ -85,9 +106,10 @@ REPORTS_AVERAGED = {"simpo", "orpo"}
 
 
 def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=None, beta=0.1,
-             label_smoothing=0.0, simpo_gamma=0.5, discopop_tau=0.05, ignore_index=-100):
+             label_smoothing=0.0, simpo_gamma=0.5, discopop_tau=0.05, ignore_index=-100, ld_alpha=None):
     """TRL's loss (mean over pairs) and metrics of [2B, T, V] logits, differentiable in them."""
-    sums, counts = sequence_sums(logits, labels, ignore_index)
+    plain, counts = sequence_sums(logits, labels, ignore_index)
+    sums = plain if ld_alpha is None else ld_sequence_sums(logits, labels, ld_alpha, ignore_index)
     pairs = logits.shape[0] // 2
     pi_c, pi_r, n_c, n_r = sums[:pairs], sums[pairs:], counts[:pairs], counts[pairs:]
     zeros = torch.zeros_like(pi_c)
@@ -95,7 +117,7 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
     ref_r = zeros if ref_rejected is None else ref_rejected.to(sums.dtype)
     weights = loss_weights or [1.0] * len(loss_types)
     losses = sum(
-        w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau)
+        w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau, plain[:pairs])
         for k, w in zip(loss_types, weights)
     )
     loss = losses.mean()

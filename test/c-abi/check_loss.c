@@ -6,6 +6,8 @@
  * gradient, one number a line, for test/c-abi.test.ts to compare with the float64 reference;
  * then checks that malformed calls (sizes that disagree, versioned structs that lie) are refused.
  */
+#include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +133,69 @@ int main(int argc, char** argv) {
   if (fdpo_dpo_loss(&tokens, &badConfig, &outputs, 0, error, sizeof error) != FDPO_OK || stats[FDPO_STAT_LOSS] != loss) {
     fprintf(stderr, "num_params 0 did not give the defaults' loss\n");
     failures++;
+  }
+
+  /* Callers from before LD-DPO and per-token references: structs that end before those fields,
+   * with garbage after them, which the library must neither read nor write. */
+  {
+    unsigned char oldTokens[sizeof(fdpo_tokens)], oldConfig[sizeof(fdpo_loss_config)], oldOutputs[sizeof(fdpo_loss_outputs)];
+    memset(oldTokens, 0xff, sizeof oldTokens);
+    memset(oldConfig, 0xff, sizeof oldConfig);
+    memset(oldOutputs, 0xff, sizeof oldOutputs);
+    memcpy(oldTokens, &tokens, offsetof(fdpo_tokens, ld_alpha));
+    memcpy(oldConfig, &config, offsetof(fdpo_loss_config, ref_token_logps));
+    memcpy(oldOutputs, &outputs, offsetof(fdpo_loss_outputs, seq_plain_grad));
+    ((fdpo_tokens*)oldTokens)->struct_size = (uint32_t)offsetof(fdpo_tokens, ld_alpha);
+    ((fdpo_loss_config*)oldConfig)->struct_size = (uint32_t)offsetof(fdpo_loss_config, ref_token_logps);
+    ((fdpo_loss_outputs*)oldOutputs)->struct_size = (uint32_t)offsetof(fdpo_loss_outputs, seq_plain_grad);
+    if (fdpo_dpo_loss((fdpo_tokens*)oldTokens, (fdpo_loss_config*)oldConfig, (fdpo_loss_outputs*)oldOutputs, 0, error,
+                      sizeof error) != FDPO_OK ||
+        stats[FDPO_STAT_LOSS] != loss) {
+      fprintf(stderr, "a caller from before ld_alpha/ref_token_logps/seq_plain_grad did not get the same loss: %s\n", error);
+      failures++;
+    }
+  }
+
+  /* LD-DPO: alpha 1 is the plain loss (to rounding), alpha 0.5 another; seq_plain_grad is written. */
+  {
+    fdpo_tokens ld = tokens;
+    ld.ld_weighting = 1;
+    ld.ld_alpha = 1.0;
+    double* plainGrad = calloc((size_t)seqs, sizeof(double));
+    for (int64_t s = 0; s < seqs; ++s) plainGrad[s] = 42.0;
+    fdpo_loss_outputs withPlain = outputs;
+    withPlain.seq_plain_grad = plainGrad;
+    int32_t status = fdpo_dpo_loss(&ld, &config, &withPlain, 0, error, sizeof error);
+    if (status != FDPO_OK || fabs(stats[FDPO_STAT_LOSS] - loss) > 1e-12 * fabs(loss) || plainGrad[0] != 0.0) {
+      fprintf(stderr, "ld_alpha 1: status %d, loss %.17g vs %.17g, seq_plain_grad[0] %g: %s\n", (int)status,
+              stats[FDPO_STAT_LOSS], loss, plainGrad[0], error);
+      failures++;
+    }
+    ld.ld_alpha = 0.5;
+    status = fdpo_dpo_loss(&ld, &config, &withPlain, 0, error, sizeof error);
+    if (status != FDPO_OK || stats[FDPO_STAT_LOSS] == loss) {
+      fprintf(stderr, "ld_alpha 0.5: status %d, the loss did not change: %s\n", (int)status, error);
+      failures++;
+    }
+    double* ldLogps = calloc((size_t)seqs, sizeof(double));
+    int32_t* ldCounts = calloc((size_t)seqs, sizeof(int32_t));
+    status = fdpo_sequence_logps(&ld, 0, ldLogps, ldCounts, 0, error, sizeof error);
+    if (status != FDPO_OK || ldLogps[0] != seqLogps[0]) {
+      fprintf(stderr, "the pair-aware sequence logps (%d) differ from the loss's scores: %.17g vs %.17g\n", (int)status,
+              ldLogps[0], seqLogps[0]);
+      failures++;
+    }
+    ld.ld_alpha = 1.5;
+    failures += expectInvalid("ld_alpha 1.5", fdpo_dpo_loss(&ld, &config, &outputs, 0, error, sizeof error));
+    ld.ld_alpha = 0.5;
+    ld.ld_weighting = 2;
+    failures += expectInvalid("ld_weighting 2", fdpo_dpo_loss(&ld, &config, &outputs, 0, error, sizeof error));
+    fdpo_loss_config both = config;
+    both.ref_token_logps = ref; /* rows >= 2B entries: only the both-given check matters here */
+    failures += expectInvalid("ref_token_logps with ref_chosen", fdpo_dpo_loss(&tokens, &both, &outputs, 0, error, sizeof error));
+    free(plainGrad);
+    free(ldLogps);
+    free(ldCounts);
   }
 
   labels[0] = (int32_t)vocab;
