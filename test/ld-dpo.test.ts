@@ -149,7 +149,8 @@ test('every loss type with ldAlpha matches the float64 reference (dtypes, layout
   const rng = makeRng(SEED);
   const trials = onCuda ? 1 : 2;
   let k = 0;
-  for (const type of LOSS_TYPES) {
+  // The emulated CUDA backend runs each GPU thread as an OS thread: a third of the types there, rotating with the seed.
+  for (const type of LOSS_TYPES.filter((_, i) => !onCuda || (i + SEED) % 3 === 0)) {
     for (let trial = 0; trial < trials; trial++, k++) {
       const c = randomCase(rng, k);
       const ldAlpha = pick(rng, [0, 0.25, 0.5 + 0.5 * rng.next(), 1]);
@@ -177,7 +178,7 @@ test('ldAlpha with mixes that read plain sums (sft, orpo) and f-divergences, len
     { lossType: 'sigmoid', fDivergenceType: 'js_divergence', lengthPenalty: 0.2 },
     { lossType: 'hinge', fDivergenceType: 'alpha_divergence', fAlphaDivergenceCoef: 0.7, reduction: 'sum' },
   ];
-  mixes.forEach((mix, k) => {
+  (onCuda ? mixes.slice(0, 3) : mixes).forEach((mix, k) => {
     const c = randomCase(rng, k);
     const ldAlpha = 0.3;
     const { o: ref, form } = randomRef(c, rng, ldAlpha);
@@ -195,7 +196,7 @@ test('ldAlpha with mixes that read plain sums (sft, orpo) and f-divergences, len
 
 test('ldAlpha = 1 is the plain loss, and per-token ref equals the equivalent summed ref', () => {
   const rng = makeRng(SEED + 2);
-  for (let k = 0; k < 3; k++) {
+  for (let k = 0; k < (onCuda ? 1 : 3); k++) {
     const c = randomCase(rng, k);
     const t = tokenRef(c, rng);
     const plain = dpoLoss({ ...tokenOptions(c), ref: c.ref, lossType: 'sigmoid' });
@@ -208,7 +209,7 @@ test('ldAlpha = 1 is the plain loss, and per-token ref equals the equivalent sum
       const rho = new Float64Array(2 * c.B);
       const seqOf = rowSequence(c.cuSeqlens);
       for (let r = 0; r < c.rows; r++) if (c.labels.data[r] !== IGNORE) rho[seqOf[r]!] += w[r]! * t[r]!;
-      for (const lossType of ['sigmoid', 'ipo', 'aot', 'apo_down'] as const) {
+      for (const lossType of onCuda ? (['ipo', 'aot'] as const) : (['sigmoid', 'ipo', 'aot', 'apo_down'] as const)) {
         const perToken = dpoLoss({ ...tokenOptions(c), ref: { tokenLogps: t }, lossType, ldAlpha });
         const summed = dpoLoss({ ...tokenOptions(c), ref: { chosen: rho.subarray(0, c.B), rejected: rho.subarray(c.B) }, lossType, ldAlpha });
         const what = `${lossType} ldAlpha=${ldAlpha} (seed=${SEED})`;
@@ -222,7 +223,7 @@ test('ldAlpha = 1 is the plain loss, and per-token ref equals the equivalent sum
 
 test('the pair-aware sequenceLogps (sync, async, averaged) matches the reference, and dpoLoss reads the same scores', async () => {
   const rng = makeRng(SEED + 3);
-  for (let k = 0; k < 4; k++) {
+  for (let k = 0; k < (onCuda ? 2 : 4); k++) {
     const c = randomCase(rng, k);
     const ldAlpha = pick(rng, [0, 0.5, 0.9]);
     const budget = scoreBudgets(c);
