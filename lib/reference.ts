@@ -48,9 +48,8 @@ export interface ReferenceOutput {
   pairWeights: Float64Array; // B, WPO's min(1, w_c·w_r) (all 1 without useWeighting)
 }
 
-export type PairLossConfig = Omit<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | 'ref' | keyof HeadTransformInput> & {
-  ref?: { chosen: Float64Array; rejected: Float64Array } | null; // sums (per-token references arrive as PairExtras.ratios)
-};
+// ref must be sums here (referencePairLoss refuses per-token ones: they arrive as PairExtras.ratios).
+export type PairLossConfig = Omit<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | keyof HeadTransformInput>;
 
 /** What LD-DPO and per-token references add to the pair math (each absent: off). */
 export interface PairExtras {
@@ -650,6 +649,7 @@ export function referencePairLoss(
 
   let refC: Float64Array = new Float64Array(B); // ρ = 0 when no ref is given
   let refR: Float64Array = new Float64Array(B);
+  if (cfg.ref && 'tokenLogps' in cfg.ref) throw new TypeError('referencePairLoss takes reference sums (per-token references arrive as extras.ratios)');
   if (cfg.ref) {
     if (cfg.ref.chosen.length !== B || cfg.ref.rejected.length !== B) throw new RangeError(`ref.chosen and ref.rejected need ${B} entries`);
     refC = cfg.ref.chosen;
