@@ -156,8 +156,18 @@ int main(int argc, char** argv) {
     }
   }
 
-  /* LD-DPO: alpha 1 is the plain loss (to rounding), alpha 0.5 another; seq_plain_grad is written. */
+  /* LD-DPO: alpha 1 is the plain loss (to rounding), alpha 0.5 another; seq_plain_grad is written.
+   * The last row of sequence 0 is ignored here so that its pair's completions differ in length. */
   {
+    const int64_t steps = rows / seqs;
+    const int32_t saved = labels[steps - 1];
+    labels[steps - 1] = -100;
+    double plainLoss = 0.0;
+    if (fdpo_dpo_loss(&tokens, &config, &outputs, 0, error, sizeof error) != FDPO_OK) {
+      fprintf(stderr, "the plain loss with a shorter chosen sequence failed: %s\n", error);
+      failures++;
+    }
+    plainLoss = stats[FDPO_STAT_LOSS];
     fdpo_tokens ld = tokens;
     ld.ld_weighting = 1;
     ld.ld_alpha = 1.0;
@@ -166,14 +176,14 @@ int main(int argc, char** argv) {
     fdpo_loss_outputs withPlain = outputs;
     withPlain.seq_plain_grad = plainGrad;
     int32_t status = fdpo_dpo_loss(&ld, &config, &withPlain, 0, error, sizeof error);
-    if (status != FDPO_OK || fabs(stats[FDPO_STAT_LOSS] - loss) > 1e-12 * fabs(loss) || plainGrad[0] != 0.0) {
+    if (status != FDPO_OK || fabs(stats[FDPO_STAT_LOSS] - plainLoss) > 1e-12 * fabs(plainLoss) || plainGrad[0] != 0.0) {
       fprintf(stderr, "ld_alpha 1: status %d, loss %.17g vs %.17g, seq_plain_grad[0] %g: %s\n", (int)status,
-              stats[FDPO_STAT_LOSS], loss, plainGrad[0], error);
+              stats[FDPO_STAT_LOSS], plainLoss, plainGrad[0], error);
       failures++;
     }
     ld.ld_alpha = 0.5;
     status = fdpo_dpo_loss(&ld, &config, &withPlain, 0, error, sizeof error);
-    if (status != FDPO_OK || stats[FDPO_STAT_LOSS] == loss) {
+    if (status != FDPO_OK || stats[FDPO_STAT_LOSS] == plainLoss) {
       fprintf(stderr, "ld_alpha 0.5: status %d, the loss did not change: %s\n", (int)status, error);
       failures++;
     }
@@ -196,6 +206,7 @@ int main(int argc, char** argv) {
     free(plainGrad);
     free(ldLogps);
     free(ldCounts);
+    labels[steps - 1] = saved;
   }
 
   labels[0] = (int32_t)vocab;
