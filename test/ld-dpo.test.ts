@@ -308,6 +308,22 @@ test('the reference gradient with ldAlpha and per-token ref matches central diff
   }
 });
 
+test('with ldAlpha and per-token ref, a preallocated grad view writes inside itself only (sentinels around it)', () => {
+  const rng = makeRng(SEED + 9);
+  for (const dtype of DTYPES) {
+    const c = makeCase(rng, { B: 2, vocab: 17, layout: 'packed', dtype, ignoreProb: 0.3 });
+    const n = c.rows * c.vocab;
+    const sentinel = dtype === 'float32' ? Math.fround(-1.2345678e-5) : 0xa5a5;
+    const whole = dtype === 'float32' ? new Float32Array(n + 7).fill(sentinel) : new Uint16Array(n + 7).fill(sentinel);
+    const view = whole.subarray(3, 3 + n);
+    const o = { ...tokenOptions(c), ldAlpha: 0.6, ref: { tokenLogps: tokenRef(c, rng) }, lossType: ['sigmoid', 'sft'] as LossType[] };
+    const plain = dpoLoss(o);
+    dpoLoss({ ...o, grad: { data: view, shape: [...c.logits.shape], dtype } });
+    for (const i of [0, 1, 2, n + 3, n + 4, n + 5, n + 6]) assert.ok(Object.is(whole[i], sentinel), `${dtype}: element ${i} outside the view was written (seed=${SEED})`);
+    assert.equal(Array.from(view), Array.from(plain.grad!.data), `${dtype}: the view holds the gradient`);
+  }
+});
+
 test('LD-DPO weights: the first min(N_c, N_r) completion tokens weigh 1, counted in order past ignored rows', () => {
   // chosen: ignored, a, b, ignored, c (N=3); rejected: d, ignored, e (N=2): L = 2
   const labels = Int32Array.of(IGNORE, 1, 1, IGNORE, 1, 1, IGNORE, 1);
