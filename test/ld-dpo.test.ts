@@ -5,6 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
+import { DeviceTensor } from '../lib/device.js';
 import { decodeToFloat64 } from '../lib/dtype.js';
 import { backendInfo, dpoLoss, dpoLossAsync, sequenceLogps, sequenceLogpsAsync, setSimdLevel } from '../lib/index.js';
 import type { DpoLossOptions, DpoLossResult } from '../lib/loss.js';
@@ -12,6 +13,7 @@ import { LOSS_KINDS, LOSS_TYPES, type LossType } from '../lib/loss-kinds.js';
 import { ldTokenWeights, referenceDpo, referenceSequenceLogps, referenceTokenStats, type ReferenceInput } from '../lib/reference.js';
 import { assertInvalid, DTYPES, hyperparametersOf, IGNORE, makeCase, refTokens, relL2, rowBudget, rowSequence, tokenOptions, type TokenCase } from './helpers/cases.js';
 import { makeRng, testSeed, type Rng } from './helpers/random.js';
+import { skip } from './helpers/skip.js';
 
 const SEED = testSeed();
 const onCuda = backendInfo().backend === 'cuda';
@@ -321,6 +323,33 @@ test('with ldAlpha and per-token ref, a preallocated grad view writes inside its
     dpoLoss({ ...o, grad: { data: view, shape: [...c.logits.shape], dtype } });
     for (const i of [0, 1, 2, n + 3, n + 4, n + 5, n + 6]) assert.ok(Object.is(whole[i], sentinel), `${dtype}: element ${i} outside the view was written (seed=${SEED})`);
     assert.equal(Array.from(view), Array.from(plain.grad!.data), `${dtype}: the view holds the gradient`);
+  }
+});
+
+test('DeviceTensor logits and labels: the pair-aware sequenceLogps and ldAlpha with per-token ref match the CPU backend', () => {
+  if (!onCuda) return skip('device', 'no CUDA device here');
+  const rng = makeRng(SEED + 10);
+  const c = makeCase(rng, { B: 2, vocab: 33, layout: 'packed', ignoreProb: 0.25 });
+  const host = tokenOptions(c);
+  const logits = DeviceTensor.from(host.logits);
+  const labels = DeviceTensor.from(host.labels);
+  try {
+    const budget = scoreBudgets(c);
+    const seqDevice = sequenceLogps({ logits, labels, cuSeqlens: c.cuSeqlens, ldAlpha: 0.3 });
+    const seqCpu = sequenceLogps({ ...host, ldAlpha: 0.3, backend: 'cpu' });
+    for (let s = 0; s < 2 * c.B; s++) assert.ok(Math.abs(seqDevice.logps[s]! - seqCpu.logps[s]!) <= 2 * budget[s]!, `π_${s}: device ${seqDevice.logps[s]} vs CPU ${seqCpu.logps[s]} (seed=${SEED})`);
+    const ref = { tokenLogps: tokenRef(c, rng) };
+    const o = { ldAlpha: 0.3, ref, lossType: ['sigmoid', 'sft'] as LossType[] };
+    const onDevice = dpoLoss({ logits, labels, cuSeqlens: c.cuSeqlens, ...o });
+    const onCpu = dpoLoss({ ...host, ...o, backend: 'cpu' });
+    assert.ok(Math.abs(onDevice.loss - onCpu.loss) <= 1e-6 * Math.abs(onCpu.loss), `loss: device ${onDevice.loss} vs CPU ${onCpu.loss} (seed=${SEED})`);
+    const grad = onDevice.grad!.download() as Float32Array;
+    assert.ok(relL2(grad, onCpu.grad!.data) <= 1e-5, `grad: device vs CPU ${relL2(grad, onCpu.grad!.data)} (seed=${SEED})`);
+    for (let s = 0; s < 2 * c.B; s++) assert.ok(Math.abs(onDevice.plainSequenceGrad![s]! - onCpu.plainSequenceGrad![s]!) <= 1e-6 * Math.abs(onCpu.plainSequenceGrad![s]!) + 1e-12, `plainSequenceGrad[${s}]`);
+    onDevice.grad!.free();
+  } finally {
+    logits.free();
+    labels.free();
   }
 });
 
