@@ -96,7 +96,7 @@ FDPO_HD int64_t publicLength(const TokenWeighting& w, int32_t mine, int32_t part
   return mine < partner ? mine : partner;
 }
 
-// Adds scored row r, the `ordinal`-th completion token of its sequence, to the weighted sums.
+// Adds scored row r to the weighted sums: to the front ones (weight 1) or the rear ones (alpha).
 FDPO_HD void addRowToWeightedSums(WeightedSums& s, const RowForward* rows, const TokenWeighting& w, int64_t r,
                                   bool front) {
   const double logp = (double)rows[r].logp;
