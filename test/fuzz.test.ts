@@ -148,7 +148,7 @@ interface Ctx {
 
 type Builder = (ctx: Ctx) => Plan | null;
 
-const LOSS_KEYS = ['ref', 'lossType', 'lossWeights', 'beta', 'labelSmoothing', 'simpoGamma', 'discopopTau', 'reduction', 'normalizer', 'deferScale', 'grad', 'ldAlpha'];
+const LOSS_KEYS = ['ref', 'lossType', 'lossWeights', 'beta', 'labelSmoothing', 'simpoGamma', 'discopopTau', 'reduction', 'normalizer', 'deferScale', 'grad'];
 const UNKNOWN_KEYS = ['loss_type', 'betaa', 'Beta', 'ld_alpha', 'use_weighting', 'rpo_alpha', 'f_divergence_type', 'label_pad_token_id', 'reference_free', 'grads', 'thread', 'foo', 'toString', 'constructor', 'hasOwnProperty', '0', ''];
 
 const valid: Builder = ({ rng, api, c }) => {
@@ -287,7 +287,8 @@ const TOKEN_OPTION_KEYS = ['threads', 'ignoreIndex', 'backend', 'stream', 'devic
 
 const wrongType: Builder = ({ api, c, pick }) => {
   const pools = wrongValues(c, api);
-  const key = pick([...TOKEN_OPTION_KEYS, ...(isLoss(api) ? LOSS_KEYS : ['average', 'ldAlpha'])]);
+  // ldAlpha: both calls' key (not in LOSS_KEYS, which sequenceLogps must refuse)
+  const key = pick([...TOKEN_OPTION_KEYS, 'ldAlpha', ...(isLoss(api) ? LOSS_KEYS : ['average'])]);
   const value = pick(pools[key]!);
   const options = plainOptions(api, c, { [key]: value });
   return { category: 'wrong type', what: `${key}: ${describeValue(value)}`, api, options, expect: 'refuse' };
