@@ -72,6 +72,13 @@ export interface NativeAddon {
   dpoLoss(args: NativeLossArgs): void;
   dpoLossAsync(args: NativeLossArgs): Promise<void>;
   dpoLossUnfused(args: NativeLossArgs): void;
+  /**
+   * A pooled ArrayBuffer of `bytes` for a new gradient (lib/grad-buffer.ts), or null where the pool
+   * gives none (small sizes, too many lent, no external buffers, no memory). Its contents are stale.
+   */
+  gradientBuffer(bytes: number): ArrayBuffer | null;
+  /** Huge pages for a fresh typed array's memory (advice: contents unchanged). */
+  adviseHugePages(view: ArrayBufferView): void;
   info(): { abiVersion: number; simd: string };
   /** The loss-kind table compiled into the binary (csrc/core/fused_dpo_kinds.h). */
   lossTable(): {
