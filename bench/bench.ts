@@ -206,6 +206,16 @@ async function main() {
           run: () => dpoLoss({ ...base, logits: { ...base.logits, data: scratch }, grad: 'inplace' }),
         },
         { name: 'fused loss+grad (new grad array)', bytes: 2 * n * esize, run: () => dpoLoss(base) },
+        // The same call in a loop that yields to the event loop between calls (as an async training
+        // loop does): there the finalizers of released gradients run and their warm memory is lent again.
+        {
+          name: 'fused loss+grad (new grad array, event loop turns)',
+          bytes: 2 * n * esize,
+          run: async () => {
+            dpoLoss(base);
+            await new Promise((resolve) => setImmediate(resolve));
+          },
+        },
         { name: 'fused loss+grad (deferred scale)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad, deferScale: true }) },
         { name: 'fused forward only (sequenceLogps)', bytes: n * esize, run: () => sequenceLogps({ logits: base.logits, labels: base.labels, threads: THREADS }) },
         { name: 'unfused native (log-softmax buffer)', bytes: 2 * n * esize, slow: true, run: () => dpoLossUnfused({ ...base, grad }) },
