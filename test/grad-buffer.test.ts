@@ -72,6 +72,29 @@ test('a released gradient block is lent again (warm), a held one never', async (
   assert.ok(new Uint8Array(first!).every((b) => b === 7), 'the held block is untouched');
 });
 
+test('transfers cannot make a pooled block alias: postMessage and structuredClone copy it, ArrayBuffer.prototype.transfer keeps it lent', async () => {
+  await collect();
+  const bytes = 6 << 20;
+  const lent = native().gradientBuffer(bytes)!;
+  new Uint8Array(lent).fill(3);
+  const clone = structuredClone(lent, { transfer: [lent] });
+  assert.is(lent.byteLength, bytes, 'structuredClone left the pooled buffer attached (it copies)');
+  assert.ok(clone !== lent && new Uint8Array(clone).every((b) => b === 3));
+  const transfer = (ArrayBuffer.prototype as { transfer?: (this: ArrayBuffer) => ArrayBuffer }).transfer;
+  if (!transfer) return; // (Node 20 has no ArrayBuffer.prototype.transfer)
+  // The moved buffer owns the block's memory now; the detached one is collected: the block must not come back.
+  let source: ArrayBuffer | null = native().gradientBuffer(bytes)!;
+  const moved = transfer.call(source);
+  new Uint8Array(moved).fill(4);
+  source = null;
+  await collect();
+  for (let k = 0; k < 3; k++) {
+    const other = native().gradientBuffer(bytes);
+    if (other) new Uint8Array(other).fill(8);
+    assert.ok(new Uint8Array(moved).every((b) => b === 4), 'a transferred gradient was lent again while held');
+  }
+});
+
 test('small gradients are plain arrays; zero length works', () => {
   assert.is(native().gradientBuffer(1 << 20), null);
   assert.is(newGradient('bfloat16', 0).length, 0);
