@@ -77,8 +77,6 @@ export interface NativeAddon {
    * gives none (small sizes, too many lent, no external buffers, no memory). Its contents are stale.
    */
   gradientBuffer(bytes: number): ArrayBuffer | null;
-  /** Huge pages for a fresh typed array's memory (advice: contents unchanged). */
-  adviseHugePages(view: ArrayBufferView): void;
   info(): { abiVersion: number; simd: string };
   /** The loss-kind table compiled into the binary (csrc/core/fused_dpo_kinds.h). */
   lossTable(): {

@@ -1,8 +1,8 @@
 // New gradient arrays (grad: true), for every entry point that allocates one. Large ones come from
 // the addon's pool of warm memory (csrc/binding/gradient_buffer.cpp: a block is lent again only
 // after V8 has freed the array that held it, so nothing the caller can reach is ever reused);
-// otherwise a plain array, its pages advised to be huge ones. A fresh multi-hundred-MB array
-// otherwise pays a page fault per 4 KB on first write, more than the loss call itself.
+// otherwise a plain array. A fresh multi-hundred-MB array pays a page fault per 4 KB on first
+// write, more than the loss call itself.
 import { fusedDpoError } from './errors.js';
 import { native } from './native.js';
 import type { DType } from './types.js';
@@ -11,16 +11,12 @@ import type { DType } from './types.js';
 export function newGradient(dtype: DType, length: number): Float32Array | Uint16Array {
   const Kind = dtype === 'float32' ? Float32Array : Uint16Array;
   const bytes = length * Kind.BYTES_PER_ELEMENT;
-  const addon = native();
-  const pooled = addon.gradientBuffer(bytes);
+  const pooled = native().gradientBuffer(bytes);
   // (Its contents are a previous gradient's: the call overwrites every element.)
   if (pooled !== null) return new Kind(pooled, 0, length);
-  let array: Float32Array | Uint16Array;
   try {
-    array = new Kind(length);
+    return new Kind(length);
   } catch (error) {
     throw fusedDpoError(`cannot allocate the ${bytes}-byte gradient (${(error as Error).message}): pass grad: 'inplace', false or a tensor to fill`, 'ERR_FDPO_OUT_OF_MEMORY', RangeError);
   }
-  addon.adviseHugePages(array);
-  return array;
 }

@@ -525,7 +525,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dpoLossAsync", Napi::Function::New(env, runAsync<LossCall>));
   exports.Set("dpoLossUnfused", Napi::Function::New(env, runSync<UnfusedLossCall>));
   exports.Set("gradientBuffer", Napi::Function::New(env, GradientBuffer));
-  exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("lossTable", Napi::Function::New(env, LossTable));
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel));

@@ -8,7 +8,9 @@
 // environment ends, after detaching the buffer: nothing the caller can still reach is ever handed
 // out again. Finalizers run on the event loop, so a loop that never yields gets no block back; at
 // most kMaxLent blocks are out at once, and past that (or where external buffers are refused, or
-// mapping fails) a plain ArrayBuffer is made, advised to use huge pages.
+// mapping fails) lib/grad-buffer.ts makes a plain array. (Not advised to use huge pages: on this
+// project's VMs, fresh huge pages cost up to seconds when the host must compact memory first,
+// several times the 4 KB faults, measured under load.)
 #include "gradient_buffer.h"
 
 #include <stdint.h>
@@ -148,26 +150,4 @@ Napi::Value GradientBuffer(const Napi::CallbackInfo& info) {
   napi_value buffer = bytes >= kPoolMinBytes ? pooledBuffer(env, bytes) : nullptr;
   if (!buffer) return env.Null();
   return Napi::Value(env, buffer);
-}
-
-// (view): advises the kernel to back the whole 2 MB pages of a fresh typed array with huge pages
-// before its first write (one fault per 2 MB instead of per 4 KB). Advice only: the contents and
-// the mapping stay as they are.
-Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "fused-dpo: expected a typed array");
-  napi_typedarray_type type;
-  size_t length = 0, offset = 0;
-  void* first = nullptr;
-  napi_value arrayBuffer;
-  if (napi_get_typedarray_info(env, info[0], &type, &length, &first, &arrayBuffer, &offset) != napi_ok) {
-    throw Napi::TypeError::New(env, "fused-dpo: cannot read a typed array");
-  }
-  const size_t bytes = info[0].As<Napi::TypedArray>().ByteLength();
-  if (bytes < kPoolMinBytes || !first) return env.Undefined();
-  const uintptr_t data = (uintptr_t)first;
-  const uintptr_t begin = roundUp(data, kHugePage);
-  const uintptr_t end = (data + bytes) / kHugePage * kHugePage;
-  if (end > begin) madvise((void*)begin, end - begin, MADV_HUGEPAGE);
-  return env.Undefined();
 }

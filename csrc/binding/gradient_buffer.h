@@ -6,7 +6,5 @@
 
 // gradientBuffer(bytes): a pooled ArrayBuffer, or null (make a plain one).
 Napi::Value GradientBuffer(const Napi::CallbackInfo& info);
-// adviseHugePages(view): huge pages for a fresh typed array's memory.
-Napi::Value AdviseHugePages(const Napi::CallbackInfo& info);
 
 #endif
