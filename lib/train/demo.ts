@@ -1,8 +1,9 @@
 // The demo: run the experiment with a progress bar and write runs/<name>/:
 //   metrics.jsonl  every record (config, SFT losses, pairs, DPO steps, evaluations), one per line;
 //                  no timings, so two runs with the same seed and settings give identical files
-//   frontier.svg   gold reward against KL to the reference, one line per β
-//   summary.json   the final numbers per β
+//   frontier.svg   gold reward against KL to the reference: every checkpoint of every run, one
+//                  colour per method, each method's frontier as a line
+//   summary.json   the final numbers per run, and each method's frontier (its undominated checkpoints)
 //   samples.md     reference and policy continuations of a few held-out prompts
 //   timing.json    wall-clock seconds per phase (the only file that changes between equal runs)
 // The folder is checked before the run starts: a run folder that holds files is kept unless asked.
@@ -20,7 +21,8 @@ import {
   type ExperimentResult,
 } from './experiment.js';
 import { refuseUnknownKeys, TrainOptionError } from './options.js';
-import { frontierSvg } from './plot.js';
+import { METHOD_NAMES, type Method } from './experiment.js';
+import { methodsFrontierSvg, paretoFrontier } from './plot.js';
 import { ProgressBar } from './progress.js';
 
 export interface DemoOptions extends Partial<ExperimentOptions> {
@@ -64,14 +66,24 @@ function prepareRunFolder(out: string, dir: string, force: boolean): void {
 }
 
 export interface FinalNumbers {
-  beta: number;
+  method: Method;
+  /** β (DPO), the KL coefficient (PPO-GT), α (Unlikelihood), null (Preferred-FT). */
+  setting: number | null;
+  label: string;
   step: number;
   goldReward: number;
   kl: number;
-  /** Reward accuracy on the training batches since the previous evaluation. */
+  /** Reward accuracy (β·log-ratio) on the training batches since the previous evaluation; null for PPO-GT. */
   trainAccuracy: number | null;
-  heldOutAccuracy: number;
-  heldOutLoss: number;
+  /** The pair methods' loss metrics on the held-out pairs; null for PPO-GT. */
+  heldOutAccuracy: number | null;
+  heldOutLoss: number | null;
+}
+
+/** A method's frontier: the checkpoints of its runs that no other checkpoint of it beats on both reward and KL. */
+export interface MethodFrontier {
+  method: Method;
+  points: { label: string; step: number; kl: number; goldReward: number }[];
 }
 
 export interface DemoResult {
@@ -79,6 +91,7 @@ export interface DemoResult {
   files: string[];
   result: ExperimentResult;
   final: FinalNumbers[];
+  frontiers: MethodFrontier[];
   referenceReward: number;
   seconds: number;
 }
@@ -95,29 +108,50 @@ function lossLabel(lossType: ExperimentOptions['lossType']): string {
 export function finalNumbers(result: ExperimentResult): FinalNumbers[] {
   return result.runs.map((run) => {
     const last = run.evals[run.evals.length - 1]!;
+    const pairs = 'heldOut' in last ? last : null;
     return {
-      beta: run.beta,
+      method: run.method,
+      setting: run.setting,
+      label: run.label,
       step: last.step,
       goldReward: last.goldReward,
       kl: last.kl,
-      trainAccuracy: last.train?.accuracy ?? null,
-      heldOutAccuracy: last.heldOut.accuracy,
-      heldOutLoss: last.heldOut.loss,
+      trainAccuracy: pairs?.train?.accuracy ?? null,
+      heldOutAccuracy: pairs?.heldOut.accuracy ?? null,
+      heldOutLoss: pairs?.heldOut.loss ?? null,
     };
   });
 }
 
-/** Plot the frontier of an experiment's result. */
+/** The methods of a result, in the order they ran. */
+function methodsOf(result: ExperimentResult): Method[] {
+  return [...new Set(result.runs.map((r) => r.method))];
+}
+
+/** Each method's frontier over the checkpoints of all its runs. */
+export function frontiersOf(result: ExperimentResult): MethodFrontier[] {
+  return methodsOf(result).map((method) => ({
+    method,
+    points: paretoFrontier(result.runs.filter((r) => r.method === method).flatMap((r) => r.evals.map((e) => ({ label: r.label, step: e.step, kl: e.kl, reward: e.goldReward })))).map(
+      ({ label, step, kl, reward }) => ({ label, step, kl, goldReward: reward }),
+    ),
+  }));
+}
+
+/** Plot every method's checkpoints and frontier. */
 export function frontierOf(result: ExperimentResult): string {
   const o = result.options;
-  return frontierSvg(
-    result.runs.map((run) => ({
-      label: `β = ${run.beta}`,
-      points: run.evals.map((e) => ({ kl: e.kl, reward: e.goldReward, step: e.step })),
+  const settings = (method: Method) => result.runs.filter((r) => r.method === method && r.setting !== null).map((r) => r.setting);
+  return methodsFrontierSvg(
+    methodsOf(result).map((method) => ({
+      label: `${METHOD_NAMES[method]}${settings(method).length ? ` (${method === 'unlikelihood' ? 'α' : 'β'} ${settings(method).join(', ')})` : ''}`,
+      runs: result.runs
+        .filter((r) => r.method === method)
+        .map((run) => ({ label: run.label, points: run.evals.map((e) => ({ kl: e.kl, reward: e.goldReward, step: e.step })) })),
     })),
     {
-      title: 'DPO reward/KL frontier: controlled sentiment on the Brown corpus',
-      subtitle: `loss ${lossLabel(o.lossType)} · ${o.steps} steps × ${o.batchSize} pairs · ${result.pairs.train} training pairs · ${o.hidden} hidden units, ${result.vocabSize} tokens · seed ${o.seed}`,
+      title: 'Reward/KL frontier: controlled sentiment on the Brown corpus',
+      subtitle: `DPO loss ${lossLabel(o.lossType)} · ${o.steps} steps × ${2 * o.batchSize} sequences · ${result.pairs.train} training pairs · ${o.hidden} hidden units, ${result.vocabSize} tokens · seed ${o.seed}`,
       referenceReward: result.reference.goldReward,
     },
   );
@@ -126,7 +160,7 @@ export function frontierOf(result: ExperimentResult): string {
 function samplesMarkdown(result: ExperimentResult): string {
   const lines = ['# Continuations of held-out prompts', '', 'Gold reward in brackets. `<s>` is a sentence boundary, `<unk>` a word outside the vocabulary.', ''];
   for (const run of result.runs) {
-    lines.push(`## β = ${run.beta}`, '', '| prompt | reference (SFT) | DPO policy |', '|---|---|---|');
+    lines.push(`## ${run.label}`, '', '| prompt | reference (SFT) | policy |', '|---|---|---|');
     for (const s of run.samples) {
       const cell = (t: string) => t.replace(/\|/g, '\\|');
       lines.push(`| ${cell(s.prompt)} | (${s.referenceReward}) ${cell(s.reference)} | (${s.policyReward}) ${cell(s.policy)} |`);
@@ -168,6 +202,7 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
   const seconds = (Date.now() - started) / 1000;
 
   const final = finalNumbers(result);
+  const frontiers = frontiersOf(result);
   const write = (file: string, text: string) => {
     writeFileSync(join(dir, file), text);
     return join(dir, file);
@@ -177,7 +212,7 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
     write('frontier.svg', frontierOf(result)),
     write(
       'summary.json',
-      JSON.stringify({ options: { ...o, threads: undefined }, vocabSize: result.vocabSize, reference: result.reference, pairs: result.pairs, final }, roundNumbers, 2) + '\n',
+      JSON.stringify({ options: { ...o, threads: undefined }, vocabSize: result.vocabSize, reference: result.reference, pairs: result.pairs, final, frontiers }, roundNumbers, 2) + '\n',
     ),
     write('samples.md', samplesMarkdown(result)),
     write(
@@ -185,5 +220,5 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
       JSON.stringify({ seconds, phases: phaseSeconds, node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length }, roundNumbers, 2) + '\n',
     ),
   ];
-  return { dir, files, result, final, referenceReward: result.reference.goldReward, seconds };
+  return { dir, files, result, final, frontiers, referenceReward: result.reference.goldReward, seconds };
 }
