@@ -57,6 +57,26 @@ export interface NativeLossArgs extends NativeTokens {
   rowScale: Float32Array | DeviceBuffer | null;
 }
 
+/** policyLoss's arguments (csrc/binding/addon.cpp fills fdpo_policy_config and fdpo_policy_outputs). */
+export interface NativePolicyArgs extends NativeTokens {
+  /** fdpo_policy_loss_type (POLICY_LOSS_TYPES in lib/validate.ts). */
+  lossType: number;
+  advantages: Float64Array;
+  advantagesPerToken: boolean;
+  oldLogps: Float64Array | null;
+  refLogps: Float64Array | null;
+  beta: number;
+  epsilon: number;
+  epsilonHigh: number;
+  entropyCoef: number;
+  maxCompletionLength: number;
+  numItemsInBatch: number;
+  logps: Float64Array;
+  tokenGrad: Float64Array;
+  stats: Float64Array;
+  grad: Float32Array | Uint16Array | null;
+}
+
 export interface NativeCudaStatus {
   compiled: boolean;
   available: boolean;
@@ -72,6 +92,8 @@ export interface NativeAddon {
   dpoLoss(args: NativeLossArgs): void;
   dpoLossAsync(args: NativeLossArgs): Promise<void>;
   dpoLossUnfused(args: NativeLossArgs): void;
+  policyLoss(args: NativePolicyArgs): void;
+  policyLossAsync(args: NativePolicyArgs): Promise<void>;
   info(): { abiVersion: number; simd: string };
   /** The loss-kind table compiled into the binary (csrc/core/fused_dpo_kinds.h). */
   lossTable(): {

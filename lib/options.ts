@@ -15,6 +15,10 @@ const TRL_UNSUPPORTED: Record<string, string> = {
   sync_ref_model: "TRL's TR-DPO reference syncing (sync_ref_model) is the trainer's business",
   ref_model_mixup_alpha: "TRL's TR-DPO reference syncing (ref_model_mixup_alpha) is the trainer's business",
   ref_model_sync_steps: "TRL's TR-DPO reference syncing (ref_model_sync_steps) is the trainer's business",
+  delta: "TRL's GRPO two-sided clipping (delta) is not supported yet by policyLoss",
+  importance_sampling_level: "TRL's GRPO sequence-level importance sampling (GSPO) is not supported yet: policyLoss's ratio is per token",
+  top_entropy_quantile: "TRL's GRPO entropy masking (top_entropy_quantile) is not supported yet by policyLoss",
+  epsilon_low: "policyLoss's epsilon is TRL's epsilon (the lower clip, 1 - epsilon); epsilonHigh the upper",
 };
 
 const snakeCase = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);

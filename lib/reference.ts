@@ -746,3 +746,163 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     pairWeights,
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Online RL: the GRPO family's per-token policy loss (SPEC.md "Policy loss")
+
+/** TRL's GRPO loss_type values: how the per-token terms are weighted into the loss. */
+export type PolicyLossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
+
+export interface PolicyReferenceInput extends HeadTransformInput {
+  logits: Float64Array; // R*V, decoded to float64
+  rows: number;
+  vocab: number;
+  labels: Int32Array; // R
+  cuSeqlens: Int32Array; // S+1
+  ignoreIndex: number;
+  /** S (one per sequence) or R (one per token, with advantagesPerToken). */
+  advantages: Float64Array;
+  advantagesPerToken: boolean;
+  /** R, or null: on-policy (the ratio is 1, its gradient kept). */
+  oldLogps: Float64Array | null;
+  /** R, or null (then beta must be 0 and kl is null). */
+  refLogps: Float64Array | null;
+  beta: number;
+  epsilon: number;
+  epsilonHigh: number;
+  entropyCoef: number;
+  lossType: PolicyLossType;
+  /** dr_grpo's L (TRL's max_completion_length). */
+  maxCompletionLength: number;
+  /** dapo's divisor (TRL's num_items_in_batch); the call's completion tokens when 0. */
+  numItemsInBatch: number;
+}
+
+export interface PolicyReferenceOutput {
+  loss: number;
+  logps: Float64Array; // R, 0 where ignored
+  /** R: ∂loss/∂logp_t (the clipped surrogate and the KL term, aggregation weight included). */
+  tokenGrad: Float64Array;
+  grad: Float64Array; // R*V
+  metrics: { 'clip_ratio/low_mean': number; 'clip_ratio/high_mean': number; 'clip_ratio/region_mean': number; kl: number | null; entropy: number };
+}
+
+/**
+ * The clipped surrogate −min(r·A, clip(r, 1 − ε, 1 + ε_high)·A), r = exp(logp − old), and its
+ * derivative in logp with torch's rules (TRL differentiates this expression): min splits the
+ * gradient in half on a tie, clamp passes it on [lo, hi] inclusive.
+ */
+export function referenceSurrogate(logp: number, old: number, A: number, epsilon: number, epsilonHigh: number): { value: number; dLogp: number; r: number } {
+  const r = Math.exp(logp - old);
+  const lo = 1 - epsilon;
+  const hi = 1 + epsilonHigh;
+  const clipped = Math.min(Math.max(r, lo), hi);
+  const l1 = r * A;
+  const l2 = clipped * A;
+  const inRange = r >= lo && r <= hi ? 1 : 0;
+  // d l1/d logp = A·r; d l2/d logp = A·r on [lo, hi], else 0.
+  const d1 = A * r;
+  const d2 = A * r * inRange;
+  const dMin = l1 < l2 ? d1 : l1 > l2 ? d2 : (d1 + d2) / 2;
+  return { value: -Math.min(l1, l2), dLogp: -dMin, r };
+}
+
+/** k3, TRL's per-token KL: exp(ref − logp) − (ref − logp) − 1, and its derivative in logp. */
+export function referenceK3(logp: number, ref: number): { value: number; dLogp: number } {
+  const d = ref - logp;
+  return { value: Math.exp(d) - d - 1, dLogp: 1 - Math.exp(d) };
+}
+
+/** The weight of each completion token of sequence s in the loss (TRL's loss_type). */
+export function referencePolicyWeights(
+  lossType: PolicyLossType,
+  counts: Int32Array,
+  maxCompletionLength: number,
+  numItemsInBatch: number,
+): (s: number) => number {
+  const S = counts.length;
+  const total = counts.reduce((a, b) => a + b, 0);
+  switch (lossType) {
+    case 'grpo':
+      return (s) => 1 / (S * Math.max(counts[s]!, 1));
+    case 'bnpo':
+      return () => 1 / Math.max(total, 1);
+    case 'dr_grpo':
+      return () => 1 / (S * maxCompletionLength);
+    case 'dapo':
+      return () => 1 / (numItemsInBatch > 0 ? numItemsInBatch : Math.max(total, 1));
+  }
+}
+
+export function referencePolicyLoss(input: PolicyReferenceInput): PolicyReferenceOutput {
+  const { rows, vocab, labels, cuSeqlens, ignoreIndex } = input;
+  const S = cuSeqlens.length - 1;
+  const stats = referenceTokenStats(input.logits, rows, vocab, labels, ignoreIndex, input);
+  const counts = new Int32Array(S);
+  const sequenceOf = new Int32Array(rows);
+  for (let s = 0; s < S; s++) {
+    for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
+      sequenceOf[r] = s;
+      if (labels[r] !== ignoreIndex) counts[s] = counts[s]! + 1;
+    }
+  }
+  const weight = referencePolicyWeights(input.lossType, counts, input.maxCompletionLength, input.numItemsInBatch);
+  const perToken = input.advantagesPerToken;
+
+  let loss = 0, low = 0, high = 0, region = 0, kl = 0, entropy = 0, tokens = 0;
+  const tokenGrad = new Float64Array(rows);
+  const grad = new Float64Array(rows * vocab);
+  for (let r = 0; r < rows; r++) {
+    if (labels[r] === ignoreIndex) continue;
+    const s = sequenceOf[r]!;
+    const w = weight(s);
+    const logp = stats.logp[r]!;
+    const A = perToken ? input.advantages[r]! : input.advantages[s]!;
+    const old = input.oldLogps ? input.oldLogps[r]! : logp;
+    const surrogate = referenceSurrogate(logp, old, A, input.epsilon, input.epsilonHigh);
+    let term = surrogate.value;
+    let dLogp = surrogate.dLogp;
+    if (input.refLogps) {
+      const k3 = referenceK3(logp, input.refLogps[r]!);
+      kl += k3.value;
+      if (input.beta !== 0) {
+        term += input.beta * k3.value;
+        dLogp += input.beta * k3.dLogp;
+      }
+    }
+    const H = stats.entropy[r]!;
+    term -= input.entropyCoef * H;
+    loss += w * term;
+    tokenGrad[r] = w * dLogp;
+    tokens++;
+    entropy += H;
+    if (surrogate.r < 1 - input.epsilon && A < 0) low++;
+    if (surrogate.r > 1 + input.epsilonHigh && A > 0) high++;
+    if ((surrogate.r < 1 - input.epsilon && A < 0) || (surrogate.r > 1 + input.epsilonHigh && A > 0)) region++;
+
+    // ∂/∂t_v of w·(term): G·(onehot − p) from logp, and −c·w·∂H/∂t_v = c·w·p_v·(log p_v + H)
+    // from the entropy; then times t'(z_v) (the chain rule to the raw logits).
+    const p = stats.probs(r);
+    const slope = stats.slopes(r);
+    const c = input.entropyCoef * w;
+    for (let v = 0; v < vocab; v++) {
+      const onehot = v === labels[r] ? 1 : 0;
+      const entropyPart = c !== 0 ? c * p[v]! * (Math.log(p[v]!) + H) : 0;
+      grad[r * vocab + v] = (tokenGrad[r]! * (onehot - p[v]!) + (Number.isFinite(entropyPart) ? entropyPart : 0)) * slope[v]!;
+    }
+  }
+  const count = Math.max(tokens, 1);
+  return {
+    loss,
+    logps: stats.logp,
+    tokenGrad,
+    grad,
+    metrics: {
+      'clip_ratio/low_mean': low / count,
+      'clip_ratio/high_mean': high / count,
+      'clip_ratio/region_mean': region / count,
+      kl: input.refLogps ? kl / count : null,
+      entropy: entropy / count,
+    },
+  };
+}

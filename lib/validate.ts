@@ -491,3 +491,81 @@ export function checkGradTarget(grad: unknown, tokens: CheckedTokens): GradTarge
   }
   return { kind: 'given', data: target.data };
 }
+
+// ---------------------------------------------------------------------------------------------
+// policyLoss (lib/policy.ts): the GRPO family's settings
+
+/** TRL's GRPO loss_type values and their codes (fdpo_policy_loss_type in csrc/core/fused_dpo.h). */
+export const POLICY_LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
+export type PolicyLossType = keyof typeof POLICY_LOSS_TYPES;
+
+export interface PolicySettings {
+  advantages: Float64Array;
+  advantagesPerToken: boolean;
+  oldLogps: Float64Array | null;
+  refLogps: Float64Array | null;
+  lossType: PolicyLossType;
+  beta: number;
+  epsilon: number;
+  epsilonHigh: number;
+  entropyCoef: number;
+  maxCompletionLength: number;
+  numItemsInBatch: number;
+}
+
+// A Float64Array or Float32Array of `length` values, copied into a Float64Array (O(rows): the
+// native side then reads memory no JavaScript can touch while it runs).
+function checkValues(name: string, value: unknown, lengths: readonly number[], expected: string): Float64Array {
+  const facts = checkTypedArray(name, value, ['Float64Array', 'Float32Array'], 'a Float64Array or Float32Array');
+  if (!lengths.includes(facts.length)) throw invalidArgument(name, expected, `${facts.length} values`);
+  return Float64Array.from(value as Float64Array | Float32Array);
+}
+
+function checkOptionalFinite(name: string, value: unknown, fallback: number, rule: string, ok: (v: number) => boolean): number {
+  return value === undefined ? fallback : checkFinite(name, value, rule, ok);
+}
+
+/** Checks policyLoss's own options (a snapshot) against the checked tokens. */
+export function checkPolicySettings(options: Record<string, unknown>, tokens: CheckedTokens): PolicySettings {
+  const { rows, numSeqs } = tokens;
+  const lossType = options.lossType === undefined ? 'dapo' : options.lossType;
+  if (typeof lossType !== 'string' || !Object.hasOwn(POLICY_LOSS_TYPES, lossType)) {
+    throw invalidArgument('lossType', `one of ${Object.keys(POLICY_LOSS_TYPES).map((t) => `'${t}'`).join(', ')}`, lossType, TypeError);
+  }
+  if (options.advantages === undefined) throw invalidArgument('advantages', 'a Float64Array or Float32Array (one per sequence or one per token)', undefined, TypeError);
+  const advantages = checkValues('advantages', options.advantages, [numSeqs, rows], `${numSeqs} values (one per sequence) or ${rows} (one per token, the labels' size)`);
+  let advantagesPerToken = advantages.length === rows;
+  if (options.advantagesPer !== undefined) {
+    if (options.advantagesPer !== 'sequence' && options.advantagesPer !== 'token') {
+      throw invalidArgument('advantagesPer', "'sequence' or 'token'", options.advantagesPer, TypeError);
+    }
+    advantagesPerToken = options.advantagesPer === 'token';
+    const wanted = advantagesPerToken ? rows : numSeqs;
+    if (advantages.length !== wanted) throw invalidArgument('advantages', `${wanted} values (advantagesPer: '${options.advantagesPer}')`, `${advantages.length} values`);
+  } else if (rows === numSeqs && !tokens.cuSeqlens.every((offset, s) => offset === s)) {
+    // As many sequences as rows, not one row each: the length cannot tell the two readings apart.
+    throw invalidArgument('advantagesPer', "'sequence' or 'token' (advantages has as many values as there are sequences and rows)", undefined, TypeError);
+  }
+  const perToken = (name: string) =>
+    options[name] === undefined || options[name] === null ? null : checkValues(name, options[name], [rows], `${rows} values (one per token, the labels' size)`);
+  const oldLogps = perToken('oldLogps');
+  const refLogps = perToken('refLogps');
+  const beta = checkOptionalFinite('beta', options.beta, 0, 'a finite number >= 0', (v) => v >= 0);
+  if (beta !== 0 && refLogps === null) throw invalidArgument('refLogps', `per-token reference log-probs (${rows} values) when beta is not 0`, undefined, TypeError);
+  const epsilon = checkOptionalFinite('epsilon', options.epsilon, 0.2, 'a finite number in [0, 1]', (v) => v >= 0 && v <= 1);
+  const epsilonHigh = checkOptionalFinite('epsilonHigh', options.epsilonHigh, epsilon, 'a finite number >= 0', (v) => v >= 0);
+  const entropyCoef = checkOptionalFinite('entropyCoef', options.entropyCoef, 0, 'a finite number', () => true);
+  let maxCompletionLength = 0;
+  if (lossType === 'dr_grpo') {
+    if (options.maxCompletionLength === undefined) throw invalidArgument('maxCompletionLength', "an integer >= 1 with lossType 'dr_grpo' (TRL's max_completion_length)", undefined, TypeError);
+    maxCompletionLength = checkInteger('maxCompletionLength', options.maxCompletionLength, 1, INT32_MAX);
+  } else if (options.maxCompletionLength !== undefined) {
+    throw invalidArgument('maxCompletionLength', `left out: only lossType 'dr_grpo' reads it (lossType is '${lossType}')`, options.maxCompletionLength);
+  }
+  let numItemsInBatch = 0;
+  if (options.numItemsInBatch !== undefined) {
+    if (lossType !== 'dapo') throw invalidArgument('numItemsInBatch', `left out: only lossType 'dapo' reads it (lossType is '${lossType}')`, options.numItemsInBatch);
+    numItemsInBatch = checkFinite('numItemsInBatch', options.numItemsInBatch, 'a finite number > 0', (v) => v > 0);
+  }
+  return { advantages, advantagesPerToken, oldLogps, refLogps, lossType: lossType as PolicyLossType, beta, epsilon, epsilonHigh, entropyCoef, maxCompletionLength, numItemsInBatch };
+}
