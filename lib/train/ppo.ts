@@ -5,7 +5,8 @@
 // the k3 KL penalty to the reference (coefficient β) from the reference's per-token log-probs; a
 // batch is used for `updatesPerBatch` Adam steps, the first on-policy (ratio 1) and the next ones
 // against the first's log-probs, where the clip range acts.
-import { policyLoss, sequenceLogps } from '../index.js';
+import { sequenceLogps } from '../loss.js';
+import { policyLoss } from '../policy.js';
 import { evaluatePolicy, type DpoData } from './dpo.js';
 import { Adam, sampleContinuations, Workspace, WordLM, writeContext, zeroParams } from './model.js';
 import { refuseUnknownKeys, TrainOptionError } from './options.js';
@@ -165,7 +166,7 @@ export function trainPpo(ref: WordLM, data: DpoData, options: PpoOptions, callba
         firstLoss = out.loss;
         oldLogps = out.logps;
       }
-      kl = out.metrics.kl;
+      kl = out.metrics.kl ?? NaN;
       clipRatio = out.metrics['clip_ratio/region_mean'];
       zeroParams(grads);
       policy.backward(ws, contexts, rows, grad, null, grads);
