@@ -5,6 +5,7 @@
       "sources": [
         "csrc/binding/addon.cpp",
         "csrc/core/cpu_backend.cpp",
+        "csrc/core/cpu_policy.cpp",
         "csrc/core/cpu_ceilings.cpp",
         "csrc/core/cpu_simd_dispatch.cpp",
         "csrc/core/checks.cpp",

@@ -253,6 +253,45 @@ struct LossCall {
   }
 };
 
+// policyLoss: the GRPO family's loss (fdpo_policy_config).
+struct PolicyCall {
+  Placement placement;
+  fdpo_tokens tokens;
+  fdpo_policy_config config;
+  fdpo_policy_outputs outputs;
+  int32_t threads;
+
+  explicit PolicyCall(const Napi::Object& args) : placement(args) {
+    fdpo_policy_config_init(&config);
+    fdpo_policy_outputs_init(&outputs);
+    tokens = readTokens(args, placement);
+    threads = (int32_t)integer(args, "threads", 0, 4096);
+    const size_t rows = (size_t)tokens.rows, seqs = (size_t)tokens.num_seqs;
+    config.loss_type = (int32_t)integer(args, "lossType", 0, FDPO_POLICY_LOSS_TYPE_COUNT - 1);
+    config.advantages_per_token = args.Get("advantagesPerToken").ToBoolean() ? 1 : 0;
+    config.advantages = checkedData<double>(args, "advantages", napi_float64_array, config.advantages_per_token ? rows : seqs);
+    if (!args.Get("oldLogps").IsNull()) config.old_logps = checkedData<double>(args, "oldLogps", napi_float64_array, rows);
+    if (!args.Get("refLogps").IsNull()) config.ref_logps = checkedData<double>(args, "refLogps", napi_float64_array, rows);
+    config.beta = number(args, "beta");
+    config.epsilon = number(args, "epsilon");
+    config.epsilon_high = number(args, "epsilonHigh");
+    config.entropy_coef = number(args, "entropyCoef");
+    config.max_completion_length = integer(args, "maxCompletionLength", 0, INT32_MAX);
+    config.num_items_in_batch = number(args, "numItemsInBatch");
+    outputs.token_logps = checkedData<double>(args, "logps", napi_float64_array, rows);
+    outputs.token_grad = checkedData<double>(args, "tokenGrad", napi_float64_array, rows);
+    outputs.stats = checkedData<double>(args, "stats", napi_float64_array, FDPO_POLICY_STAT_COUNT);
+    if (!args.Get("grad").IsNull()) {
+      outputs.grad = bufferData(args, "grad", logitsArrayType(tokens.dtype), rows * (size_t)tokens.vocab,
+                                logitsElementBytes(tokens.dtype), placement);
+    }
+  }
+  int32_t run(char* error, size_t size) {
+    if (placement.cuda) return fdpo_cuda_policy_loss(&tokens, &config, &outputs, &placement.launch, error, size);
+    return fdpo_policy_loss(&tokens, &config, &outputs, threads, error, size);
+  }
+};
+
 // The unfused baseline, for the benchmark only (CPU).
 struct UnfusedLossCall : LossCall {
   using LossCall::LossCall;
@@ -523,6 +562,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dpoLoss", Napi::Function::New(env, runSync<LossCall>));
   exports.Set("dpoLossAsync", Napi::Function::New(env, runAsync<LossCall>));
   exports.Set("dpoLossUnfused", Napi::Function::New(env, runSync<UnfusedLossCall>));
+  exports.Set("policyLoss", Napi::Function::New(env, runSync<PolicyCall>));
+  exports.Set("policyLossAsync", Napi::Function::New(env, runAsync<PolicyCall>));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("lossTable", Napi::Function::New(env, LossTable));
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel));

@@ -39,6 +39,20 @@ bool overlap(const Extent& a, const Extent& b) {
   return a0 < b0 + b.bytes && b0 < a0 + a.bytes;
 }
 
+int32_t checkExtents(const Extent* extents, size_t n, char* error, size_t size) {
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = i + 1; j < n; ++j) {
+      if ((extents[i].written || extents[j].written) && overlap(extents[i], extents[j])) {
+        return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
+                    "%s and %s overlap in memory: an output may share memory with no other buffer (only an exact "
+                    "in-place gradient, grad == logits, may)",
+                    extents[i].name, extents[j].name);
+      }
+    }
+  }
+  return FDPO_OK;
+}
+
 // Every output against every other buffer: an output that overlaps anything would be read after
 // (or while) it is written. The one exception is the in-place gradient, exactly over the logits.
 int32_t checkOverlaps(const TokenSnapshot& snapshot, const fdpo_loss_config& c, const fdpo_loss_outputs& o, char* error,
@@ -62,18 +76,7 @@ int32_t checkOverlaps(const TokenSnapshot& snapshot, const fdpo_loss_config& c, 
       {"rejected_rewards", o.rejected_rewards, pairs * 8, true},
       {"stats", o.stats, FDPO_STAT_COUNT * 8, true},
   };
-  const size_t n = sizeof extents / sizeof extents[0];
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t j = i + 1; j < n; ++j) {
-      if ((extents[i].written || extents[j].written) && overlap(extents[i], extents[j])) {
-        return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
-                    "%s and %s overlap in memory: an output may share memory with no other buffer (only an exact "
-                    "in-place gradient, grad == logits, may)",
-                    extents[i].name, extents[j].name);
-      }
-    }
-  }
-  return FDPO_OK;
+  return checkExtents(extents, sizeof extents / sizeof extents[0], error, size);
 }
 
 }  // namespace
@@ -119,6 +122,70 @@ int32_t LossSnapshot::take(const TokenSnapshot& snapshot, const fdpo_loss_config
     return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "an output array is NULL");
   }
   return checkOverlaps(snapshot, config, outputs, error, size);
+}
+
+// The policy loss's buffers: the caller's (before the copies replace them in config).
+static int32_t checkPolicyOverlaps(const TokenSnapshot& snapshot, const fdpo_policy_config& c, const fdpo_policy_outputs& o,
+                            char* error, size_t size) {
+  const fdpo_tokens& t = snapshot.tokens;
+  const size_t rows = (size_t)t.rows, seqs = (size_t)t.num_seqs;
+  const size_t logitsBytes = rows * (size_t)t.vocab * (t.dtype == FDPO_FLOAT32 ? 4 : 2);
+  const Extent extents[] = {
+      {"logits", t.logits, logitsBytes, o.grad == t.logits},
+      {"labels", snapshot.callerLabels, rows * 4, false},
+      {"cu_seqlens", snapshot.callerCuSeqlens, (seqs + 1) * 4, false},
+      {"advantages", c.advantages, (c.advantages_per_token ? rows : seqs) * 8, false},
+      {"old_logps", c.old_logps, rows * 8, false},
+      {"ref_logps", c.ref_logps, rows * 8, false},
+      {"grad", o.grad == t.logits ? nullptr : o.grad, logitsBytes, true},
+      {"token_logps", o.token_logps, rows * 8, true},
+      {"token_grad", o.token_grad, rows * 8, true},
+      {"stats", o.stats, FDPO_POLICY_STAT_COUNT * 8, true},
+  };
+  return checkExtents(extents, sizeof extents / sizeof extents[0], error, size);
+}
+
+int32_t PolicySnapshot::take(const TokenSnapshot& snapshot, const fdpo_policy_config* c, const fdpo_policy_outputs* o,
+                             char* error, size_t size) {
+  const fdpo_tokens& t = snapshot.tokens;
+  int32_t status = readVersioned(c, config, kPolicyConfigSize, "fdpo_policy_config", error, size);
+  if (status == FDPO_OK) status = readVersioned(o, outputs, kPolicyOutputsSize, "fdpo_policy_outputs", error, size);
+  if (status != FDPO_OK) return status;
+  const fdpo_policy_config& k = config;
+  if (k.loss_type < 0 || k.loss_type >= FDPO_POLICY_LOSS_TYPE_COUNT) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "loss_type %d is not a fdpo_policy_loss_type", (int)k.loss_type);
+  }
+  if (k.advantages_per_token != 0 && k.advantages_per_token != 1) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "advantages_per_token must be 0 or 1, got %d", (int)k.advantages_per_token);
+  }
+  const bool anyRows = k.advantages_per_token ? t.rows > 0 : t.num_seqs > 0;
+  if (anyRows && !k.advantages) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "advantages is NULL");
+  if (!(isfinite(k.beta) && k.beta >= 0.0)) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "beta must be finite and >= 0, got %g", k.beta);
+  if (!(isfinite(k.epsilon) && k.epsilon >= 0.0 && k.epsilon <= 1.0)) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "epsilon must be in [0, 1], got %g", k.epsilon);
+  }
+  if (!(isfinite(k.epsilon_high) && k.epsilon_high >= 0.0)) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "epsilon_high must be finite and >= 0, got %g", k.epsilon_high);
+  }
+  if (!isfinite(k.entropy_coef)) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "entropy_coef must be finite, got %g", k.entropy_coef);
+  if (k.beta != 0.0 && !k.ref_logps && t.rows > 0) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "beta is not 0 but ref_logps is NULL");
+  if (k.loss_type == FDPO_POLICY_DR_GRPO && k.max_completion_length < 1) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "dr_grpo needs max_completion_length >= 1, got %lld", (long long)k.max_completion_length);
+  }
+  if (!(isfinite(k.num_items_in_batch) && k.num_items_in_batch >= 0.0)) {
+    return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "num_items_in_batch must be finite and >= 0 (0: this call's tokens), got %g", k.num_items_in_batch);
+  }
+  if (!outputs.stats) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "stats is NULL");
+  status = checkPolicyOverlaps(snapshot, config, outputs, error, size);
+  if (status != FDPO_OK) return status;
+  const size_t rows = (size_t)t.rows;
+  if (k.advantages) advantages.assign(k.advantages, k.advantages + (k.advantages_per_token ? rows : (size_t)t.num_seqs));
+  if (k.old_logps) oldLogps.assign(k.old_logps, k.old_logps + rows);
+  if (k.ref_logps) refLogps.assign(k.ref_logps, k.ref_logps + rows);
+  config.advantages = k.advantages ? advantages.data() : nullptr;
+  config.old_logps = k.old_logps ? oldLogps.data() : nullptr;
+  config.ref_logps = k.ref_logps ? refLogps.data() : nullptr;
+  return FDPO_OK;
 }
 
 // Everything the kernels index with comes from JavaScript or a foreign caller: check every size

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu_row_passes.h"
 #include "fused_dpo.h"
 #include "reduce.h"
 #include "row_kernels.h"
@@ -14,21 +15,6 @@
 
 namespace fdpo {
 namespace {
-
-// Rows per chunk handed to a thread: about 256K elements, at least 4 chunks per thread, but never
-// under 128K elements: waking a second thread costs more than that much work (tens of us).
-int64_t rowGrain(int64_t rows, int64_t vocab, int threads) {
-  const int64_t most = std::max<int64_t>(1, (int64_t)262144 / vocab);
-  const int64_t least = std::max<int64_t>(1, ((int64_t)131072 + vocab - 1) / vocab);
-  const int64_t balanced = rows / ((int64_t)threads * 4);
-  return std::max(least, std::min(most, balanced));
-}
-
-void forwardPass(const RowKernels& k, const fdpo_tokens& t, const RowOptions& o, RowForward* rows, int threads) {
-  ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
-    k.forward(t.logits, t.dtype, t.vocab, t.labels, t.ignore_index, o, b, e, rows);
-  });
-}
 
 // Pass A and pass B of the fused path: the SIMD row kernels.
 struct FusedPasses {

@@ -52,6 +52,25 @@ cudaError_t launchRowScale(const int32_t* cuSeqlens, int64_t numSeqs, const int3
 cudaError_t launchBackward(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
                            cudaStream_t stream);
 
+// Pass B with the entropy bonus (policyLoss): grad = t'(z) * (rowScale * (onehot - p) + E * p * (log p + H)),
+// E = entropyScale[r]; rows where both scales are 0 are zeros and are not read.
+cudaError_t launchBackwardEntropy(const DeviceRows& rows, const RowForward* forward, const float* rowScale,
+                                  const float* entropyScale, void* grad, cudaStream_t stream);
+
+// The sequence of row r: the last s with cuSeqlens[s] <= r (empty sequences share their start).
+__device__ inline int64_t sequenceOf(const int32_t* cuSeqlens, int64_t numSeqs, int64_t r) {
+  int64_t lo = 0, hi = numSeqs;  // cuSeqlens[lo] <= r < cuSeqlens[hi]
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) / 2;
+    if (cuSeqlens[mid] <= r) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
 }  // namespace fdpo
 
 #endif

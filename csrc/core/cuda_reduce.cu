@@ -81,20 +81,6 @@ __global__ void __launch_bounds__(kBatchThreads) batchKernel(const SequenceSums*
   reduceBatch(batch, exec);
 }
 
-// The sequence of row r: the last s with cuSeqlens[s] <= r (empty sequences share their start).
-__device__ int64_t sequenceOf(const int32_t* cuSeqlens, int64_t numSeqs, int64_t r) {
-  int64_t lo = 0, hi = numSeqs;  // cuSeqlens[lo] <= r < cuSeqlens[hi]
-  while (hi - lo > 1) {
-    const int64_t mid = (lo + hi) / 2;
-    if (cuSeqlens[mid] <= r) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
-
 __global__ void rowScaleKernel(const int32_t* cuSeqlens, int64_t numSeqs, const int32_t* labels, int32_t ignoreIndex,
                                int64_t rows, const double* seqGrad, float* rowScale) {
   for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += (int64_t)gridDim.x * blockDim.x) {
