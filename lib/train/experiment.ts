@@ -67,7 +67,7 @@ export const DEFAULT_OPTIONS: ExperimentOptions = {
   methods: [...METHODS],
   betas: [0.1, 0.5, 2],
   lossType: 'sigmoid',
-  ppoBetas: [0.01, 0.1, 0.5],
+  ppoBetas: [0.5, 1, 2],
   samplesPerPrompt: 4,
   ppoLr: 3e-3,
   unlikelihoodAlpha: 1,

@@ -1,10 +1,12 @@
 // PPO-GT, the DPO paper's strongest baseline: PPO given the true (gold) reward. Each step samples
-// several continuations per training prompt from the current policy, scores them with the gold
-// reward, and takes the advantage of each against its own group's mean reward (the baseline of
-// GRPO and RLOO, so no value network is trained). The loss is fused-dpo's clipped policyLoss with
-// the k3 KL penalty to the reference (coefficient β) from the reference's per-token log-probs; a
-// batch is used for `updatesPerBatch` Adam steps, the first on-policy (ratio 1) and the next ones
-// against the first's log-probs, where the clip range acts.
+// several continuations per training prompt from the current policy and scores each with the gold
+// reward less β times its log-ratio to the reference, log π(y) − log π_ref(y) (the KL-penalised
+// reward of the DPO paper's PPO and of InstructGPT); its advantage is that reward less the mean of
+// its own group (the baseline of GRPO and RLOO, so no value network is trained). The loss is
+// fused-dpo's clipped policyLoss; a batch is used for `updatesPerBatch` Adam steps, the first
+// on-policy (ratio 1) and the next ones against the first's log-probs, where the clip range acts.
+// (The penalty is in the reward, not policyLoss's k3 term: k3's gradient in log π is at most β
+// per token, which cannot hold back a policy that finds +3 per token in repeating a word.)
 import { sequenceLogps } from '../loss.js';
 import { policyLoss } from '../policy.js';
 import { evaluatePolicy, type DpoData } from './dpo.js';
@@ -14,7 +16,7 @@ import { sharedFloats } from './pool.js';
 import { deriveSeed, Rng } from './rng.js';
 
 export interface PpoOptions {
-  /** The KL coefficient: k3 KL to the reference in the loss (policyLoss's beta). */
+  /** The KL coefficient: the reward is gold − beta·(log π(y) − log π_ref(y)). */
   beta: number;
   steps: number;
   /** Prompts per step, and continuations sampled per prompt (the group of the baseline). */
@@ -40,8 +42,9 @@ export interface PpoStepRecord {
   step: number;
   /** policyLoss's loss of the step's first update. */
   loss: number;
-  /** Mean gold reward of the step's samples. */
+  /** Mean gold reward of the step's samples, and their mean log-ratio to the reference (the penalised sequence KL). */
   sampleReward: number;
+  sampleKl: number;
   /** policyLoss's kl metric (mean k3 per token) and the clipped fraction of the last update. */
   kl: number;
   clipRatio: number;
@@ -94,7 +97,7 @@ export function trainPpo(ref: WordLM, data: DpoData, options: PpoOptions, callba
   const grad = sharedFloats(rows * V) as Float32Array;
   const contexts = new Int32Array(rows * C);
   const labels = new Int32Array(rows);
-  // every row its own sequence: sequenceLogps gives the reference's per-token log-probs
+  // every row its own sequence: sequenceLogps gives per-token log-probs
   const perRow = Int32Array.from({ length: rows + 1 }, (_, i) => i);
   const orderRng = new Rng(deriveSeed(options.seed, 'order'));
   const sampleRng = new Rng(deriveSeed(options.seed, 'ppo-samples'));
@@ -125,6 +128,7 @@ export function trainPpo(ref: WordLM, data: DpoData, options: PpoOptions, callba
   evaluate(0);
   const group: Int32Array[] = new Array(S);
   const rewards = new Float64Array(S);
+  const penalised = new Float64Array(S);
   for (let step = 1; step <= options.steps; step++) {
     for (let m = 0; m < M; m++) {
       if (cursor === order.length) {
@@ -142,30 +146,38 @@ export function trainPpo(ref: WordLM, data: DpoData, options: PpoOptions, callba
         writeContext(seq, P + t - 1, C, contexts, (s * K + t) * C);
       }
     });
-    const advantages = groupAdvantages(rewards, G);
+    const tokenLogps = () => sequenceLogps({ logits: { data: logits, shape: [rows, V] }, labels: { data: labels, shape: [rows] }, cuSeqlens: perRow, threads: options.threads }).logps;
     ref.forward(ws, contexts, rows, logits, null);
-    const refLogps = sequenceLogps({ logits: { data: logits, shape: [rows, V] }, labels: { data: labels, shape: [rows] }, cuSeqlens: perRow, threads: options.threads }).logps;
+    const refLogps = tokenLogps();
+    policy.forward(ws, contexts, rows, logits, null);
+    const samplerLogps = tokenLogps();
+    let sampleKl = 0;
+    for (let s = 0; s < S; s++) {
+      let logRatio = 0;
+      for (let t = s * K; t < (s + 1) * K; t++) logRatio += samplerLogps[t]! - refLogps[t]!;
+      penalised[s] = rewards[s]! - options.beta * logRatio;
+      sampleKl += logRatio / S;
+    }
+    const advantages = groupAdvantages(penalised, G);
 
     const lr = step <= warmup ? (options.lr * step) / warmup : options.lr;
-    let oldLogps: Float64Array | Float32Array | undefined;
     let firstLoss = NaN, kl = NaN, clipRatio = NaN, gradNorm = NaN;
     for (let u = 0; u < updates; u++) {
-      policy.forward(ws, contexts, rows, logits, null);
+      if (u > 0) policy.forward(ws, contexts, rows, logits, null);
       const out = policyLoss({
         ...tensors,
         advantages,
-        oldLogps,
+        // the first update is on-policy: the sampler is the current policy (ratio 1, its gradient kept)
+        oldLogps: u === 0 ? undefined : samplerLogps,
+        // beta 0: refLogps only for policyLoss's kl metric (the penalty is in the reward)
         refLogps,
-        beta: options.beta,
+        beta: 0,
         epsilon: options.epsilon ?? 0.2,
         lossType: 'grpo',
         grad: { data: grad, shape: [S, K, V] },
         threads: options.threads,
       });
-      if (u === 0) {
-        firstLoss = out.loss;
-        oldLogps = out.logps;
-      }
+      if (u === 0) firstLoss = out.loss;
       kl = out.metrics.kl ?? NaN;
       clipRatio = out.metrics['clip_ratio/region_mean'];
       zeroParams(grads);
@@ -177,7 +189,7 @@ export function trainPpo(ref: WordLM, data: DpoData, options: PpoOptions, callba
     windowLoss += firstLoss;
     windowReward += meanReward;
     windowSteps++;
-    callbacks.onStep?.({ step, loss: firstLoss, sampleReward: meanReward, kl, clipRatio, gradNorm });
+    callbacks.onStep?.({ step, loss: firstLoss, sampleReward: meanReward, sampleKl, kl, clipRatio, gradNorm });
     if (step % options.evalEvery === 0 || step === options.steps) evaluate(step);
   }
   return { policy, evals };
