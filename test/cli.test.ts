@@ -81,8 +81,8 @@ test('train --tiny: its own folder, the progress line shows its step\'s evaluati
     assert.is(run.status, 0, run.stderr);
     assert.is(readFileSync(join(full, 'metrics.jsonl'), 'utf8'), 'the full run\n', 'the full run is untouched');
     const tiny = join(temp, 'sentiment-sigmoid-seed1-tiny');
-    const records = readFileSync(join(tiny, 'metrics.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { kind: string; step?: number; goldReward?: number; kl?: number });
-    const evals = new Map(records.filter((r) => r.kind === 'eval').map((r) => [r.step!, r]));
+    const records = readFileSync(join(tiny, 'metrics.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { kind: string; method?: string; step?: number; goldReward?: number; kl?: number });
+    const evals = new Map(records.filter((r) => r.kind === 'eval' && r.method === 'dpo').map((r) => [r.step!, r]));
 
     // stderr is not a terminal: one plain line per tenth of a phase, e.g. "DPO β=0.1: 5/10  loss … reward 0.250  kl 0.012".
     const shown = [...run.stderr.matchAll(/DPO β=[\d.]+: (\d+)\/\d+ .*reward (-?[\d.]+) +kl (-?[\d.]+)/g)];

@@ -341,12 +341,12 @@ test('ppo: the advantage is the reward less its group\'s mean', () => {
 
 test('ppo: a short PPO-GT run raises the gold reward over the reference; same seed, same numbers', () => {
   const { stage, data } = tiny();
-  const options = { beta: 0.01, steps: 24, promptsPerStep: 8, samplesPerPrompt: 4, lr: 1e-2, evalEvery: 12, seed: 3 };
+  const options = { beta: 0.01, steps: 24, promptsPerStep: 8, samplesPerPrompt: 4, lr: 2e-2, evalEvery: 12, seed: 3 };
   const result = trainPpo(stage.ref, data, options);
   const first = result.evals[0]!, last = result.evals[result.evals.length - 1]!;
   assert.equal(result.evals.map((e) => e.step), [0, 12, 24]);
   assert.is(first.kl, 0, 'the policy starts as the reference');
-  assert.ok(last.goldReward >= first.goldReward + 0.3, `gold reward ${first.goldReward} → ${last.goldReward}`);
+  assert.ok(last.goldReward >= first.goldReward + 1, `gold reward ${first.goldReward} → ${last.goldReward}`);
   assert.ok(last.kl > 0.05, `KL to the reference ${last.kl}`);
   const records = () => {
     const out: string[] = [];

@@ -3,6 +3,7 @@
 //                  no timings, so two runs with the same seed and settings give identical files
 //   frontier.svg   gold reward against KL to the reference: every checkpoint of every run, one
 //                  colour per method, each method's frontier as a line
+//   frontier-zoom.svg  the same up to the largest KL a pair method reached (PPO-GT can run far beyond)
 //   summary.json   the final numbers per run, and each method's frontier (its undominated checkpoints)
 //   samples.md     reference and policy continuations of a few held-out prompts
 //   timing.json    wall-clock seconds per phase and the process's CPU seconds (the only file that
@@ -139,19 +140,26 @@ export function frontiersOf(result: ExperimentResult): MethodFrontier[] {
   }));
 }
 
-/** Plot every method's checkpoints and frontier. */
-export function frontierOf(result: ExperimentResult): string {
+/** The largest KL a pair method's checkpoint reached (the whole range when only PPO-GT ran). */
+function zoomKl(result: ExperimentResult): number {
+  const kls = result.runs.filter((r) => r.method !== 'ppo-gt').flatMap((r) => r.evals.map((e) => e.kl));
+  return kls.length ? Math.max(...kls) : Infinity;
+}
+
+/** Plot every method's checkpoints and frontier; with maxKl, only the checkpoints up to that KL. */
+export function frontierOf(result: ExperimentResult, maxKl = Infinity): string {
   const o = result.options;
+  const shown = (kl: number) => !(kl > maxKl);
   const settings = (method: Method) => result.runs.filter((r) => r.method === method && r.setting !== null).map((r) => r.setting);
   return methodsFrontierSvg(
     methodsOf(result).map((method) => ({
       label: `${METHOD_NAMES[method]}${settings(method).length ? ` (${method === 'unlikelihood' ? 'α' : 'β'} ${settings(method).join(', ')})` : ''}`,
       runs: result.runs
         .filter((r) => r.method === method)
-        .map((run) => ({ label: run.label, points: run.evals.map((e) => ({ kl: e.kl, reward: e.goldReward, step: e.step })) })),
+        .map((run) => ({ label: run.label, points: run.evals.filter((e) => shown(e.kl)).map((e) => ({ kl: e.kl, reward: e.goldReward, step: e.step })) })),
     })),
     {
-      title: 'Reward/KL frontier: controlled sentiment on the Brown corpus',
+      title: `Reward/KL frontier: controlled sentiment on the Brown corpus${maxKl < Infinity ? `, KL ≤ ${Number(maxKl.toPrecision(3))}` : ''}`,
       subtitle: `DPO loss ${lossLabel(o.lossType)} · ${o.steps} steps × ${2 * o.batchSize} sequences · ${result.pairs.train} training pairs · ${o.hidden} hidden units, ${result.vocabSize} tokens · seed ${o.seed}`,
       referenceReward: result.reference.goldReward,
     },
@@ -222,6 +230,7 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
   const files = [
     write('metrics.jsonl', records.join('\n') + '\n'),
     write('frontier.svg', frontierOf(result)),
+    write('frontier-zoom.svg', frontierOf(result, zoomKl(result))),
     write(
       'summary.json',
       JSON.stringify({ options: { ...o, threads: undefined }, vocabSize: result.vocabSize, reference: result.reference, pairs: result.pairs, final, frontiers }, roundNumbers, 2) + '\n',
