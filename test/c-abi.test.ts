@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
-import { referenceDpo } from '../lib/reference.js';
+import { referenceDpo, referencePolicyLoss } from '../lib/reference.js';
 import { LOSS_DEFAULTS } from '../lib/loss-kinds.js';
 import { paddedCuSeqlens } from '../lib/validate.js';
 import { makeRng, testSeed } from './helpers/random.js';
@@ -48,7 +48,7 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
     lossWeights: [1],
     scale: 1 / B,
   });
-  assert.is(lines.length, 1 + seqs + rows * V);
+  assert.is(lines.length, 2 + seqs + 2 * rows * V);
   assert.ok(Math.abs(lines[0]! - want.loss) <= 1e-6 * Math.abs(want.loss), `loss ${lines[0]} vs ${want.loss} (seed=${SEED})`);
   for (let s = 0; s < seqs; s++) {
     assert.ok(Math.abs(lines[1 + s]! - want.seqLogps[s]!) <= 1e-5 * Math.abs(want.seqLogps[s]!) + 1e-6, `π_${s} (seed=${SEED})`);
@@ -59,6 +59,23 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
     den += want.grad[i]! ** 2;
   }
   assert.ok(Math.sqrt(num / den) <= 1e-5, `gradient relative L2 error ${Math.sqrt(num / den)} (seed=${SEED})`);
+
+  // fdpo_policy_loss: grpo, on-policy, advantage 0.5 s - 1, entropy_coef 0.1 (as check_loss.c).
+  const policy = referencePolicyLoss({
+    logits: Float64Array.from(logits), rows, vocab: V, labels, cuSeqlens: cu, ignoreIndex: -100,
+    advantages: Float64Array.from({ length: seqs }, (_, s) => 0.5 * s - 1), advantagesPerToken: false,
+    oldLogps: null, refLogps: null, beta: 0, epsilon: 0.2, epsilonHigh: 0.2, entropyCoef: 0.1,
+    lossType: 'grpo', maxCompletionLength: 0, numItemsInBatch: 0,
+  });
+  const at = 1 + seqs + rows * V;
+  assert.ok(Math.abs(lines[at]! - policy.loss) <= 1e-5 * (1 + Math.abs(policy.loss)), `policy loss ${lines[at]} vs ${policy.loss} (seed=${SEED})`);
+  num = 0;
+  den = 0;
+  for (let i = 0; i < rows * V; i++) {
+    num += (lines[at + 1 + i]! - policy.grad[i]!) ** 2;
+    den += policy.grad[i]! ** 2;
+  }
+  assert.ok(Math.sqrt(num / den) <= 1e-5, `policy gradient relative L2 error ${Math.sqrt(num / den)} (seed=${SEED})`);
 });
 
 test.run();

@@ -40,10 +40,11 @@ FDPO_HD PolicyToken policyToken(const fdpo_policy_config& c, double logp, double
   t.kl = 0.0;
   if (c.ref_logps) {
     const double d = ref - logp;
-    t.kl = exp(d) - d - 1.0;
+    const double e = exp(d);
+    t.kl = e - d - 1.0;
     if (c.beta != 0.0) {
       t.loss += c.beta * t.kl;
-      t.dLogp += c.beta * (1.0 - exp(d));
+      t.dLogp += c.beta * (1.0 - e);
     }
   }
   t.loss -= c.entropy_coef * entropy;

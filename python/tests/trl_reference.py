@@ -133,3 +133,54 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
             "num_tokens": float(mask.sum().item()),
         }
     return loss, metrics
+
+
+def grpo_loss(logits, labels, advantages, old_logps, ref_logps, beta, epsilon, epsilon_high, loss_type,
+              max_completion_length=None, num_items_in_batch=None, temperature=1.0, entropy_coef=0.0, ignore_index=-100):
+    """GRPOTrainer._compute_loss on [S, T, V] logits (labels [S, T], advantages [S] or [S, T],
+    old/ref log-probs [S, T] or None), as TRL writes it: logits / temperature, the selective
+    log-softmax, coef_1 = exp(logp - old), coef_2 = clamp(coef_1, 1 - eps, 1 + eps_high),
+    -min(coef_1 A, coef_2 A) + beta k3, and the loss_type's aggregation. Plus, beyond TRL, minus
+    entropy_coef times the entropy (differentiated: TRL computes it under no_grad). Returns
+    (loss, metrics, per-token logps)."""
+    logits = logits / temperature
+    mask = (labels != ignore_index).to(logits.dtype)
+    safe = torch.where(labels != ignore_index, labels, torch.zeros_like(labels))
+    log_probs = logits.log_softmax(-1)
+    per_token_logps = torch.gather(log_probs, -1, safe.unsqueeze(-1)).squeeze(-1)
+    entropies = -(log_probs.exp() * log_probs).sum(-1)
+    old = per_token_logps.detach() if old_logps is None else old_logps
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+    coef_1 = torch.exp(per_token_logps - old)
+    coef_2 = torch.clamp(coef_1, 1 - epsilon, 1 + epsilon_high)
+    per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv)
+    if ref_logps is not None:
+        per_token_kl = torch.exp(ref_logps - per_token_logps) - (ref_logps - per_token_logps) - 1
+        if beta != 0.0:
+            per_token_loss = per_token_loss + beta * per_token_kl
+    per_token_loss = per_token_loss - entropy_coef * entropies
+    if loss_type == "grpo":
+        loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    elif loss_type == "bnpo":
+        loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+    elif loss_type == "dr_grpo":
+        loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * max_completion_length)
+    else:
+        normalizer = num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1.0)
+        loss = (per_token_loss * mask).sum() / normalizer
+    count = mask.sum().clamp(min=1.0)
+
+    def masked_mean(x):
+        return ((x * mask).sum() / count).item()
+
+    low = ((coef_1 < 1 - epsilon) & (adv < 0)).to(logits.dtype)
+    high = ((coef_1 > 1 + epsilon_high) & (adv > 0)).to(logits.dtype)
+    metrics = {
+        "clip_ratio/low_mean": masked_mean(low),
+        "clip_ratio/high_mean": masked_mean(high),
+        "clip_ratio/region_mean": masked_mean(torch.maximum(low, high)),
+        "entropy": masked_mean(entropies.detach()),
+    }
+    if ref_logps is not None:
+        metrics["kl"] = masked_mean(per_token_kl.detach())
+    return loss, metrics, per_token_logps.detach() * mask

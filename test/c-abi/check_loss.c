@@ -3,8 +3,10 @@
  * Reads a case from the file named by argv[1] (int64 rows, vocab, num_seqs; float32 logits;
  * int32 labels; int32 cu_seqlens; float64 ref sums, chosen then rejected), runs the sigmoid loss
  * with beta 0.1 and its gradient, and prints the loss, each sequence's log-prob sum and the
- * gradient, one number a line, for test/c-abi.test.ts to compare with the float64 reference;
- * then checks that malformed calls (sizes that disagree, versioned structs that lie) are refused.
+ * gradient, one number a line, then the policy loss (fdpo_policy_loss: grpo, on-policy, advantage
+ * 0.5 s - 1 for sequence s, entropy_coef 0.1) and its gradient, for test/c-abi.test.ts to compare
+ * with the float64 reference; then checks that malformed calls (sizes that disagree, versioned
+ * structs that lie) are refused.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +96,30 @@ int main(int argc, char** argv) {
   for (int64_t s = 0; s < seqs; ++s) printf("%.17g\n", seqLogps[s]);
   for (int64_t i = 0; i < rows * vocab; ++i) printf("%.9g\n", grad[i]);
 
+  /* The policy loss on the same tokens. */
+  double* advantages = calloc((size_t)seqs, sizeof(double));
+  for (int64_t q = 0; q < seqs; ++q) advantages[q] = 0.5 * (double)q - 1.0;
+  double* tokenLogps = calloc((size_t)rows, sizeof(double));
+  double* tokenGrad = calloc((size_t)rows, sizeof(double));
+  double policyStats[FDPO_POLICY_STAT_COUNT];
+  fdpo_policy_config policy;
+  fdpo_policy_config_init(&policy);
+  policy.loss_type = FDPO_POLICY_GRPO;
+  policy.advantages = advantages;
+  policy.entropy_coef = 0.1;
+  fdpo_policy_outputs policyOut;
+  fdpo_policy_outputs_init(&policyOut);
+  policyOut.token_logps = tokenLogps;
+  policyOut.token_grad = tokenGrad;
+  policyOut.stats = policyStats;
+  policyOut.grad = grad;
+  if (fdpo_policy_loss(&tokens, &policy, &policyOut, 0, error, sizeof error) != FDPO_OK) {
+    fprintf(stderr, "fdpo_policy_loss: %s\n", error);
+    return 1;
+  }
+  printf("%.17g\n", policyStats[FDPO_POLICY_STAT_LOSS]);
+  for (int64_t i = 0; i < rows * vocab; ++i) printf("%.9g\n", grad[i]);
+
   /* Bad calls must come back as a status and a message, not a crash or a read out of bounds
    * (this program also runs under AddressSanitizer). */
   int failures = 0;
@@ -132,6 +158,42 @@ int main(int argc, char** argv) {
     fprintf(stderr, "num_params 0 did not give the defaults' loss\n");
     failures++;
   }
+
+  fdpo_policy_config badPolicy = policy;
+  badPolicy.loss_type = FDPO_POLICY_LOSS_TYPE_COUNT;
+  failures += expectInvalid("an unknown policy loss_type", fdpo_policy_loss(&tokens, &badPolicy, &policyOut, 0, error, sizeof error));
+  badPolicy = policy;
+  badPolicy.beta = 0.1; /* without ref_logps */
+  failures += expectInvalid("beta without ref_logps", fdpo_policy_loss(&tokens, &badPolicy, &policyOut, 0, error, sizeof error));
+  badPolicy = policy;
+  badPolicy.advantages = NULL;
+  failures += expectInvalid("NULL advantages", fdpo_policy_loss(&tokens, &badPolicy, &policyOut, 0, error, sizeof error));
+  badPolicy = policy;
+  badPolicy.loss_type = FDPO_POLICY_DR_GRPO; /* max_completion_length 0 */
+  failures += expectInvalid("dr_grpo without max_completion_length", fdpo_policy_loss(&tokens, &badPolicy, &policyOut, 0, error, sizeof error));
+  badPolicy = policy;
+  badPolicy.struct_size = 8;
+  failures += expectInvalid("a policy config struct_size too small", fdpo_policy_loss(&tokens, &badPolicy, &policyOut, 0, error, sizeof error));
+  fdpo_policy_outputs badPolicyOut = policyOut;
+  badPolicyOut.token_grad = tokenLogps + 1; /* overlaps token_logps */
+  failures += expectInvalid("overlapping policy outputs", fdpo_policy_loss(&tokens, &policy, &badPolicyOut, 0, error, sizeof error));
+  badPolicyOut = policyOut;
+  badPolicyOut.stats = NULL;
+  failures += expectInvalid("NULL policy stats", fdpo_policy_loss(&tokens, &policy, &badPolicyOut, 0, error, sizeof error));
+  struct {
+    fdpo_policy_config config;
+    double newer_option;
+  } newerPolicy;
+  memset(&newerPolicy, 0, sizeof newerPolicy);
+  newerPolicy.config = policy;
+  newerPolicy.config.struct_size = (uint32_t)sizeof newerPolicy;
+  if (fdpo_policy_loss(&tokens, &newerPolicy.config, &policyOut, 0, error, sizeof error) != FDPO_OK) {
+    fprintf(stderr, "a larger policy config with zero extra bytes was refused: %s\n", error);
+    failures++;
+  }
+  newerPolicy.newer_option = 1.0;
+  failures += expectInvalid("a policy option this library does not know",
+                            fdpo_policy_loss(&tokens, &newerPolicy.config, &policyOut, 0, error, sizeof error));
 
   labels[0] = (int32_t)vocab;
   failures += expectInvalid("an out-of-range label", fdpo_dpo_loss(&tokens, &config, &outputs, 0, error, sizeof error));
