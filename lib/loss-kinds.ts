@@ -65,6 +65,14 @@ export const HYPERPARAMETERS = {
     trl: null,
     doc: "R-DPO's λ: u = βΔ + λ·(N_c − N_r)",
   },
+  unlikelihoodAlpha: {
+    code: 6,
+    default: 1,
+    rule: 'a finite number >= 0',
+    ok: (v: number) => v >= 0,
+    trl: null,
+    doc: "α, the weight of unlikelihood's term −log(1 − e^{π̄_r})",
+  },
 } as const satisfies Record<string, Hyperparameter>;
 
 /** fDivergenceType's values (TRL's f_divergence_type, plus forward_kl), with their ABI codes (fdpo_f_divergence). */
@@ -167,6 +175,18 @@ export const LOSS_KINDS = {
     chosenNll: true,
     margin: false,
     reads: ['beta'],
+  },
+  // Welleck et al.'s unlikelihood on the token-mean sequence score: −π̄_c − α·log(1 − e^{π̄_r}).
+  unlikelihood: {
+    code: 17,
+    needsRef: false,
+    averagedScores: true,
+    reportsAveraged: false,
+    couplesBatch: false,
+    pairTerm: true,
+    chosenNll: false,
+    margin: false,
+    reads: ['unlikelihoodAlpha'],
   },
 } as const satisfies Record<string, LossKind>;
 

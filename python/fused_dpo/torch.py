@@ -277,6 +277,7 @@ def dpo_loss(
     f_alpha_divergence_coef=0.5,
     length_penalty=0.0,
     ld_alpha=None,
+    unlikelihood_alpha=1.0,
     ignore_index=-100,
     reduction="mean",
     normalizer=None,
@@ -317,6 +318,7 @@ def dpo_loss(
         "discopop_tau": discopop_tau,
         "f_alpha_divergence_coef": f_alpha_divergence_coef,
         "length_penalty": length_penalty,
+        "unlikelihood_alpha": unlikelihood_alpha,
     }
     if f_divergence_type not in F_DIVERGENCES:
         raise ValueError(f"{where}: f_divergence_type must be one of {', '.join(F_DIVERGENCES)}, got {f_divergence_type!r}")

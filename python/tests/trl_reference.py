@@ -1,6 +1,7 @@
 """TRL's way, in plain PyTorch autograd: the selective log-softmax (log_softmax then gather), masked
 sums over the completion tokens, and DPOTrainer's (CPOTrainer's for simpo, ORPOTrainer's for orpo)
-loss formulas, as SPEC.md states them. What fused-dpo's results are checked against."""
+loss formulas, as SPEC.md states them; unlikelihood, which TRL lacks, as SPEC.md states it. What
+fused-dpo's results are checked against."""
 
 import math
 
@@ -39,7 +40,7 @@ def _sigmoid_family(u, eps):
     return -(1 - eps) * F.logsigmoid(u) - eps * F.logsigmoid(-u)
 
 
-def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau, plain_c=None):
+def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau, plain_c=None, alpha=1.0):
     """Per-pair losses of one kind: pi the policy's sequence sums, n the token counts, ref the
     reference sums (zeros for the reference-free kinds); plain_c the unweighted chosen sums that
     TRL's nll_loss reads (pi_c unless ld_alpha weighs pi)."""
@@ -94,19 +95,24 @@ def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau,
 
         nll = -plain_c.sum() / n_c.sum().clamp(min=1)
         return nll - beta * F.logsigmoid(log_odds(pi_c / avg_c) - log_odds(pi_r / avg_r))
+    if kind == "unlikelihood":
+        # not in TRL: the likelihood of the chosen, the unlikelihood of the rejected (token means)
+        x_r = (pi_r / avg_r).clamp(max=-1e-15)
+        return -pi_c / avg_c - alpha * torch.log1p(-torch.exp(x_r))
     raise KeyError(kind)
 
 
 KINDS = [
     "sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero",
     "apo_down", "discopop", "sigmoid_norm", "aot", "aot_unpaired", "sft", "simpo", "orpo",
+    "unlikelihood",
 ]
-REFERENCE_FREE = {"sft", "simpo", "orpo"}
+REFERENCE_FREE = {"sft", "simpo", "orpo", "unlikelihood"}
 REPORTS_AVERAGED = {"simpo", "orpo"}
 
 
 def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=None, beta=0.1,
-             label_smoothing=0.0, simpo_gamma=0.5, discopop_tau=0.05, ignore_index=-100, ld_alpha=None):
+             label_smoothing=0.0, simpo_gamma=0.5, discopop_tau=0.05, unlikelihood_alpha=1.0, ignore_index=-100, ld_alpha=None):
     """TRL's loss (mean over pairs) and metrics of [2B, T, V] logits, differentiable in them."""
     plain, counts = sequence_sums(logits, labels, ignore_index)
     sums = plain if ld_alpha is None else ld_sequence_sums(logits, labels, ld_alpha, ignore_index)
@@ -117,7 +123,7 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
     ref_r = zeros if ref_rejected is None else ref_rejected.to(sums.dtype)
     weights = loss_weights or [1.0] * len(loss_types)
     losses = sum(
-        w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau, plain[:pairs])
+        w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau, plain[:pairs], unlikelihood_alpha)
         for k, w in zip(loss_types, weights)
     )
     loss = losses.mean()
