@@ -1,6 +1,6 @@
 export { dpoLoss, dpoLossAsync, sequenceLogps, sequenceLogpsAsync } from './loss.js';
 export { policyLoss, policyLossAsync } from './policy.js';
-export type { PolicyLossOptions, PolicyLossResult, PolicyLossType, PolicyMetrics } from './policy.js';
+export type { DevicePolicyLossOptions, PolicyLossOptions, PolicyLossResult, PolicyLossType, PolicyMetrics, PolicySettingsOptions } from './policy.js';
 export type {
   DeviceDpoLossOptions,
   DpoLossOptions,
