@@ -473,7 +473,9 @@ function checkGrad(got: DpoLossResult, stats: TokenStats, c: TokenCase, ctx: str
     for (let v = 0; v < V; v++) {
       const i = r * V + v;
       expected[i] = v === y ? G * -Math.expm1(stats.logp[r]!) : -G * p[v]!;
-      elementTol[i] = Math.abs(expected[i]!) * 8 * U * (Math.abs(Math.log(p[v]!)) + 1) + floor[r]!;
+      // (+ 2^-126: float32 holds nothing finer than its smallest normal number reliably; a scale G
+      // below it, as a saturated loss gives, rounds or flushes to 0 on its way to the kernels.)
+      elementTol[i] = Math.abs(expected[i]!) * 8 * U * (Math.abs(Math.log(p[v]!)) + 1) + floor[r]! + 2 ** -126;
     }
   }
   const data = grad.data;
