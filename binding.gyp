@@ -5,6 +5,8 @@
       "sources": [
         "csrc/binding/addon.cpp",
         "csrc/core/cpu_backend.cpp",
+        "csrc/core/cpu_kto.cpp",
+        "csrc/core/kto_checks.cpp",
         "csrc/core/cpu_ceilings.cpp",
         "csrc/core/cpu_simd_dispatch.cpp",
         "csrc/core/checks.cpp",

@@ -188,3 +188,34 @@ export const HYPERPARAMETER_NAMES = (Object.keys(HYPERPARAMETERS) as Hyperparame
 export const LOSS_DEFAULTS = Object.fromEntries(HYPERPARAMETER_NAMES.map((n) => [n, HYPERPARAMETERS[n].default])) as {
   readonly [K in HyperparameterName]: (typeof HYPERPARAMETERS)[K]['default'];
 };
+
+/**
+ * ktoLoss's loss types (TRL's KTOConfig.loss_type) with their ABI codes (fdpo_kto_loss_type), and
+ * its hyperparameters (TRL's KTOConfig names and defaults). They travel in fdpo_kto_config's own
+ * fields, not in fdpo_loss_config.params: code is null.
+ */
+export const KTO_LOSS_TYPES = { kto: 0, apo_zero_unpaired: 1 } as const;
+
+export type KtoLossType = keyof typeof KTO_LOSS_TYPES;
+
+export const KTO_HYPERPARAMETERS = {
+  beta: { ...HYPERPARAMETERS.beta, code: null, doc: 'β, the reward scale of the log-ratios' },
+  desirableWeight: {
+    code: null,
+    default: 1,
+    rule: 'a finite number >= 0',
+    ok: (v: number) => v >= 0,
+    trl: 'desirable_weight',
+    doc: "λ_D, the weight of a desirable sequence's loss",
+  },
+  undesirableWeight: {
+    code: null,
+    default: 1,
+    rule: 'a finite number >= 0',
+    ok: (v: number) => v >= 0,
+    trl: 'undesirable_weight',
+    doc: "λ_U, the weight of an undesirable sequence's loss",
+  },
+} as const;
+
+export type KtoHyperparameterName = keyof typeof KTO_HYPERPARAMETERS;

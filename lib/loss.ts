@@ -130,11 +130,11 @@ const LOSS_KEYS = [
   'grad',
 ] as const;
 
-function bufferOf<T>(value: T | DeviceTensor): T | DeviceBuffer {
+export function bufferOf<T>(value: T | DeviceTensor): T | DeviceBuffer {
   return value instanceof DeviceTensor ? value.nativeBuffer() : value;
 }
 
-function tokenArgs(t: CheckedTokens) {
+export function tokenArgs(t: CheckedTokens) {
   return {
     logits: bufferOf(t.data),
     dtype: DTYPE_CODE[t.dtype],
@@ -159,7 +159,7 @@ interface PreparedSequenceLogps {
 }
 
 // The host memory a call reads (the tokens) and writes.
-function tokenReads(tokens: CheckedTokens): CallBuffers['reads'] {
+export function tokenReads(tokens: CheckedTokens): CallBuffers['reads'] {
   return [['logits', tokens.data], ['labels', tokens.labels], ['cuSeqlens', tokens.cuSeqlens]];
 }
 
@@ -205,7 +205,7 @@ function newLike(dtype: DType, length: number): Float32Array | Uint16Array {
 
 type GradData = Float32Array | Uint16Array | DeviceTensor;
 
-function gradData(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens): GradData | null {
+export function gradData(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens): GradData | null {
   const target = checkGradTarget(grad, tokens);
   switch (target.kind) {
     case 'none':

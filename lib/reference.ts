@@ -255,7 +255,7 @@ function checkCuSeqlens(cuSeqlens: Int32Array, rows: number): number {
 }
 
 /** π_s = Σ logp over the non-ignored rows of s, in row order; N_s = their count. */
-function sumBySequence(
+export function sumBySequence(
   logp: Float64Array,
   labels: Int32Array,
   cuSeqlens: Int32Array,

@@ -25,14 +25,6 @@ size_t writableSize(uint32_t structSize, size_t abi2Size, size_t ownSize) {
 
 namespace {
 
-// A buffer of the call: its name, first byte, byte count, and whether the call writes it.
-struct Extent {
-  const char* name;
-  const void* begin;
-  size_t bytes;
-  bool written;
-};
-
 bool overlap(const Extent& a, const Extent& b) {
   if (!a.begin || !b.begin || a.bytes == 0 || b.bytes == 0) return false;
   const uintptr_t a0 = (uintptr_t)a.begin, b0 = (uintptr_t)b.begin;
@@ -62,7 +54,12 @@ int32_t checkOverlaps(const TokenSnapshot& snapshot, const fdpo_loss_config& c, 
       {"rejected_rewards", o.rejected_rewards, pairs * 8, true},
       {"stats", o.stats, FDPO_STAT_COUNT * 8, true},
   };
-  const size_t n = sizeof extents / sizeof extents[0];
+  return checkExtents(extents, sizeof extents / sizeof extents[0], error, size);
+}
+
+}  // namespace
+
+int32_t checkExtents(const Extent* extents, size_t n, char* error, size_t size) {
   for (size_t i = 0; i < n; ++i) {
     for (size_t j = i + 1; j < n; ++j) {
       if ((extents[i].written || extents[j].written) && overlap(extents[i], extents[j])) {
@@ -75,8 +72,6 @@ int32_t checkOverlaps(const TokenSnapshot& snapshot, const fdpo_loss_config& c, 
   }
   return FDPO_OK;
 }
-
-}  // namespace
 
 int32_t LossSnapshot::take(const TokenSnapshot& snapshot, const fdpo_loss_config* c, const fdpo_loss_outputs* o,
                            char* error, size_t size) {

@@ -9,53 +9,18 @@
 #include <vector>
 
 #include "checks.h"
+#include "cuda_call.h"
 #include "cuda_kernels.h"
 #include "cuda_memory.h"
 #include "fused_dpo.h"
 #include "reduce_math.h"
 
 namespace fdpo {
-namespace {
-
-int64_t elementBytes(int32_t dtype) { return dtype == FDPO_FLOAT32 ? 4 : 2; }
-
-// Events around the passes, when the caller asked for timings.
-struct PassTimer {
-  float* out;
-  cudaEvent_t marks[4] = {nullptr, nullptr, nullptr, nullptr};
-  explicit PassTimer(float* out_) : out(out_) {
-    for (int i = 0; out && i < 4; ++i) cudaEventCreate(&marks[i]);
-  }
-  ~PassTimer() {
-    for (cudaEvent_t e : marks) {
-      if (e) cudaEventDestroy(e);
-    }
-  }
-  void mark(int i, cudaStream_t stream) {
-    if (out) cudaEventRecord(marks[i], stream);
-  }
-  // After the stream is synchronised: pass A = marks 0..1, reduce = 1..2, pass B = 2..3.
-  void report() {
-    if (!out) return;
-    for (int i = 0; i < 3; ++i) {
-      out[i] = 0.0f;
-      cudaEventElapsedTime(&out[i], marks[i], marks[i + 1]);
-    }
-  }
-};
 
 int32_t begin(const fdpo_cuda_launch* launch, char* error, size_t error_size) {
   if (!launch) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "launch is NULL");
   return useDevice(launch->device, error, error_size);
 }
-
-// The logits and labels on the device; labels that were already there are checked there.
-struct DeviceTokens {
-  Staged logits;
-  const int32_t* labels = nullptr;
-  int32_t* cuSeqlens = nullptr;
-  DeviceRows rows;
-};
 
 // The tokens, checked on the host (labels only when they are host memory).
 int32_t snapshotTokens(const fdpo_tokens* tokens, TokenSnapshot& snapshot, bool& labelsOnHost, int deviceIndex,
@@ -102,6 +67,8 @@ int32_t prepareTokens(Workspace& ws, const TokenSnapshot& snapshot, bool labelsO
   return FDPO_OK;
 }
 
+namespace {
+
 // The results the loss copies back in one transfer: doubles, then the counts.
 struct LossResults {
   int64_t numSeqs, numPairs;
@@ -114,28 +81,6 @@ struct LossResults {
   double* rejectedRewards(char* base) const { return pairLoss(base) + 2 * numPairs; }
   double* stats(char* base) const { return pairLoss(base) + 3 * numPairs; }
   int32_t* counts(char* base) const { return (int32_t*)((double*)base + doubles()); }
-};
-
-// What every CUDA call starts with: its device made current, its stream and workspace, and the
-// tokens checked and on the device. `check` runs the call's own checks before anything is uploaded.
-struct CallStart {
-  cudaStream_t stream;
-  Workspace ws;
-  TokenSnapshot snapshot;
-  DeviceTokens d;
-
-  explicit CallStart(const fdpo_cuda_launch* launch)
-      : stream(launch ? (cudaStream_t)launch->stream : nullptr), ws(stream) {}
-
-  template <class Check>
-  int32_t begin(const fdpo_tokens* tokens, const fdpo_cuda_launch* launch, char* error, size_t error_size, Check check) {
-    int32_t status = fdpo::begin(launch, error, error_size);
-    bool labelsOnHost = true;
-    if (status == FDPO_OK) status = snapshotTokens(tokens, snapshot, labelsOnHost, launch->device, error, error_size);
-    if (status == FDPO_OK) status = check(snapshot.tokens);
-    if (status == FDPO_OK) status = prepareTokens(ws, snapshot, labelsOnHost, d, launch->device, stream, error, error_size);
-    return status;
-  }
 };
 
 int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
@@ -277,18 +222,6 @@ int32_t runSequenceLogps(const fdpo_tokens* tokens, int32_t average, double* log
   FDPO_CUDA_CHECK(cudaStreamSynchronize(stream), "the forward kernels");
   timer.report();
   return FDPO_OK;
-}
-
-// Runs body, turning C++ exceptions (allocation of host staging) into status codes.
-template <class Body>
-int32_t guarded(char* error, size_t error_size, Body body) {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    return fail(error, error_size, FDPO_ERR_OUT_OF_MEMORY, "out of host memory");
-  } catch (...) {
-    return fail(error, error_size, FDPO_ERR_INTERNAL, "internal error");
-  }
 }
 
 }  // namespace
