@@ -11,7 +11,7 @@ export interface Hyperparameter {
   /** What validation accepts, as the error message says it. */
   readonly rule: string;
   readonly ok: (value: number) => boolean;
-  /** TRL's name for it (DPOConfig, or CPOConfig for simpo_gamma), or null where TRL has none. */
+  /** TRL's name for it (DPOConfig, or CPOConfig for simpo_gamma and alpha), or null where TRL has none. */
   readonly trl: string | null;
   readonly doc: string;
 }
@@ -64,6 +64,14 @@ export const HYPERPARAMETERS = {
     ok: () => true,
     trl: null,
     doc: "R-DPO's λ: u = βΔ + λ·(N_c − N_r)",
+  },
+  alpha: {
+    code: 6,
+    default: 0,
+    rule: 'a finite number',
+    ok: () => true,
+    trl: 'alpha',
+    doc: "AlphaPO's α of simpo: rewards (1 − p̄^(−α))/α of the length-normalised probability p̄ (0: SimPO)",
   },
 } as const satisfies Record<string, Hyperparameter>;
 
@@ -155,7 +163,7 @@ export const LOSS_KINDS = {
     pairTerm: true,
     chosenNll: false,
     margin: false,
-    reads: ['beta', 'labelSmoothing', 'simpoGamma'],
+    reads: ['beta', 'labelSmoothing', 'simpoGamma', 'alpha'],
   },
   orpo: {
     code: 16,

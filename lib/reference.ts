@@ -100,6 +100,12 @@ function smoothedLogisticPrime(u: number, eps: number): number {
 }
 
 /** log(1 − e^x) for x ≤ 0 */
+/** AlphaPO's reward of an averaged log-prob x and its slope (SPEC.md, "AlphaPO"). */
+export function alphaReward(alpha: number, x: number): { value: number; slope: number } {
+  if (alpha === 0) return { value: x, slope: 1 };
+  return { value: (1 - Math.exp(-alpha * x)) / alpha, slope: Math.exp(-alpha * x) };
+}
+
 function log1mexp(x: number): number {
   return x > -Math.LN2 ? Math.log(-Math.expm1(x)) : Math.log1p(-Math.exp(x));
 }
@@ -528,12 +534,15 @@ function lossTerm(
     }
 
     case 'simpo':
+      // AlphaPO (TRL's CPO alpha): r(x̄) = (1 − p̄^(−α))/α, p̄ = e^x̄, r'(x̄) = p̄^(−α); α = 0: r(x̄) = x̄ (SimPO).
       for (let i = 0; i < B; i++) {
-        const v = beta * (piC(i) / nC(i) - piR(i) / nR(i)) - cfg.simpoGamma;
+        const rc = alphaReward(cfg.alpha, piC(i) / nC(i));
+        const rr = alphaReward(cfg.alpha, piR(i) / nR(i));
+        const v = beta * (rc.value - rr.value) - cfg.simpoGamma;
         l[i] = smoothedLogistic(v, eps);
         const dV = smoothedLogisticPrime(v, eps);
-        gc[i] = (beta * dV) / nC(i);
-        gr[i] = (-beta * dV) / nR(i);
+        gc[i] = (beta * dV * rc.slope) / nC(i);
+        gr[i] = (-beta * dV * rr.slope) / nR(i);
       }
       break;
 
@@ -666,6 +675,7 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
 
   // Rewards and logps as TRL reports them: averaged when simpo/orpo is in the list.
   const averaged = input.lossTypes.some((t) => LOSS_KINDS[t].reportsAveraged);
+  const alphaRewards = input.alpha !== 0 && input.lossTypes.includes('simpo');
   const chosenLogps = new Float64Array(B);
   const rejectedLogps = new Float64Array(B);
   const chosenRewards = new Float64Array(B);
@@ -679,6 +689,11 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     rejectedLogps[i] = seqLogps[B + i]! / dr;
     chosenRewards[i] = (beta * (seqLogps[i]! - rhoC)) / dc;
     rejectedRewards[i] = (beta * (seqLogps[B + i]! - rhoR)) / dr;
+    if (alphaRewards) {
+      // TRL's CPOTrainer logs β·r(x̄) when alpha ≠ 0
+      chosenRewards[i] = beta * alphaReward(input.alpha, seqLogps[i]! / Math.max(seqCounts[i]!, 1)).value;
+      rejectedRewards[i] = beta * alphaReward(input.alpha, seqLogps[B + i]! / Math.max(seqCounts[B + i]!, 1)).value;
+    }
   }
 
   const mean = (xs: ArrayLike<number>) => {

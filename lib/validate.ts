@@ -354,7 +354,7 @@ function checkHyperparameters(options: Record<string, unknown>, lossTypes: LossT
     values[name] = options[name] === undefined ? p.default : checkFinite(name, options[name], p.rule, p.ok);
   }
   const unread = (name: HyperparameterName) => options[name] !== undefined && values[name] !== HYPERPARAMETERS[name].default;
-  for (const name of ['lengthPenalty', 'fAlphaDivergenceCoef'] as const) {
+  for (const name of ['lengthPenalty', 'fAlphaDivergenceCoef', 'alpha'] as const) {
     if (unread(name) && !lossTypes.some((t) => (LOSS_KINDS[t].reads as readonly string[]).includes(name))) {
       throw invalidArgument(name, `left out: no lossType in [${lossTypes.join(', ')}] reads it (${readersOf(name).join(', ')} do)`, values[name]);
     }

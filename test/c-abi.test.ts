@@ -9,6 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { referenceDpo } from '../lib/reference.js';
+import { referenceKto } from '../lib/reference-kto.js';
 import { LOSS_DEFAULTS } from '../lib/loss-kinds.js';
 import { paddedCuSeqlens } from '../lib/validate.js';
 import { makeRng, testSeed } from './helpers/random.js';
@@ -48,7 +49,16 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
     lossWeights: [1],
     scale: 1 / B,
   });
-  assert.is(lines.length, 1 + seqs + rows * V);
+  assert.is(lines.length, 1 + seqs + rows * V + 2);
+  // KTO: odd sequences desirable, z0 = mean(1, 0.5) = 0.75 (check_loss.c)
+  const kto = referenceKto({
+    logits: Float64Array.from(logits), rows, vocab: V, labels, cuSeqlens: cu, ignoreIndex: -100,
+    desirable: Array.from({ length: seqs }, (_, s) => s % 2), ref, lossType: 'kto', beta: 0.1, desirableWeight: 1, undesirableWeight: 1,
+    kl: { policy: Float64Array.of(ref[0]! + 1, ref[1]! + 0.5), ref: Float64Array.of(ref[0]!, ref[1]!) }, scale: 1 / seqs,
+  });
+  const [ktoLoss, z0] = lines.slice(1 + seqs + rows * V);
+  assert.ok(Math.abs(ktoLoss! - kto.loss) <= 1e-6 * Math.abs(kto.loss), `kto loss ${ktoLoss} vs ${kto.loss} (seed=${SEED})`);
+  assert.ok(Math.abs(z0! - 0.75) <= 1e-12, `z0 ${z0}`);
   assert.ok(Math.abs(lines[0]! - want.loss) <= 1e-6 * Math.abs(want.loss), `loss ${lines[0]} vs ${want.loss} (seed=${SEED})`);
   for (let s = 0; s < seqs; s++) {
     assert.ok(Math.abs(lines[1 + s]! - want.seqLogps[s]!) <= 1e-5 * Math.abs(want.seqLogps[s]!) + 1e-6, `π_${s} (seed=${SEED})`);

@@ -35,7 +35,8 @@ typedef enum {
   FDPO_PARAM_DISCOPOP_TAU = 3, /* τ, discopop's mixing temperature; TRL's discopop_tau */
   FDPO_PARAM_F_ALPHA_DIVERGENCE_COEF = 4, /* α of fDivergenceType 'alpha_divergence'; TRL's f_alpha_divergence_coef */
   FDPO_PARAM_LENGTH_PENALTY = 5, /* R-DPO's λ: u = βΔ + λ·(N_c − N_r); TRL's null */
-  FDPO_PARAM_COUNT = 6
+  FDPO_PARAM_ALPHA = 6, /* AlphaPO's α of simpo: rewards (1 − p̄^(−α))/α of the length-normalised probability p̄ (0: SimPO); TRL's alpha */
+  FDPO_PARAM_COUNT = 7
 } fdpo_loss_param;
 
 /* A kind's properties, as bits. */
@@ -64,7 +65,7 @@ typedef enum {
   X(FDPO_LOSS_AOT, "aot", FDPO_KIND_NEEDS_REF | FDPO_KIND_COUPLES_BATCH, 3u) \
   X(FDPO_LOSS_AOT_UNPAIRED, "aot_unpaired", FDPO_KIND_NEEDS_REF | FDPO_KIND_COUPLES_BATCH, 3u) \
   X(FDPO_LOSS_SFT, "sft", FDPO_KIND_COUPLES_BATCH | FDPO_KIND_CHOSEN_NLL, 0u) \
-  X(FDPO_LOSS_SIMPO, "simpo", FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_REPORTS_AVERAGED | FDPO_KIND_PAIR_TERM, 7u) \
+  X(FDPO_LOSS_SIMPO, "simpo", FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_REPORTS_AVERAGED | FDPO_KIND_PAIR_TERM, 71u) \
   X(FDPO_LOSS_ORPO, "orpo", FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_REPORTS_AVERAGED | FDPO_KIND_COUPLES_BATCH | FDPO_KIND_PAIR_TERM | FDPO_KIND_CHOSEN_NLL, 1u) \
 
 /* X(param, name, default): every hyperparameter in index order. */
@@ -75,5 +76,6 @@ typedef enum {
   X(FDPO_PARAM_DISCOPOP_TAU, "discopopTau", 0.05) \
   X(FDPO_PARAM_F_ALPHA_DIVERGENCE_COEF, "fAlphaDivergenceCoef", 0.5) \
   X(FDPO_PARAM_LENGTH_PENALTY, "lengthPenalty", 0) \
+  X(FDPO_PARAM_ALPHA, "alpha", 0) \
 
 #endif /* FUSED_DPO_KINDS_H */
