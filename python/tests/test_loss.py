@@ -93,7 +93,10 @@ class MatchesTrlOptions(unittest.TestCase):
     def test_f_divergences(self):
         for divergence, coef in (("js_divergence", None), ("alpha_divergence", 0.3), ("alpha_divergence", 0.5), ("forward_kl", None)):
             extra = {} if coef is None else {"f_alpha_divergence_coef": coef}
-            for kind in ("sigmoid", "ipo", "hinge", "discopop", "sigmoid_norm"):
+            # TRL's discopop forms exp(-u) * sigmoid(u / tau), NaN (inf * 0) once the exponential
+            # margins make u large: compared under js_divergence only (fused-dpo's is in log space).
+            kinds = ("sigmoid", "ipo", "hinge", "sigmoid_norm") + (("discopop",) if divergence == "js_divergence" else ())
+            for kind in kinds:
                 with self.subTest(divergence=divergence, coef=coef, kind=kind):
                     self.check([kind], torch.float32, f_divergence_type=divergence, **extra, **SETTINGS.get(kind, {}))
 
