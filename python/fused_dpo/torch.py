@@ -326,6 +326,8 @@ def dpo_loss(
     }
     if not isinstance(use_weighting, bool):
         raise TypeError(f"{where}: use_weighting must be a bool, got {use_weighting!r}")
+    if alpha != 0 and "simpo" not in ([loss_type] if isinstance(loss_type, str) else list(loss_type)):
+        raise ValueError(f"{where}: alpha (AlphaPO) is read by loss_type 'simpo' only; leave it 0 for {loss_type!r}")
     if f_divergence_type not in F_DIVERGENCES:
         raise ValueError(f"{where}: f_divergence_type must be one of {', '.join(F_DIVERGENCES)}, got {f_divergence_type!r}")
     missing = set(library().hyperparameters) - set(values)
