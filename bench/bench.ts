@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
 
-import { backendInfo, dpoLoss, dpoLossAsync, sequenceLogps, toBfloat16 } from '../lib/index.js';
+import { backendInfo, dpoLoss, dpoLossAsync, policyLoss, sequenceLogps, toBfloat16 } from '../lib/index.js';
 import { dpoLossUnfused } from '../lib/loss.js';
 import { native } from '../lib/native.js';
 import { referenceDpo } from '../lib/reference.js';
@@ -218,6 +218,17 @@ async function main() {
       const scratch = dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n);
       scratch.set(c.logits);
       const floorMs = (bytes: number) => Math.max(bytes / copyBytesPerMs, n / expsPerMs);
+      // policyLoss's inputs, as a GRPO step has them: off-policy ratios, a reference, one advantage per sequence.
+      const policy = {
+        logits: base.logits,
+        labels: base.labels,
+        advantages: Float64Array.from({ length: 2 * c.B }, (_, s) => (s % 2 === 0 ? 1 : -1) * 0.5),
+        oldLogps: Float64Array.from({ length: R }, (_, r) => -2 - (r % 7) * 0.1),
+        refLogps: Float64Array.from({ length: R }, (_, r) => -2 - (r % 5) * 0.1),
+        beta: 0.04,
+        lossType: 'dapo' as const,
+        threads: THREADS,
+      };
 
       const plain = () => dpoLoss({ ...base, grad });
       const paths: {
@@ -242,6 +253,8 @@ async function main() {
         },
         { name: 'fused loss+grad (new grad array)', bytes: 2 * n * esize, run: () => dpoLoss(base) },
         { name: 'fused loss+grad (deferred scale)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad, deferScale: true }) },
+        { name: 'policyLoss (sync, preallocated grad)', bytes: 2 * n * esize, run: () => policyLoss({ ...policy, grad }) },
+        { name: 'policyLoss + entropy bonus (preallocated grad)', bytes: 2 * n * esize, run: () => policyLoss({ ...policy, entropyCoef: 0.01, grad }) },
         { name: 'fused forward only (sequenceLogps)', bytes: n * esize, run: () => sequenceLogps({ logits: base.logits, labels: base.labels, threads: THREADS }) },
         { name: 'unfused native (log-softmax buffer)', bytes: 2 * n * esize, slow: true, run: () => dpoLossUnfused({ ...base, grad }) },
         {

@@ -20,6 +20,8 @@ export interface NativeTokens {
   logitScale?: number;
   softcap?: number;
   temperature?: number;
+  /** LD-DPO (fdpo_tokens.ld_weighting / ld_alpha): null or absent = off. */
+  ldAlpha?: number | null;
   threads: number;
   /** null: the CPU backend; a device index: the CUDA backend. */
   device: number | null;
@@ -46,6 +48,8 @@ export interface NativeLossArgs extends NativeTokens {
   useWeighting?: boolean;
   refChosen: Float64Array | null;
   refRejected: Float64Array | null;
+  /** Per-token reference log-probs, rows entries (fdpo_loss_config.ref_token_logps); null or absent = off. */
+  refTokenLogps?: Float64Array | null;
   seqLogps: Float64Array;
   seqCounts: Int32Array;
   seqGrad: Float64Array;
@@ -53,6 +57,8 @@ export interface NativeLossArgs extends NativeTokens {
   chosenRewards: Float64Array;
   rejectedRewards: Float64Array;
   stats: Float64Array;
+  /** fdpo_loss_outputs.seq_plain_grad (2B), or null or absent. */
+  seqPlainGrad?: Float64Array | null;
   grad: Float32Array | Uint16Array | DeviceBuffer | null;
   rowScale: Float32Array | DeviceBuffer | null;
 }
@@ -81,6 +87,26 @@ export interface NativeKtoArgs extends NativeTokens {
   rowScale: Float32Array | DeviceBuffer | null;
 }
 
+/** policyLoss's arguments (csrc/binding/addon.cpp fills fdpo_policy_config and fdpo_policy_outputs). */
+export interface NativePolicyArgs extends NativeTokens {
+  /** fdpo_policy_loss_type (POLICY_LOSS_TYPES in lib/validate.ts). */
+  lossType: number;
+  advantages: Float64Array;
+  advantagesPerToken: boolean;
+  oldLogps: Float64Array | null;
+  refLogps: Float64Array | null;
+  beta: number;
+  epsilon: number;
+  epsilonHigh: number;
+  entropyCoef: number;
+  maxCompletionLength: number;
+  numItemsInBatch: number;
+  logps: Float64Array;
+  tokenGrad: Float64Array;
+  stats: Float64Array;
+  grad: Float32Array | Uint16Array | null;
+}
+
 export interface NativeCudaStatus {
   compiled: boolean;
   available: boolean;
@@ -98,6 +124,8 @@ export interface NativeAddon {
   dpoLossUnfused(args: NativeLossArgs): void;
   ktoLoss(args: NativeKtoArgs): void;
   ktoLossAsync(args: NativeKtoArgs): Promise<void>;
+  policyLoss(args: NativePolicyArgs): void;
+  policyLossAsync(args: NativePolicyArgs): Promise<void>;
   info(): { abiVersion: number; simd: string };
   /** The loss-kind table compiled into the binary (csrc/core/fused_dpo_kinds.h). */
   lossTable(): {

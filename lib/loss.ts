@@ -13,6 +13,7 @@ import {
   checkAverage,
   checkDeferScale,
   checkGradTarget,
+  checkLdAlpha,
   checkLossSettings,
   checkPairs,
   checkTokens,
@@ -26,6 +27,12 @@ import {
 export interface SequenceLogpsSettings {
   /** Divide each sum by its token count (clamped to >= 1). Default false. */
   average?: boolean;
+  /**
+   * LD-DPO's pair-aware form (TRL's ld_alpha): the 2B sequences are B chosen then B rejected, and
+   * each sum weighs the first min(N_c, N_r) completion tokens by 1, the later ones by ldAlpha in
+   * [0, 1], as dpoLoss weighs the policy's: reference scores that match it. Default: off.
+   */
+  ldAlpha?: number;
 }
 
 /** Host or device tokens; the results are host arrays either way. */
@@ -40,15 +47,26 @@ export interface SequenceLogpsResult {
   nonFinite: NonFiniteRow | null;
 }
 
-const SEQUENCE_KEYS = [...TOKEN_KEYS, 'average'] as const;
+const SEQUENCE_KEYS = [...TOKEN_KEYS, 'average', 'ldAlpha'] as const;
 
 /**
  * The loss's settings, shared by host and device calls. The hyperparameters (beta,
  * labelSmoothing, simpoGamma, discopopTau) are lib/loss-kinds.ts's table, each with TRL's default.
  */
 export interface LossSettingsOptions extends Partial<Record<HyperparameterName, number>> {
-  /** Reference sequence log-prob sums (as sequenceLogps returns them), B each. */
-  ref?: { chosen: ArrayLike<number>; rejected: ArrayLike<number> } | null;
+  /**
+   * The reference: log-prob sums (as sequenceLogps returns them), B each; or per-token log-probs
+   * { tokenLogps }, a Float64Array or Float32Array with one entry per row (as labels.data; ignored
+   * rows are not read), which make each log-ratio a sum of per-token differences in float64.
+   */
+  ref?: { chosen: ArrayLike<number>; rejected: ArrayLike<number> } | { tokenLogps: Float64Array | Float32Array } | null;
+  /**
+   * LD-DPO (TRL's ld_alpha): per pair, the first min(N_c, N_r) completion tokens of both sequences
+   * weigh 1 and later ones ldAlpha in [0, 1], in the policy's scores and the gradient. Per-token
+   * ref gets the same weights; sums should come from sequenceLogps with the same ldAlpha (the
+   * paper) or without it (TRL). Default: off.
+   */
+  ldAlpha?: number;
   lossType?: LossType | LossType[];
   lossWeights?: number[];
   /**
@@ -96,8 +114,14 @@ export interface DpoLossResult<G extends Tensor | DeviceTensor = Tensor, S exten
   rejectedRewards: Float64Array;
   /** Non-ignored tokens per sequence (2B: chosen then rejected). */
   tokenCounts: Int32Array;
-  /** ∂loss/∂(sequence log-prob sum), per sequence (2B). */
+  /** ∂loss/∂(sequence log-prob sum), per sequence (2B); with ldAlpha, ∂loss/∂(its LD-weighted score). */
   sequenceGrad: Float64Array;
+  /**
+   * With ldAlpha: ∂loss/∂(the plain, unweighted sum), per sequence (2B), from the NLL terms (sft,
+   * orpo), which read plain sums as TRL does; a token's gradient scale is then sequenceGrad·w_t +
+   * plainSequenceGrad. null without ldAlpha (sequenceGrad holds everything).
+   */
+  plainSequenceGrad: Float64Array | null;
   /**
    * ∂loss/∂logits, in the logits' dtype and shape, or null when grad: false; unscaled with
    * deferScale. A DeviceTensor when the logits are one (or when one was given to fill).
@@ -126,6 +150,7 @@ const LOSS_KEYS = [
   'reduction',
   'normalizer',
   'useWeighting',
+  'ldAlpha',
   'deferScale',
   'grad',
 ] as const;
@@ -134,8 +159,9 @@ export function bufferOf<T>(value: T | DeviceTensor): T | DeviceBuffer {
   return value instanceof DeviceTensor ? value.nativeBuffer() : value;
 }
 
-export function tokenArgs(t: CheckedTokens) {
+export function tokenArgs(t: CheckedTokens, ldAlpha: number | null = null) {
   return {
+    ldAlpha,
     logits: bufferOf(t.data),
     dtype: DTYPE_CODE[t.dtype],
     rows: t.rows,
@@ -166,8 +192,9 @@ export function tokenReads(tokens: CheckedTokens): CallBuffers['reads'] {
 function prepareSequenceLogps(options: SequenceLogpsOptions): PreparedSequenceLogps {
   const o = snapshotOptions('sequenceLogps', options, SEQUENCE_KEYS);
   const tokens = checkTokens(o);
+  const ldAlpha = checkLdAlpha(o.ldAlpha, tokens, o.cuSeqlens !== undefined);
   const args: NativeSequenceArgs = {
-    ...tokenArgs(tokens),
+    ...tokenArgs(tokens, ldAlpha),
     average: checkAverage(o.average),
     logps: new Float64Array(tokens.numSeqs),
     counts: new Int32Array(tokens.numSeqs),
@@ -203,7 +230,7 @@ function newLike(dtype: DType, length: number): Float32Array | Uint16Array {
   }
 }
 
-type GradData = Float32Array | Uint16Array | DeviceTensor;
+export type GradData = Float32Array | Uint16Array | DeviceTensor;
 
 export function gradData(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens): GradData | null {
   const target = checkGradTarget(grad, tokens);
@@ -238,7 +265,10 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
   const o = snapshotOptions(where, options, LOSS_KEYS);
   const tokens = checkTokens(o);
   const numPairs = checkPairs(tokens, o.cuSeqlens !== undefined);
-  const settings = checkLossSettings(o, numPairs);
+  const settings = checkLossSettings(o, numPairs, tokens);
+  const ldAlpha = checkLdAlpha(o.ldAlpha, tokens, o.cuSeqlens !== undefined);
+  const ref = settings.ref;
+  const refSums = ref && 'chosen' in ref ? ref : null;
   const deferScale = checkDeferScale(o.deferScale, o.grad);
   const grad = gradData(o.grad as AnyDpoLossOptions['grad'], tokens);
   const rowScale = !deferScale
@@ -247,15 +277,16 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
       ? DeviceTensor.alloc([tokens.rows], 'float32', { device: grad.device })
       : new Float32Array(tokens.rows);
   const args: NativeLossArgs = {
-    ...tokenArgs(tokens),
+    ...tokenArgs(tokens, ldAlpha),
     kinds: Int32Array.from(settings.lossTypes, (t) => LOSS_KINDS[t].code),
     weights: Float64Array.from(settings.lossWeights),
     params: Float64Array.from(HYPERPARAMETER_NAMES, (name) => settings.hyperparameters[name]),
     fDivergence: F_DIVERGENCES[settings.fDivergenceType],
     scale: settings.scale,
     useWeighting: settings.useWeighting,
-    refChosen: settings.ref?.chosen ?? null,
-    refRejected: settings.ref?.rejected ?? null,
+    refChosen: refSums?.chosen ?? null,
+    refRejected: refSums?.rejected ?? null,
+    refTokenLogps: ref && 'tokenLogps' in ref ? ref.tokenLogps : null,
     seqLogps: new Float64Array(tokens.numSeqs),
     seqCounts: new Int32Array(tokens.numSeqs),
     seqGrad: new Float64Array(tokens.numSeqs),
@@ -263,6 +294,7 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
     chosenRewards: new Float64Array(numPairs),
     rejectedRewards: new Float64Array(numPairs),
     stats: new Float64Array(STAT.count),
+    seqPlainGrad: ldAlpha === null ? null : new Float64Array(tokens.numSeqs),
     grad: grad === null ? null : bufferOf(grad),
     rowScale: rowScale === null ? null : bufferOf(rowScale),
   };
@@ -293,6 +325,7 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
         rejectedRewards: args.rejectedRewards,
         tokenCounts: args.seqCounts,
         sequenceGrad: args.seqGrad,
+        plainSequenceGrad: args.seqPlainGrad ?? null,
         grad: grad === null || grad instanceof DeviceTensor ? grad : { data: grad, shape: tokens.shape, dtype: tokens.dtype },
         rowScale,
         metrics: metricsOf(args, chosenLogps, rejectedLogps),

@@ -4,7 +4,6 @@ import { fusedDpoError, invalidArgument } from './errors.js';
 
 // TRL options fused-dpo does not have (yet), by TRL's name, with what to do instead.
 const TRL_UNSUPPORTED: Record<string, string> = {
-  ld_alpha: "TRL's LD-DPO length weighting (ld_alpha) is not supported yet",
   rpo_alpha:
     "TRL's rpo_alpha adds rpo_alpha times the chosen NLL; here that is lossType [..., 'sft'] with lossWeights [..., rpo_alpha]",
   reference_free: "TRL's reference_free: pass ref as zeros ({ chosen: zeros, rejected: zeros }) instead",
@@ -15,6 +14,15 @@ const TRL_UNSUPPORTED: Record<string, string> = {
   sync_ref_model: "TRL's TR-DPO reference syncing (sync_ref_model) is the trainer's business",
   ref_model_mixup_alpha: "TRL's TR-DPO reference syncing (ref_model_mixup_alpha) is the trainer's business",
   ref_model_sync_steps: "TRL's TR-DPO reference syncing (ref_model_sync_steps) is the trainer's business",
+  delta: "TRL's GRPO two-sided clipping (delta) is not supported yet by policyLoss",
+  importance_sampling_level: "TRL's GRPO sequence-level importance sampling (GSPO) is not supported yet: policyLoss's ratio is per token",
+  top_entropy_quantile: "TRL's GRPO entropy masking (top_entropy_quantile) is not supported yet by policyLoss",
+  epsilon_low: "policyLoss's epsilon is TRL's epsilon (the lower clip, 1 - epsilon); epsilonHigh the upper",
+};
+
+// Options of another call of this library, with which call reads them: named as such, not as typos.
+const OTHER_CALLS: Record<string, string> = {
+  ldAlpha: "dpoLoss's and sequenceLogps' (LD-DPO's weights pair chosen and rejected sequences)",
 };
 
 const snakeCase = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -61,6 +69,8 @@ export function suggestKey(key: string, known: readonly string[]): string | null
 function unknownOption(where: string, key: string, known: readonly string[]) {
   const trl = TRL_UNSUPPORTED[key] ?? TRL_UNSUPPORTED[snakeCase(key)];
   if (trl) return fusedDpoError(`${where}: option '${key}' is not supported: ${trl}`, 'ERR_FDPO_UNSUPPORTED_OPTION', TypeError);
+  const other = Object.hasOwn(OTHER_CALLS, key) ? OTHER_CALLS[key] : undefined;
+  if (other) return fusedDpoError(`${where}: option '${key}' is not read by ${where}: it is ${other}`, 'ERR_FDPO_UNKNOWN_OPTION', TypeError);
   const suggestion = suggestKey(key, known);
   const hint = suggestion ? `did you mean '${suggestion}'?` : `the options are ${known.join(', ')}`;
   return fusedDpoError(`${where}: unknown option '${key}': ${hint}`, 'ERR_FDPO_UNKNOWN_OPTION', TypeError);

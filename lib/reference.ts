@@ -20,13 +20,15 @@ export interface ReferenceInput extends Record<HyperparameterName, number>, Head
   labels: Int32Array; // R
   cuSeqlens: Int32Array; // S+1, S = 2B
   ignoreIndex: number;
-  ref?: { chosen: Float64Array; rejected: Float64Array } | null; // B each, sums
+  // B each, sums; or per token (R entries, read where the label is scored): SPEC.md "Per-token reference log-probs"
+  ref?: { chosen: Float64Array; rejected: Float64Array } | { tokenLogps: Float64Array } | null;
   lossTypes: readonly LossType[];
   lossWeights: readonly number[];
   /** How the log-ratios make the margin Δ (default 'reverse_kl': DPO's Δ = a − b). */
   fDivergenceType?: FDivergence;
   scale: number; // 1/B for mean, 1 for sum, 1/normalizer
   useWeighting?: boolean; // WPO (SPEC.md "WPO")
+  ldAlpha?: number | null; // LD-DPO (SPEC.md "LD-DPO"); null or absent: off
 }
 
 export interface ReferenceOutput {
@@ -40,11 +42,22 @@ export interface ReferenceOutput {
   rejectedRewards: Float64Array;
   metrics: DpoMetrics;
   seqGrad: Float64Array; // S, G_s = ∂loss/∂π_s
+  plainSeqGrad: Float64Array; // S, H_s = ∂loss/∂(plain sum of s) (the NLL terms under LD-DPO; else 0)
+  tokenWeights: Float64Array; // R, LD-DPO's w_t (1 without it, 0 for ignored rows)
   grad: Float64Array; // R*V
   pairWeights: Float64Array; // B, WPO's min(1, w_c·w_r) (all 1 without useWeighting)
 }
 
+// ref must be sums here (referencePairLoss refuses per-token ones: they arrive as PairExtras.ratios).
 export type PairLossConfig = Omit<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | keyof HeadTransformInput>;
+
+/** What LD-DPO and per-token references add to the pair math (each absent: off). */
+export interface PairExtras {
+  /** S unweighted sums, which the NLL terms (sft, orpo) read as TRL's nll_loss does; absent: seqLogps. */
+  plainLogps?: Float64Array;
+  /** S log-ratios Σ_t w_t(logp_t − ref_t); absent: π_s − ρ_s. */
+  ratios?: Float64Array;
+}
 
 /**
  * The transformed logit t(z) and its derivative t'(z), in TRL's order: a = z·s (logitScale), then
@@ -280,13 +293,49 @@ export function sumBySequence(
   return { sums, counts };
 }
 
+/**
+ * LD-DPO's token weights (SPEC.md "LD-DPO"): per pair (s, s ± B), the first L = min(N_c, N_r)
+ * completion tokens of each sequence, counted in order, weigh 1 and the later ones α; 1 for every
+ * scored row when α is null; 0 for ignored rows.
+ */
+export function ldTokenWeights(labels: Int32Array, cuSeqlens: Int32Array, ignoreIndex: number, alpha: number | null): Float64Array {
+  const S = cuSeqlens.length - 1;
+  const w = new Float64Array(labels.length);
+  const counts = new Int32Array(S);
+  for (let s = 0; s < S; s++) for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) if (labels[r] !== ignoreIndex) counts[s] = counts[s]! + 1;
+  for (let s = 0; s < S; s++) {
+    const partner = s < S / 2 ? s + S / 2 : s - S / 2;
+    const L = alpha === null ? Infinity : Math.min(counts[s]!, counts[partner]!);
+    let k = 0;
+    for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
+      if (labels[r] === ignoreIndex) continue;
+      w[r] = k < L ? 1 : alpha!;
+      k++;
+    }
+  }
+  return w;
+}
+
+/** Σ_t w_t·x_t over each sequence's scored rows, in row order. */
+function weightedBySequence(x: ArrayLike<number>, w: Float64Array, labels: Int32Array, cuSeqlens: Int32Array, ignoreIndex: number): Float64Array {
+  const S = cuSeqlens.length - 1;
+  const out = new Float64Array(S);
+  for (let s = 0; s < S; s++) {
+    for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) if (labels[r] !== ignoreIndex) out[s] = out[s]! + w[r]! * x[r]!;
+  }
+  return out;
+}
+
 export function referenceSequenceLogps(
   input: Pick<ReferenceInput, 'logits' | 'rows' | 'vocab' | 'labels' | 'cuSeqlens' | 'ignoreIndex' | keyof HeadTransformInput>,
   average: boolean,
+  ldAlpha: number | null = null,
 ): { logps: Float64Array; counts: Int32Array } {
-  checkCuSeqlens(input.cuSeqlens, input.rows);
+  const S = input.cuSeqlens.length - 1;
+  if (ldAlpha !== null && S % 2 !== 0) throw new RangeError(`ldAlpha pairs the sequences: need 2B, got ${S}`);
   const { logp } = referenceTokenStats(input.logits, input.rows, input.vocab, input.labels, input.ignoreIndex, input);
-  const { sums, counts } = sumBySequence(logp, input.labels, input.cuSeqlens, input.ignoreIndex);
+  const { sums: plain, counts } = sumBySequence(logp, input.labels, input.cuSeqlens, input.ignoreIndex);
+  const sums = ldAlpha === null ? plain : weightedBySequence(logp, ldTokenWeights(input.labels, input.cuSeqlens, input.ignoreIndex, ldAlpha), input.labels, input.cuSeqlens, input.ignoreIndex);
   if (average) for (let s = 0; s < sums.length; s++) sums[s] = sums[s]! / Math.max(counts[s]!, 1);
   return { logps: sums, counts };
 }
@@ -308,21 +357,25 @@ function lossTerm(
   refR: Float64Array,
   cfg: PairLossConfig,
   w: Float64Array,
-): { l: Float64Array; gc: Float64Array; gr: Float64Array } {
+  extras: PairExtras = {},
+): { l: Float64Array; gc: Float64Array; gr: Float64Array; gPlain: Float64Array } {
   const B = pi.length / 2;
   const beta = cfg.beta;
   const eps = cfg.labelSmoothing;
   const l = new Float64Array(B);
   const gc = new Float64Array(B);
   const gr = new Float64Array(B);
+  const gPlain = new Float64Array(B); // ∂/∂(plain chosen sums): the NLL terms
 
   // Scores of pair i, as the SPEC names them.
   const piC = (i: number) => pi[i]!;
   const piR = (i: number) => pi[B + i]!;
   const nC = (i: number) => Math.max(counts[i]!, 1); // max(N_c, 1)
   const nR = (i: number) => Math.max(counts[B + i]!, 1);
-  const a = (i: number) => piC(i) - refC[i]!; // a = π_c − ρ_c
-  const b = (i: number) => piR(i) - refR[i]!; // b = π_r − ρ_r
+  // a = π_c − ρ_c, b = π_r − ρ_r (with per-token references: Σ_t w_t(logp_t − ref_t))
+  const a = (i: number) => (extras.ratios ? extras.ratios[i]! : piC(i) - refC[i]!);
+  const b = (i: number) => (extras.ratios ? extras.ratios[B + i]! : piR(i) - refR[i]!);
+  const plainC = (i: number) => (extras.plainLogps ? extras.plainLogps[i]! : piC(i));
   // The margin Δ under the f-divergence (Δ = a − b for DPO's reverse KL), its averaged form Δ̄ of
   // ā, b̄, and u = βΔ + λ·(N_c − N_r) (R-DPO's length term, λ = lengthPenalty).
   const divergence = cfg.fDivergenceType ?? 'reverse_kl';
@@ -504,7 +557,7 @@ function lossTerm(
       let sumN = 0;
       let sumW = 0;
       for (let j = 0; j < B; j++) {
-        sumPi += piC(j);
+        sumPi += plainC(j);
         sumN += counts[j]!;
         sumW += w[j]!;
       }
@@ -512,7 +565,7 @@ function lossTerm(
       const nll = -sumPi / denom;
       for (let i = 0; i < B; i++) {
         l[i] = w[i]! * nll;
-        gc[i] = -sumW / denom;
+        gPlain[i] = -sumW / denom;
       }
       if (type === 'orpo') {
         const clampMax = -1e-15;
@@ -557,7 +610,7 @@ function lossTerm(
       gr[i] = w[i]! * gr[i]!;
     }
   }
-  return { l, gc, gr };
+  return { l, gc, gr, gPlain };
 }
 
 /** The f-divergences fDivergenceType names (SPEC.md, "f-divergences"). */
@@ -590,7 +643,8 @@ export function referencePairLoss(
   seqCounts: Int32Array,
   cfg: PairLossConfig,
   pairWeights?: Float64Array,
-): { loss: number; losses: Float64Array; seqGrad: Float64Array } {
+  extras: PairExtras = {},
+): { loss: number; losses: Float64Array; seqGrad: Float64Array; plainSeqGrad: Float64Array } {
   const S = seqLogps.length;
   if (S < 2 || S % 2 !== 0) throw new RangeError(`need 2B sequence scores with B >= 1, got ${S}`);
   if (seqCounts.length !== S) throw new RangeError('seqCounts must have one entry per sequence');
@@ -604,6 +658,7 @@ export function referencePairLoss(
 
   let refC: Float64Array = new Float64Array(B); // ρ = 0 when no ref is given
   let refR: Float64Array = new Float64Array(B);
+  if (cfg.ref && 'tokenLogps' in cfg.ref) throw new TypeError('referencePairLoss takes reference sums (per-token references arrive as extras.ratios)');
   if (cfg.ref) {
     if (cfg.ref.chosen.length !== B || cfg.ref.rejected.length !== B) throw new RangeError(`ref.chosen and ref.rejected need ${B} entries`);
     refC = cfg.ref.chosen;
@@ -617,18 +672,22 @@ export function referencePairLoss(
   // G_s = scale·Σ_k w_k·∂(Σ_i ℓ_{k,i})/∂π_s.
   const losses = new Float64Array(B);
   const seqGrad = new Float64Array(S);
+  // H_s: the NLL terms' gradient, kept apart when they read plain sums (LD-DPO), else part of G_s.
+  const plainSeqGrad = new Float64Array(S);
+  const nllGrad = extras.plainLogps ? plainSeqGrad : seqGrad;
   types.forEach((type, k) => {
     const w = weights[k]!;
-    const { l, gc, gr } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg, wpo);
+    const { l, gc, gr, gPlain } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg, wpo, extras);
     for (let i = 0; i < B; i++) {
       losses[i] = losses[i]! + w * l[i]!;
       seqGrad[i] = seqGrad[i]! + cfg.scale * w * gc[i]!;
       seqGrad[B + i] = seqGrad[B + i]! + cfg.scale * w * gr[i]!;
+      nllGrad[i] = nllGrad[i]! + cfg.scale * w * gPlain[i]!;
     }
   });
   let total = 0;
   for (let i = 0; i < B; i++) total += losses[i]!;
-  return { loss: cfg.scale * total, losses, seqGrad };
+  return { loss: cfg.scale * total, losses, seqGrad, plainSeqGrad };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -640,7 +699,21 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
   const B = S / 2;
 
   const stats = referenceTokenStats(logits, rows, vocab, labels, ignoreIndex, input);
-  const { sums: seqLogps, counts: seqCounts } = sumBySequence(stats.logp, labels, cuSeqlens, ignoreIndex);
+  const { sums: plainLogps, counts: seqCounts } = sumBySequence(stats.logp, labels, cuSeqlens, ignoreIndex);
+  // LD-DPO: π_s = Σ_t w_t·logp_t; the plain sums stay for the NLL terms. Per-token references:
+  // ρ_s = Σ_t w_t·ref_t and the log-ratio Σ_t w_t·(logp_t − ref_t).
+  const ldAlpha = input.ldAlpha ?? null;
+  const tokenWeights = ldTokenWeights(labels, cuSeqlens, ignoreIndex, ldAlpha);
+  const seqLogps = ldAlpha === null ? plainLogps : weightedBySequence(stats.logp, tokenWeights, labels, cuSeqlens, ignoreIndex);
+  const refTokens = input.ref && 'tokenLogps' in input.ref ? input.ref.tokenLogps : null;
+  let refSums = input.ref && 'chosen' in input.ref ? input.ref : null;
+  const extras: PairExtras = ldAlpha === null ? {} : { plainLogps };
+  if (refTokens) {
+    if (refTokens.length !== rows) throw new RangeError(`ref.tokenLogps needs ${rows} entries`);
+    const rho = weightedBySequence(refTokens, tokenWeights, labels, cuSeqlens, ignoreIndex);
+    refSums = { chosen: rho.subarray(0, B), rejected: rho.subarray(B) };
+    extras.ratios = weightedBySequence(Float64Array.from(stats.logp, (lp, r) => lp - refTokens[r]!), tokenWeights, labels, cuSeqlens, ignoreIndex);
+  }
 
   // WPO: w_s = exp(mean over s's completion tokens of (logp − log Σ_v p_v²)), count clamped to ≥ 1;
   // pair i weighs min(1, w_c·w_r) (TRL's clamp), detached: no gradient flows through it.
@@ -651,21 +724,22 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     const meanOf = (s: number) => adjustedSums[s]! / Math.max(seqCounts[s]!, 1);
     for (let i = 0; i < B; i++) pairWeights[i] = Math.min(1, Math.exp(meanOf(i) + meanOf(B + i)));
   }
-  const pair = referencePairLoss(seqLogps, seqCounts, input, pairWeights);
+  const pair = referencePairLoss(seqLogps, seqCounts, { ...input, ref: refSums }, pairWeights, extras);
 
   // A non-finite logit in any scored row makes the loss NaN, even for losses that do not read
   // that row's sequence (e.g. sft never reads the rejected sequences).
   let loss = pair.loss;
   for (let r = 0; r < rows; r++) if (labels[r] !== ignoreIndex && Number.isNaN(stats.logp[r]!)) loss = NaN;
 
-  // grad[r, v] = G_{seq(r)}·t'(z[r, v])·(1[v = y_r] − p[r, v]) (t' = 1 without a transform); the
-  // true-class term 1 − p_y = −expm1(logp).
+  // grad[r, v] = G_r·t'(z[r, v])·(1[v = y_r] − p[r, v]) (t' = 1 without a transform), G_r =
+  // G_{seq(r)}·w_r + H_{seq(r)} (LD-DPO's weight and the plain-sum terms; G_{seq(r)} without them);
+  // the true-class term 1 − p_y = −expm1(logp).
   const grad = new Float64Array(rows * vocab); // ignored rows stay exactly 0
   for (let s = 0; s < S; s++) {
-    const G = pair.seqGrad[s]!;
     for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
       const y = labels[r]!;
       if (y === ignoreIndex) continue;
+      const G = pair.seqGrad[s]! * tokenWeights[r]! + pair.plainSeqGrad[s]!;
       const p = stats.probs(r);
       const slope = stats.slopes(r);
       for (let v = 0; v < vocab; v++) grad[r * vocab + v] = -G * slope[v]! * p[v]!;
@@ -683,12 +757,12 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
   for (let i = 0; i < B; i++) {
     const dc = averaged ? Math.max(seqCounts[i]!, 1) : 1;
     const dr = averaged ? Math.max(seqCounts[B + i]!, 1) : 1;
-    const rhoC = input.ref ? input.ref.chosen[i]! : 0;
-    const rhoR = input.ref ? input.ref.rejected[i]! : 0;
+    const ratioC = extras.ratios ? extras.ratios[i]! : seqLogps[i]! - (refSums ? refSums.chosen[i]! : 0);
+    const ratioR = extras.ratios ? extras.ratios[B + i]! : seqLogps[B + i]! - (refSums ? refSums.rejected[i]! : 0);
     chosenLogps[i] = seqLogps[i]! / dc;
     rejectedLogps[i] = seqLogps[B + i]! / dr;
-    chosenRewards[i] = (beta * (seqLogps[i]! - rhoC)) / dc;
-    rejectedRewards[i] = (beta * (seqLogps[B + i]! - rhoR)) / dr;
+    chosenRewards[i] = (beta * ratioC) / dc;
+    rejectedRewards[i] = (beta * ratioR) / dr;
     if (alphaRewards) {
       // TRL's CPOTrainer logs β·r(x̄) when alpha ≠ 0
       chosenRewards[i] = beta * alphaReward(input.alpha, seqLogps[i]! / Math.max(seqCounts[i]!, 1)).value;
@@ -745,7 +819,169 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     rejectedRewards,
     metrics,
     seqGrad: pair.seqGrad,
+    plainSeqGrad: pair.plainSeqGrad,
+    tokenWeights,
     grad,
     pairWeights,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Online RL: the GRPO family's per-token policy loss (SPEC.md "Policy loss")
+
+/** TRL's GRPO loss_type values: how the per-token terms are weighted into the loss. */
+export type PolicyLossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
+
+export interface PolicyReferenceInput extends HeadTransformInput {
+  logits: Float64Array; // R*V, decoded to float64
+  rows: number;
+  vocab: number;
+  labels: Int32Array; // R
+  cuSeqlens: Int32Array; // S+1
+  ignoreIndex: number;
+  /** S (one per sequence) or R (one per token, with advantagesPerToken). */
+  advantages: Float64Array;
+  advantagesPerToken: boolean;
+  /** R, or null: on-policy (the ratio is 1, its gradient kept). */
+  oldLogps: Float64Array | null;
+  /** R, or null (then beta must be 0 and kl is null). */
+  refLogps: Float64Array | null;
+  beta: number;
+  epsilon: number;
+  epsilonHigh: number;
+  entropyCoef: number;
+  lossType: PolicyLossType;
+  /** dr_grpo's L (TRL's max_completion_length). */
+  maxCompletionLength: number;
+  /** dapo's divisor (TRL's num_items_in_batch); the call's completion tokens when 0. */
+  numItemsInBatch: number;
+}
+
+export interface PolicyReferenceOutput {
+  loss: number;
+  logps: Float64Array; // R, 0 where ignored
+  /** R: ∂loss/∂logp_t (the clipped surrogate and the KL term, aggregation weight included). */
+  tokenGrad: Float64Array;
+  grad: Float64Array; // R*V
+  metrics: { 'clip_ratio/low_mean': number; 'clip_ratio/high_mean': number; 'clip_ratio/region_mean': number; kl: number | null; entropy: number };
+}
+
+/**
+ * The clipped surrogate −min(r·A, clip(r, 1 − ε, 1 + ε_high)·A), r = exp(logp − old), and its
+ * derivative in logp with torch's rules (TRL differentiates this expression): min splits the
+ * gradient in half on a tie, clamp passes it on [lo, hi] inclusive.
+ */
+export function referenceSurrogate(logp: number, old: number, A: number, epsilon: number, epsilonHigh: number): { value: number; dLogp: number; r: number } {
+  const r = Math.exp(logp - old);
+  const lo = 1 - epsilon;
+  const hi = 1 + epsilonHigh;
+  const clipped = Math.min(Math.max(r, lo), hi);
+  const l1 = r * A;
+  const l2 = clipped * A;
+  const inRange = r >= lo && r <= hi ? 1 : 0;
+  // d l1/d logp = A·r; d l2/d logp = A·r on [lo, hi], else 0.
+  const d1 = A * r;
+  const d2 = A * r * inRange;
+  const dMin = l1 < l2 ? d1 : l1 > l2 ? d2 : (d1 + d2) / 2;
+  return { value: -Math.min(l1, l2), dLogp: -dMin, r };
+}
+
+/** k3, TRL's per-token KL: exp(ref − logp) − (ref − logp) − 1, and its derivative in logp. */
+export function referenceK3(logp: number, ref: number): { value: number; dLogp: number } {
+  const d = ref - logp;
+  return { value: Math.exp(d) - d - 1, dLogp: 1 - Math.exp(d) };
+}
+
+/** The weight of each completion token of sequence s in the loss (TRL's loss_type). */
+export function referencePolicyWeights(
+  lossType: PolicyLossType,
+  counts: Int32Array,
+  maxCompletionLength: number,
+  numItemsInBatch: number,
+): (s: number) => number {
+  const S = counts.length;
+  const total = counts.reduce((a, b) => a + b, 0);
+  switch (lossType) {
+    case 'grpo':
+      return (s) => 1 / (S * Math.max(counts[s]!, 1));
+    case 'bnpo':
+      return () => 1 / Math.max(total, 1);
+    case 'dr_grpo':
+      return () => 1 / (S * maxCompletionLength);
+    case 'dapo':
+      return () => 1 / (numItemsInBatch > 0 ? numItemsInBatch : Math.max(total, 1));
+  }
+}
+
+export function referencePolicyLoss(input: PolicyReferenceInput): PolicyReferenceOutput {
+  const { rows, vocab, labels, cuSeqlens, ignoreIndex } = input;
+  const S = cuSeqlens.length - 1;
+  const stats = referenceTokenStats(input.logits, rows, vocab, labels, ignoreIndex, input);
+  const counts = new Int32Array(S);
+  const sequenceOf = new Int32Array(rows);
+  for (let s = 0; s < S; s++) {
+    for (let r = cuSeqlens[s]!; r < cuSeqlens[s + 1]!; r++) {
+      sequenceOf[r] = s;
+      if (labels[r] !== ignoreIndex) counts[s] = counts[s]! + 1;
+    }
+  }
+  const weight = referencePolicyWeights(input.lossType, counts, input.maxCompletionLength, input.numItemsInBatch);
+  const perToken = input.advantagesPerToken;
+
+  let loss = 0, low = 0, high = 0, region = 0, kl = 0, entropy = 0, tokens = 0;
+  const tokenGrad = new Float64Array(rows);
+  const grad = new Float64Array(rows * vocab);
+  for (let r = 0; r < rows; r++) {
+    if (labels[r] === ignoreIndex) continue;
+    const s = sequenceOf[r]!;
+    const w = weight(s);
+    const logp = stats.logp[r]!;
+    const A = perToken ? input.advantages[r]! : input.advantages[s]!;
+    const old = input.oldLogps ? input.oldLogps[r]! : logp;
+    const surrogate = referenceSurrogate(logp, old, A, input.epsilon, input.epsilonHigh);
+    let term = surrogate.value;
+    let dLogp = surrogate.dLogp;
+    if (input.refLogps) {
+      const k3 = referenceK3(logp, input.refLogps[r]!);
+      kl += k3.value;
+      if (input.beta !== 0) {
+        term += input.beta * k3.value;
+        dLogp += input.beta * k3.dLogp;
+      }
+    }
+    const H = stats.entropy[r]!;
+    term -= input.entropyCoef * H;
+    loss += w * term;
+    tokenGrad[r] = w * dLogp;
+    tokens++;
+    entropy += H;
+    if (surrogate.r < 1 - input.epsilon && A < 0) low++;
+    if (surrogate.r > 1 + input.epsilonHigh && A > 0) high++;
+    if ((surrogate.r < 1 - input.epsilon && A < 0) || (surrogate.r > 1 + input.epsilonHigh && A > 0)) region++;
+
+    // ∂/∂t_v of w·(term): G·(onehot − p) from logp, and −c·w·∂H/∂t_v = c·w·p_v·(log p_v + H)
+    // from the entropy; then times t'(z_v) (the chain rule to the raw logits).
+    const p = stats.probs(r);
+    const slope = stats.slopes(r);
+    const c = input.entropyCoef * w;
+    for (let v = 0; v < vocab; v++) {
+      const onehot = v === labels[r] ? 1 : 0;
+      const entropyPart = c !== 0 ? c * p[v]! * (Math.log(p[v]!) + H) : 0;
+      grad[r * vocab + v] = (tokenGrad[r]! * (onehot - p[v]!) + (Number.isFinite(entropyPart) ? entropyPart : 0)) * slope[v]!;
+    }
+  }
+  const count = Math.max(tokens, 1);
+  return {
+    loss,
+    logps: stats.logp,
+    tokenGrad,
+    grad,
+    metrics: {
+      'clip_ratio/low_mean': low / count,
+      'clip_ratio/high_mean': high / count,
+      'clip_ratio/region_mean': region / count,
+      kl: input.refLogps ? kl / count : null,
+      entropy: entropy / count,
+    },
   };
 }

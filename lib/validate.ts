@@ -301,6 +301,22 @@ export function checkTokens(options: Record<string, unknown>): CheckedTokens {
   return { data, dtype, shape, rows, vocab, labels, cuSeqlens, numSeqs, ignoreIndex, head, threads, ...placement };
 }
 
+/**
+ * LD-DPO's α (TRL's ld_alpha): null when left out; else a number in [0, 1]. Its weights pair the
+ * sequences (B chosen then B rejected), so the call needs an even number of them.
+ */
+export function checkLdAlpha(value: unknown, tokens: CheckedTokens, packed: boolean): number | null {
+  if (value === undefined || value === null) return null;
+  const alpha = checkFinite('ldAlpha', value, 'a number in [0, 1] (the weight of the tokens past the shorter completion)', (v) => v >= 0 && v <= 1);
+  if (tokens.numSeqs % 2 !== 0) {
+    throw invalidArgument(packed ? 'cuSeqlens' : 'logits.shape[0]', 'an even number of sequences with ldAlpha (B chosen then B rejected: its weights pair them)', tokens.numSeqs);
+  }
+  return alpha;
+}
+
+/** The reference: sums per pair, or log-probs per token (each sequence's log-ratio then sums per-token differences). */
+export type CheckedRef = { chosen: Float64Array; rejected: Float64Array } | { tokenLogps: Float64Array };
+
 export interface LossSettings {
   lossTypes: LossType[];
   lossWeights: number[];
@@ -308,7 +324,7 @@ export interface LossSettings {
   /** Every hyperparameter, by name (the defaults where the options left one out). */
   hyperparameters: Record<HyperparameterName, number>;
   scale: number;
-  ref: { chosen: Float64Array; rejected: Float64Array } | null;
+  ref: CheckedRef | null;
   /** WPO: each pair's loss times its detached weight (TRL's use_weighting). */
   useWeighting: boolean;
 }
@@ -329,6 +345,38 @@ function checkRefSide(name: string, value: unknown, numPairs: number | null, per
     out[i] = x;
   }
   return out;
+}
+
+// A float64 copy of per-token reference log-probs: a Float64Array or Float32Array of one entry per
+// row (the labels' layout), finite wherever the label is scored (ignored rows are never read; with
+// device labels, which are not read back, every entry must be finite).
+function checkRefTokens(value: unknown, tokens: CheckedTokens): Float64Array {
+  const facts = checkTypedArray('ref.tokenLogps', value, ['Float64Array', 'Float32Array'], `a Float64Array or Float32Array of ${tokens.rows} per-token reference log-probs (one per row, as labels.data)`);
+  if (facts.length !== tokens.rows) throw invalidArgument('ref.tokenLogps', `${tokens.rows} entries (one per row, as labels.data)`, `${facts.length} entries`);
+  const out = Float64Array.from(value as Float64Array | Float32Array);
+  const labels = tokens.labels instanceof DeviceTensor ? null : tokens.labels;
+  for (let r = 0; r < out.length; r++) {
+    if (!Number.isFinite(out[r]!) && (labels === null || labels[r] !== tokens.ignoreIndex)) {
+      const where = labels === null ? 'a finite number (device labels: every row is checked)' : `a finite number (row ${r} is scored: its label is ${labels[r]})`;
+      throw invalidArgument(`ref.tokenLogps[${r}]`, where, out[r]);
+    }
+  }
+  return out;
+}
+
+function checkRef(value: unknown, numPairs: number, tokens: CheckedTokens | undefined): CheckedRef {
+  const sides = snapshotOptions('ref', value, ['chosen', 'rejected', 'tokenLogps'], 'ref');
+  if (sides.tokenLogps !== undefined) {
+    if (sides.chosen !== undefined || sides.rejected !== undefined) {
+      throw invalidArgument('ref', '{ chosen, rejected } (sums per pair) or { tokenLogps } (per token), not both', Object.keys(sides), TypeError);
+    }
+    if (!tokens) throw invalidArgument('ref.tokenLogps', 'left out: this call takes reference sums { chosen, rejected }', sides.tokenLogps, TypeError);
+    return { tokenLogps: checkRefTokens(sides.tokenLogps, tokens) };
+  }
+  return {
+    chosen: checkRefSide('ref.chosen', sides.chosen, numPairs),
+    rejected: checkRefSide('ref.rejected', sides.rejected, numPairs),
+  };
 }
 
 function checkLossTypes(raw: unknown): LossType[] {
@@ -368,7 +416,7 @@ function checkHyperparameters(options: Record<string, unknown>, lossTypes: LossT
   return values;
 }
 
-export function checkLossSettings(options: Record<string, unknown>, numPairs: number): LossSettings {
+export function checkLossSettings(options: Record<string, unknown>, numPairs: number, tokens?: CheckedTokens): LossSettings {
   const lossTypes = checkLossTypes(options.lossType === undefined ? 'sigmoid' : options.lossType);
   let lossWeights: number[];
   if (options.lossWeights === undefined) {
@@ -409,11 +457,7 @@ export function checkLossSettings(options: Record<string, unknown>, numPairs: nu
       );
     }
   } else {
-    const sides = snapshotOptions('ref', options.ref, ['chosen', 'rejected'], 'ref');
-    ref = {
-      chosen: checkRefSide('ref.chosen', sides.chosen, numPairs),
-      rejected: checkRefSide('ref.rejected', sides.rejected, numPairs),
-    };
+    ref = checkRef(options.ref, numPairs, tokens);
   }
   if (options.useWeighting !== undefined && typeof options.useWeighting !== 'boolean') {
     throw invalidArgument('useWeighting', 'a boolean', options.useWeighting, TypeError);
@@ -512,6 +556,13 @@ export interface CheckedKtoSettings {
   klRef: Float64Array | null;
 }
 
+// dpoLoss's per-token reference ({ tokenLogps }), named as such: ktoLoss reads sums per sequence.
+function refusePerTokenRef(name: string, value: unknown) {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value) && typedArrayFacts(value) === null && 'tokenLogps' in value) {
+    throw invalidArgument(`${name}.tokenLogps`, `left out: ktoLoss takes ${name} as reference sums, one per sequence (per-token reference log-probs are dpoLoss's)`, 'per-token log-probs', TypeError);
+  }
+}
+
 // One flag per sequence, each read once: booleans or 0/1.
 function checkDesirable(value: unknown, numSeqs: number): Uint8Array {
   const facts = typedArrayFacts(value);
@@ -546,6 +597,7 @@ export function checkKtoSettings(options: Record<string, unknown>, numSeqs: numb
   if (options.ref === undefined) {
     throw invalidArgument('ref', `${numSeqs} reference log-prob sums, one per sequence (sequenceLogps on the reference model)`, options.ref, TypeError);
   }
+  refusePerTokenRef('ref', options.ref);
   const ref = checkRefSide('ref', options.ref, numSeqs, 'sequence');
   let kl: CheckedKtoSettings['kl'] = null;
   let klRef: Float64Array | null = null;
@@ -558,6 +610,7 @@ export function checkKtoSettings(options: Record<string, unknown>, numSeqs: numb
     const raw = options.kl as Record<string, unknown>;
     const byLogits = typeof raw === 'object' && raw !== null && 'logits' in raw;
     const k = snapshotOptions('kl', raw, byLogits ? ['logits', 'labels', 'cuSeqlens', 'ignoreIndex', 'ref'] : ['policy', 'ref'], 'kl');
+    refusePerTokenRef('kl.ref', k.ref);
     if (byLogits) {
       kl = { logits: k.logits, labels: k.labels, ...(k.cuSeqlens === undefined ? {} : { cuSeqlens: k.cuSeqlens as Int32Array }), ...(k.ignoreIndex === undefined ? {} : { ignoreIndex: k.ignoreIndex as number }) };
       klRef = checkRefSide('kl.ref', k.ref, null, 'KL sequence');
@@ -579,4 +632,82 @@ export function checkKtoSettings(options: Record<string, unknown>, numSeqs: numb
     kl,
     klRef,
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// policyLoss (lib/policy.ts): the GRPO family's settings
+
+/** TRL's GRPO loss_type values and their codes (fdpo_policy_loss_type in csrc/core/fused_dpo.h). */
+export const POLICY_LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
+export type PolicyLossType = keyof typeof POLICY_LOSS_TYPES;
+
+export interface PolicySettings {
+  advantages: Float64Array;
+  advantagesPerToken: boolean;
+  oldLogps: Float64Array | null;
+  refLogps: Float64Array | null;
+  lossType: PolicyLossType;
+  beta: number;
+  epsilon: number;
+  epsilonHigh: number;
+  entropyCoef: number;
+  maxCompletionLength: number;
+  numItemsInBatch: number;
+}
+
+// A Float64Array or Float32Array of `length` values, copied into a Float64Array (O(rows): the
+// native side then reads memory no JavaScript can touch while it runs).
+function checkValues(name: string, value: unknown, lengths: readonly number[], expected: string): Float64Array {
+  const facts = checkTypedArray(name, value, ['Float64Array', 'Float32Array'], 'a Float64Array or Float32Array');
+  if (!lengths.includes(facts.length)) throw invalidArgument(name, expected, `${facts.length} values`);
+  return Float64Array.from(value as Float64Array | Float32Array);
+}
+
+function checkOptionalFinite(name: string, value: unknown, fallback: number, rule: string, ok: (v: number) => boolean): number {
+  return value === undefined ? fallback : checkFinite(name, value, rule, ok);
+}
+
+/** Checks policyLoss's own options (a snapshot) against the checked tokens. */
+export function checkPolicySettings(options: Record<string, unknown>, tokens: CheckedTokens): PolicySettings {
+  const { rows, numSeqs } = tokens;
+  const lossType = options.lossType === undefined ? 'dapo' : options.lossType;
+  if (typeof lossType !== 'string' || !Object.hasOwn(POLICY_LOSS_TYPES, lossType)) {
+    throw invalidArgument('lossType', `one of ${Object.keys(POLICY_LOSS_TYPES).map((t) => `'${t}'`).join(', ')}`, lossType, TypeError);
+  }
+  if (options.advantages === undefined) throw invalidArgument('advantages', 'a Float64Array or Float32Array (one per sequence or one per token)', undefined, TypeError);
+  const advantages = checkValues('advantages', options.advantages, [numSeqs, rows], `${numSeqs} values (one per sequence) or ${rows} (one per token, the labels' size)`);
+  let advantagesPerToken = advantages.length === rows;
+  if (options.advantagesPer !== undefined) {
+    if (options.advantagesPer !== 'sequence' && options.advantagesPer !== 'token') {
+      throw invalidArgument('advantagesPer', "'sequence' or 'token'", options.advantagesPer, TypeError);
+    }
+    advantagesPerToken = options.advantagesPer === 'token';
+    const wanted = advantagesPerToken ? rows : numSeqs;
+    if (advantages.length !== wanted) throw invalidArgument('advantages', `${wanted} values (advantagesPer: '${options.advantagesPer}')`, `${advantages.length} values`);
+  } else if (rows === numSeqs && !tokens.cuSeqlens.every((offset, s) => offset === s)) {
+    // As many sequences as rows, not one row each: the length cannot tell the two readings apart.
+    throw invalidArgument('advantagesPer', "'sequence' or 'token' (advantages has as many values as there are sequences and rows)", undefined, TypeError);
+  }
+  const perToken = (name: string) =>
+    options[name] === undefined || options[name] === null ? null : checkValues(name, options[name], [rows], `${rows} values (one per token, the labels' size)`);
+  const oldLogps = perToken('oldLogps');
+  const refLogps = perToken('refLogps');
+  const beta = checkOptionalFinite('beta', options.beta, 0, 'a finite number >= 0', (v) => v >= 0);
+  if (beta !== 0 && refLogps === null) throw invalidArgument('refLogps', `per-token reference log-probs (${rows} values) when beta is not 0`, undefined, TypeError);
+  const epsilon = checkOptionalFinite('epsilon', options.epsilon, 0.2, 'a finite number in [0, 1]', (v) => v >= 0 && v <= 1);
+  const epsilonHigh = checkOptionalFinite('epsilonHigh', options.epsilonHigh, epsilon, 'a finite number >= 0', (v) => v >= 0);
+  const entropyCoef = checkOptionalFinite('entropyCoef', options.entropyCoef, 0, 'a finite number', () => true);
+  let maxCompletionLength = 0;
+  if (lossType === 'dr_grpo') {
+    if (options.maxCompletionLength === undefined) throw invalidArgument('maxCompletionLength', "an integer >= 1 with lossType 'dr_grpo' (TRL's max_completion_length)", undefined, TypeError);
+    maxCompletionLength = checkInteger('maxCompletionLength', options.maxCompletionLength, 1, INT32_MAX);
+  } else if (options.maxCompletionLength !== undefined) {
+    throw invalidArgument('maxCompletionLength', `left out: only lossType 'dr_grpo' reads it (lossType is '${lossType}')`, options.maxCompletionLength);
+  }
+  let numItemsInBatch = 0;
+  if (options.numItemsInBatch !== undefined) {
+    if (lossType !== 'dapo') throw invalidArgument('numItemsInBatch', `left out: only lossType 'dapo' reads it (lossType is '${lossType}')`, options.numItemsInBatch);
+    numItemsInBatch = checkFinite('numItemsInBatch', options.numItemsInBatch, 'a finite number > 0', (v) => v > 0);
+  }
+  return { advantages, advantagesPerToken, oldLogps, refLogps, lossType: lossType as PolicyLossType, beta, epsilon, epsilonHigh, entropyCoef, maxCompletionLength, numItemsInBatch };
 }

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
-import { referenceDpo } from '../lib/reference.js';
+import { referenceDpo, referencePolicyLoss } from '../lib/reference.js';
 import { referenceKto } from '../lib/reference-kto.js';
 import { LOSS_DEFAULTS } from '../lib/loss-kinds.js';
 import { paddedCuSeqlens } from '../lib/validate.js';
@@ -49,7 +49,7 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
     lossWeights: [1],
     scale: 1 / B,
   });
-  assert.is(lines.length, 1 + seqs + rows * V + 2);
+  assert.is(lines.length, 4 + seqs + 2 * rows * V);
   // KTO: odd sequences desirable, z0 = mean(1, 0.5) = 0.75 (check_loss.c)
   const kto = referenceKto({
     logits: Float64Array.from(logits), rows, vocab: V, labels, cuSeqlens: cu, ignoreIndex: -100,
@@ -69,6 +69,23 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
     den += want.grad[i]! ** 2;
   }
   assert.ok(Math.sqrt(num / den) <= 1e-5, `gradient relative L2 error ${Math.sqrt(num / den)} (seed=${SEED})`);
+
+  // fdpo_policy_loss: grpo, on-policy, advantage 0.5 s - 1, entropy_coef 0.1 (as check_loss.c).
+  const policy = referencePolicyLoss({
+    logits: Float64Array.from(logits), rows, vocab: V, labels, cuSeqlens: cu, ignoreIndex: -100,
+    advantages: Float64Array.from({ length: seqs }, (_, s) => 0.5 * s - 1), advantagesPerToken: false,
+    oldLogps: null, refLogps: null, beta: 0, epsilon: 0.2, epsilonHigh: 0.2, entropyCoef: 0.1,
+    lossType: 'grpo', maxCompletionLength: 0, numItemsInBatch: 0,
+  });
+  const at = 3 + seqs + rows * V; // after the KTO loss and z0
+  assert.ok(Math.abs(lines[at]! - policy.loss) <= 1e-5 * (1 + Math.abs(policy.loss)), `policy loss ${lines[at]} vs ${policy.loss} (seed=${SEED})`);
+  num = 0;
+  den = 0;
+  for (let i = 0; i < rows * V; i++) {
+    num += (lines[at + 1 + i]! - policy.grad[i]!) ** 2;
+    den += policy.grad[i]! ** 2;
+  }
+  assert.ok(Math.sqrt(num / den) <= 1e-5, `policy gradient relative L2 error ${Math.sqrt(num / den)} (seed=${SEED})`);
 });
 
 test.run();

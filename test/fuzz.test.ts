@@ -107,6 +107,8 @@ function plainOptions(api: Api, c: TokenCase, extra: Options = {}): Options {
 function validSettings(rng: Rng, api: Api): Options {
   const o: Options = {};
   if (rng.next() < 0.5) o.threads = [1, 2, 3, 4096][rng.int(4)];
+  // LD-DPO's weights (the cases hold 2B sequences, so the pair-aware sequenceLogps takes it too)
+  if (rng.next() < 0.2) o.ldAlpha = rng.next() < 0.3 ? rng.int(2) : rng.next();
   if (!isLoss(api)) {
     if (rng.next() < 0.4) o.average = rng.next() < 0.5;
     return o;
@@ -211,6 +213,7 @@ function wrongValues(c: TokenCase, api: Api): Record<string, unknown[]> {
     lossType: ['SIGMOID', '', 'bogus', 'toString', '__proto__', 'constructor', [], Array(9).fill('sigmoid'), [1], ['sigmoid', 'bogus'], null, 5, {}, [['sigmoid']]],
     lossWeights: [[NaN], [Infinity], [1, 2], [], 'x', { length: 1, 0: 1 }, null, 1, [1n], [null]],
     deferScale: [1, 0, 'yes', null, {}],
+    ldAlpha: [-0.01, 1.01, NaN, Infinity, -Infinity, '0.5', true, 1n, [], {}, () => 1, Symbol('x'), new Date(0)],
     grad: [
       'in-place', 'INPLACE', 1, 0, null, 'true', {}, [], () => 0,
       { data: otherKind, shape: [...c.logits.shape], dtype: c.dtype },
@@ -229,6 +232,13 @@ function wrongValues(c: TokenCase, api: Api): Record<string, unknown[]> {
       { chosen: c.ref.chosen, rejected: c.ref.rejected, extra: 1 },
       { chosen: 'ab', rejected: c.ref.rejected },
       { chosen: Array.from(c.ref.chosen, String), rejected: c.ref.rejected },
+      // per-token references: one entry per row, a float typed array, and not with the sums
+      { tokenLogps: new Float64Array(rows + 1) },
+      { tokenLogps: new Float32Array(rows + 2) },
+      { tokenLogps: new Uint8Array(rows) },
+      { tokenLogps: Array.from({ length: rows }, () => -1) },
+      { tokenLogps: new Float64Array(rows), chosen: c.ref.chosen, rejected: c.ref.rejected },
+      { tokenLogps: null },
     ],
     logits: [
       null, 5, 'x', {}, [], c.logits.data,
@@ -277,7 +287,8 @@ const TOKEN_OPTION_KEYS = ['threads', 'ignoreIndex', 'backend', 'stream', 'devic
 
 const wrongType: Builder = ({ api, c, pick }) => {
   const pools = wrongValues(c, api);
-  const key = pick([...TOKEN_OPTION_KEYS, ...(isLoss(api) ? LOSS_KEYS : ['average'])]);
+  // ldAlpha: both calls' key (not in LOSS_KEYS, which sequenceLogps must refuse)
+  const key = pick([...TOKEN_OPTION_KEYS, 'ldAlpha', ...(isLoss(api) ? LOSS_KEYS : ['average'])]);
   const value = pick(pools[key]!);
   const options = plainOptions(api, c, { [key]: value });
   return { category: 'wrong type', what: `${key}: ${describeValue(value)}`, api, options, expect: 'refuse' };

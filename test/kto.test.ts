@@ -308,6 +308,9 @@ test('ktoLoss: bad input is an error naming the argument', () => {
     ['undesirableWeight', () => ktoLoss({ ...o, undesirableWeight: NaN }), /undesirableWeight/],
     ['reduction', () => ktoLoss({ ...o, reduction: 'none' as never }), /reduction/],
     ['deferScale without grad', () => ktoLoss({ ...o, deferScale: true, grad: false }), /deferScale/],
+    // dpoLoss's per-token reference, refused by name
+    ['ref.tokenLogps', () => ktoLoss({ ...o, ref: { tokenLogps: new Float64Array(kc.c.labels.data.length) } as never }), /ref\.tokenLogps/],
+    ['kl.ref.tokenLogps', () => ktoLoss({ ...o, kl: { policy: kc.kl.policy, ref: { tokenLogps: new Float64Array(4) } as never } }), /kl\.ref\.tokenLogps/],
   ];
   for (const [what, run, name] of cases) {
     let error: unknown = null;
@@ -318,13 +321,15 @@ test('ktoLoss: bad input is an error naming the argument', () => {
     }
     assertInvalid(error, name, what);
   }
-  for (const [key, code] of [['desirable_weight', 'ERR_FDPO_UNKNOWN_OPTION'], ['labelSmoothing', 'ERR_FDPO_UNKNOWN_OPTION']] as const) {
+  // ldAlpha: dpoLoss's and sequenceLogps' (LD-DPO pairs sequences), named as theirs
+  for (const [key, code] of [['desirable_weight', 'ERR_FDPO_UNKNOWN_OPTION'], ['labelSmoothing', 'ERR_FDPO_UNKNOWN_OPTION'], ['ldAlpha', 'ERR_FDPO_UNKNOWN_OPTION']] as const) {
     try {
       ktoLoss({ ...o, [key]: 1 } as never);
       assert.unreachable(`${key} accepted`);
     } catch (e) {
       assert.is((e as { code?: string }).code, code, `${key}: ${(e as Error).message}`);
       assert.match((e as Error).message, key);
+      if (key === 'ldAlpha') assert.match((e as Error).message, /dpoLoss/);
     }
   }
   try {

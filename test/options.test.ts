@@ -61,7 +61,7 @@ test('an unknown option is refused by every call, naming it and the option it re
 });
 
 test("TRL options fused-dpo does not have are refused as unsupported, in TRL's and in camelCase spelling", async () => {
-  for (const key of ['ld_alpha', 'ldAlpha', 'rpo_alpha', 'reference_free']) {
+  for (const key of ['rpo_alpha', 'rpoAlpha', 'reference_free']) {
     for (const [name, call] of LOSS_CALLS) {
       const e = await refusal(call, { ...valid, [key]: 1 });
       assert.is(e.code, 'ERR_FDPO_UNSUPPORTED_OPTION', `${name} ${key}: ${e.message}`);

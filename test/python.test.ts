@@ -44,6 +44,7 @@ const suites = {
   test_loss: 'dpo_loss equals PyTorch autograd of TRL\'s formula (loss, gradient, metrics) for every loss type and dtype',
   test_training: 'a tiny torch model trained with dpo_loss ends at the weights TRL\'s formula gives',
   test_errors: 'bad inputs raise Python exceptions with the C ABI\'s message; CUDA dispatch without a device',
+  test_policy: "policy_loss equals PyTorch autograd of TRL's GRPOTrainer loss (loss, gradient, metrics, logps) for every loss_type and dtype",
   test_readme: "the README's PyTorch snippet runs",
 };
 

@@ -165,6 +165,12 @@ fdpo_tokens readTokens(const Napi::Object& args, const Placement& placement) {
   t.logit_scale = optionalNumber(args, "logitScale");
   t.softcap = optionalNumber(args, "softcap");
   t.temperature = optionalNumber(args, "temperature");
+  // LD-DPO (absent or null = off; the core checks the range and the pairs).
+  const Napi::Value ld = args.Get("ldAlpha");
+  if (!ld.IsNull() && !ld.IsUndefined()) {
+    t.ld_weighting = 1;
+    t.ld_alpha = number(args, "ldAlpha");
+  }
   return t;
 }
 
@@ -231,6 +237,13 @@ struct LossCall {
       config.ref_chosen = checkedData<double>(args, "refChosen", napi_float64_array, pairs);
       config.ref_rejected = checkedData<double>(args, "refRejected", napi_float64_array, pairs);
     }
+    const Napi::Value refTokens = args.Get("refTokenLogps");
+    if (!refTokens.IsNull() && !refTokens.IsUndefined()) {
+      // Zero rows have nothing to read, but the pointer still says "per-token references".
+      static const double kNoRows = 0.0;
+      const double* data = checkedData<double>(args, "refTokenLogps", napi_float64_array, (size_t)tokens.rows);
+      config.ref_token_logps = data ? data : &kNoRows;
+    }
 
     outputs.seq_logps = checkedData<double>(args, "seqLogps", napi_float64_array, seqs);
     outputs.seq_counts = checkedData<int32_t>(args, "seqCounts", napi_int32_array, seqs);
@@ -239,6 +252,10 @@ struct LossCall {
     outputs.chosen_rewards = checkedData<double>(args, "chosenRewards", napi_float64_array, pairs);
     outputs.rejected_rewards = checkedData<double>(args, "rejectedRewards", napi_float64_array, pairs);
     outputs.stats = checkedData<double>(args, "stats", napi_float64_array, FDPO_STAT_COUNT);
+    const Napi::Value plainGrad = args.Get("seqPlainGrad");
+    if (!plainGrad.IsNull() && !plainGrad.IsUndefined()) {
+      outputs.seq_plain_grad = checkedData<double>(args, "seqPlainGrad", napi_float64_array, seqs);
+    }
     if (!args.Get("grad").IsNull()) {
       outputs.grad = bufferData(args, "grad", logitsArrayType(tokens.dtype), (size_t)(tokens.rows * tokens.vocab),
                                 logitsElementBytes(tokens.dtype), placement);
@@ -250,6 +267,45 @@ struct LossCall {
   int32_t run(char* error, size_t size) {
     if (placement.cuda) return fdpo_cuda_dpo_loss(&tokens, &config, &outputs, &placement.launch, error, size);
     return fdpo_dpo_loss(&tokens, &config, &outputs, threads, error, size);
+  }
+};
+
+// policyLoss: the GRPO family's loss (fdpo_policy_config).
+struct PolicyCall {
+  Placement placement;
+  fdpo_tokens tokens;
+  fdpo_policy_config config;
+  fdpo_policy_outputs outputs;
+  int32_t threads;
+
+  explicit PolicyCall(const Napi::Object& args) : placement(args) {
+    fdpo_policy_config_init(&config);
+    fdpo_policy_outputs_init(&outputs);
+    tokens = readTokens(args, placement);
+    threads = (int32_t)integer(args, "threads", 0, 4096);
+    const size_t rows = (size_t)tokens.rows, seqs = (size_t)tokens.num_seqs;
+    config.loss_type = (int32_t)integer(args, "lossType", 0, FDPO_POLICY_LOSS_TYPE_COUNT - 1);
+    config.advantages_per_token = args.Get("advantagesPerToken").ToBoolean() ? 1 : 0;
+    config.advantages = checkedData<double>(args, "advantages", napi_float64_array, config.advantages_per_token ? rows : seqs);
+    if (!args.Get("oldLogps").IsNull()) config.old_logps = checkedData<double>(args, "oldLogps", napi_float64_array, rows);
+    if (!args.Get("refLogps").IsNull()) config.ref_logps = checkedData<double>(args, "refLogps", napi_float64_array, rows);
+    config.beta = number(args, "beta");
+    config.epsilon = number(args, "epsilon");
+    config.epsilon_high = number(args, "epsilonHigh");
+    config.entropy_coef = number(args, "entropyCoef");
+    config.max_completion_length = integer(args, "maxCompletionLength", 0, INT32_MAX);
+    config.num_items_in_batch = number(args, "numItemsInBatch");
+    outputs.token_logps = checkedData<double>(args, "logps", napi_float64_array, rows);
+    outputs.token_grad = checkedData<double>(args, "tokenGrad", napi_float64_array, rows);
+    outputs.stats = checkedData<double>(args, "stats", napi_float64_array, FDPO_POLICY_STAT_COUNT);
+    if (!args.Get("grad").IsNull()) {
+      outputs.grad = bufferData(args, "grad", logitsArrayType(tokens.dtype), rows * (size_t)tokens.vocab,
+                                logitsElementBytes(tokens.dtype), placement);
+    }
+  }
+  int32_t run(char* error, size_t size) {
+    if (placement.cuda) return fdpo_cuda_policy_loss(&tokens, &config, &outputs, &placement.launch, error, size);
+    return fdpo_policy_loss(&tokens, &config, &outputs, threads, error, size);
   }
 };
 
@@ -575,6 +631,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ktoLoss", Napi::Function::New(env, runSync<KtoCall>));
   exports.Set("ktoLossAsync", Napi::Function::New(env, runAsync<KtoCall>));
   exports.Set("dpoLossUnfused", Napi::Function::New(env, runSync<UnfusedLossCall>));
+  exports.Set("policyLoss", Napi::Function::New(env, runSync<PolicyCall>));
+  exports.Set("policyLossAsync", Napi::Function::New(env, runAsync<PolicyCall>));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("lossTable", Napi::Function::New(env, LossTable));
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel));

@@ -74,6 +74,21 @@ struct LossSnapshot {
                size_t size);
 };
 
+// The policy loss's config and outputs (fdpo_policy_config, fdpo_policy_outputs), checked against
+// checked tokens. The per-token inputs are copied (the config then points at the copies), so a
+// caller that mutates its arrays while an async call runs changes nothing the kernels read.
+struct PolicySnapshot {
+  fdpo_policy_config config;
+  fdpo_policy_outputs outputs;
+  std::vector<double> advantages, oldLogps, refLogps;
+
+  int32_t take(const TokenSnapshot& tokens, const fdpo_policy_config* c, const fdpo_policy_outputs* o, char* error,
+               size_t size);
+};
+
+constexpr size_t kPolicyConfigSize = sizeof(fdpo_policy_config);
+constexpr size_t kPolicyOutputsSize = sizeof(fdpo_policy_outputs);
+
 template <class T>
 int32_t readVersioned(const T* in, T& out, size_t abi2Size, const char* name, char* error, size_t size) {
   // A struct_size past this bound is not a struct size: refuse it before reading that far.

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "checks.h"
-#include "cpu_passes.h"
+#include "cpu_row_passes.h"
 #include "fused_dpo.h"
 #include "reduce.h"
 #include "row_kernels.h"
@@ -63,14 +63,33 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
     std::vector<double> weightMeans(weighting ? t.num_seqs : 0);
     sumSequences(t, rows.data(), numPairs, outputs->seq_logps, outputs->seq_counts, outputs->stats,
                  weighting ? weightMeans.data() : nullptr);
+    // LD-DPO and per-token references: the scores from a second walk over the rows' log-probs.
+    const TokenWeighting tokenWeighting = tokenWeightingFor(t, config->ref_token_logps);
+    const bool ld = tokenWeighting.ld, refTokens = tokenWeighting.refTokens != nullptr;
+    std::vector<double> plainLogps(ld ? t.num_seqs : 0), plainGrad(ld ? t.num_seqs : 0);
+    std::vector<double> ratios(refTokens ? t.num_seqs : 0), refScores(refTokens ? t.num_seqs : 0);
+    std::vector<uint8_t> rear(ld ? t.rows : 0);
+    if (ld || refTokens) {
+      weighSequences(t, rows.data(), tokenWeighting, outputs->seq_counts, outputs->seq_logps,
+                     ld ? plainLogps.data() : nullptr, refTokens ? ratios.data() : nullptr,
+                     refTokens ? refScores.data() : nullptr, ld ? rear.data() : nullptr);
+    }
+    const ScoreArrays scores = {ld ? plainLogps.data() : nullptr, ld ? plainGrad.data() : nullptr,
+                                refTokens ? ratios.data() : nullptr, refTokens ? refScores.data() : nullptr};
     std::vector<double> seqGrad(t.num_seqs);
     pairLosses(*config, numPairs, outputs->seq_logps, outputs->seq_counts, weighting ? weightMeans.data() : nullptr,
-               outputs->pair_losses, outputs->chosen_rewards, outputs->rejected_rewards, seqGrad.data(), outputs->stats);
+               outputs->pair_losses, outputs->chosen_rewards, outputs->rejected_rewards, seqGrad.data(), outputs->stats,
+               scores);
     if (outputs->seq_grad) std::copy(seqGrad.begin(), seqGrad.end(), outputs->seq_grad);
+    if (outputs->seq_plain_grad) {
+      for (int64_t s = 0; s < t.num_seqs; ++s) outputs->seq_plain_grad[s] = ld ? plainGrad[s] : 0.0;
+    }
     if (!outputs->grad) return FDPO_OK;
 
-    // Per-row scale for pass B: G of the row's sequence, 0 for ignored rows (written as zeros).
-    std::vector<float> rowScale = rowScales(t, seqGrad.data());
+    // Per-row scale for pass B: G of the row's sequence (times the row's LD-DPO weight, plus the
+    // plain-sum terms), 0 for ignored rows (written as zeros).
+    std::vector<float> rowScale = rowScales(t, seqGrad.data(), ld ? plainGrad.data() : nullptr,
+                                            ld ? rear.data() : nullptr, tokenWeighting.alpha);
     if (deferred) {
       std::copy(rowScale.begin(), rowScale.end(), outputs->row_scale);
     } else {
@@ -107,6 +126,9 @@ int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average, double* 
     std::vector<RowForward> rows(t.rows);
     forwardPass(selectRowKernels(), t, rowOptionsFor(t, false), rows.data(), resolveThreads(threads));
     sumSequences(t, rows.data(), 0, logps, counts, nullptr, nullptr);
+    // The pair-aware form: LD-DPO's weights, for reference scores that match the policy's.
+    const TokenWeighting weighting = tokenWeightingFor(t, nullptr);
+    if (weighting.ld) weighSequences(t, rows.data(), weighting, counts, logps, nullptr, nullptr, nullptr, nullptr);
     if (average) {
       for (int64_t s = 0; s < t.num_seqs; ++s) logps[s] /= counts[s] > 0 ? counts[s] : 1;
     }

@@ -1,11 +1,11 @@
-// fdpo_kto_loss on the CPU: the loss call's pass A and pass B (cpu_passes.h) around KTO's reduce
+// fdpo_kto_loss on the CPU: the loss call's pass A and pass B (cpu_row_passes.h) around KTO's reduce
 // (kto_math.h), run as plain loops in one thread.
 #include <algorithm>
 #include <new>
 #include <vector>
 
 #include "checks.h"
-#include "cpu_passes.h"
+#include "cpu_row_passes.h"
 #include "fused_dpo.h"
 #include "kto_checks.h"
 #include "kto_math.h"
@@ -56,7 +56,7 @@ int32_t runKtoLoss(const fdpo_tokens* tokens, const fdpo_kto_config* config, fdp
   if (out.seq_grad) std::copy(seqGrad.begin(), seqGrad.end(), out.seq_grad);
   if (!out.grad) return FDPO_OK;
 
-  std::vector<float> rowScale = rowScales(t, seqGrad.data());
+  std::vector<float> rowScale = rowScales(t, seqGrad.data(), nullptr, nullptr, 1.0);
   if (deferred) {
     std::copy(rowScale.begin(), rowScale.end(), out.row_scale);
   } else {

@@ -1,6 +1,6 @@
 // The CUDA backend's runs of the C ABI: the same checks as the CPU backend, staging of host
 // memory (cuda_memory.h), then pass A, the reduce and pass B on one stream with a single
-// synchronisation at the end.
+// synchronisation at the end. How a call starts is cuda_call.h (shared with cuda_policy.cu).
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <string.h>
@@ -16,57 +16,6 @@
 #include "reduce_math.h"
 
 namespace fdpo {
-
-int32_t begin(const fdpo_cuda_launch* launch, char* error, size_t error_size) {
-  if (!launch) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "launch is NULL");
-  return useDevice(launch->device, error, error_size);
-}
-
-// The tokens, checked on the host (labels only when they are host memory).
-int32_t snapshotTokens(const fdpo_tokens* tokens, TokenSnapshot& snapshot, bool& labelsOnHost, int deviceIndex,
-                       char* error, size_t error_size) {
-  const Memory labels = tokens && tokens->labels ? memoryOf(tokens->labels, deviceIndex) : Memory::Host;
-  if (labels == Memory::OtherDevice) {
-    return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "labels are memory of another device than device %d", deviceIndex);
-  }
-  labelsOnHost = labels == Memory::Host;
-  return snapshot.take(tokens, error, error_size, labelsOnHost);
-}
-
-int32_t prepareTokens(Workspace& ws, const TokenSnapshot& snapshot, bool labelsOnHost, DeviceTokens& d,
-                      int deviceIndex, cudaStream_t stream, char* error, size_t error_size) {
-  const fdpo_tokens& t = snapshot.tokens;
-  int32_t status = stage(ws, d.logits, (void*)t.logits, t.rows * t.vocab * elementBytes(t.dtype), true, deviceIndex,
-                 elementBytes(t.dtype), "logits", stream, error, error_size);
-  if (status != FDPO_OK) return status;
-  if (labelsOnHost) {
-    int32_t* labels = nullptr;
-    FDPO_CUDA_CHECK(ws.upload(&labels, t.labels, t.rows), "uploading labels");
-    d.labels = labels;
-  } else {
-    d.labels = t.labels;
-  }
-  FDPO_CUDA_CHECK(ws.upload(&d.cuSeqlens, t.cu_seqlens, t.num_seqs + 1), "uploading cu_seqlens");
-  d.rows = DeviceRows{d.logits.device, t.dtype, t.rows, t.vocab, d.labels, t.ignore_index, rowOptionsFor(t, false)};
-  if (!labelsOnHost && t.rows > 0) {
-    // Device labels: find the first bad one before any kernel indexes with them (one sync).
-    unsigned long long* badRow = nullptr;
-    const unsigned long long none = ~0ull;
-    FDPO_CUDA_CHECK(ws.upload(&badRow, &none, 1), "checking labels");
-    FDPO_CUDA_CHECK(launchCheckLabels(d.rows, badRow, stream), "checking labels");
-    unsigned long long found = none;
-    FDPO_CUDA_CHECK(cudaMemcpyAsync(&found, badRow, sizeof found, cudaMemcpyDeviceToHost, stream), "checking labels");
-    FDPO_CUDA_CHECK(cudaStreamSynchronize(stream), "checking labels");
-    if (found != none) {
-      int32_t label = 0;
-      FDPO_CUDA_CHECK(cudaMemcpy(&label, d.labels + found, sizeof label, cudaMemcpyDeviceToHost), "checking labels");
-      return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "labels[%llu] = %d is outside [0, %lld)", found, (int)label,
-                  (long long)t.vocab);
-    }
-  }
-  return FDPO_OK;
-}
-
 namespace {
 
 // The results the loss copies back in one transfer: doubles, then the counts.
@@ -137,6 +86,25 @@ int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fd
   FDPO_CUDA_CHECK(ws.alloc(&scratchOrders, 3 * B), "allocating the workspace");
   if (config->ref_chosen) FDPO_CUDA_CHECK(ws.upload(&refChosen, config->ref_chosen, B), "uploading ref_chosen");
   if (config->ref_rejected) FDPO_CUDA_CHECK(ws.upload(&refRejected, config->ref_rejected, B), "uploading ref_rejected");
+  // LD-DPO and per-token references: the weighted sums, the scores they make, the rows weighing alpha.
+  TokenWeighting tokenWeighting = tokenWeightingFor(t, nullptr);
+  const bool ld = tokenWeighting.ld, refTokens = config->ref_token_logps != nullptr;
+  WeightedSums* weighted = nullptr;
+  double *plainLogps = nullptr, *plainGrad = nullptr, *ratios = nullptr, *refScores = nullptr;
+  uint8_t* rear = nullptr;
+  if (refTokens) {
+    double* deviceRefTokens = nullptr;
+    FDPO_CUDA_CHECK(ws.upload(&deviceRefTokens, config->ref_token_logps, R), "uploading ref_token_logps");
+    tokenWeighting.refTokens = deviceRefTokens;
+    FDPO_CUDA_CHECK(ws.alloc(&ratios, S), "allocating the workspace");
+    FDPO_CUDA_CHECK(ws.alloc(&refScores, S), "allocating the workspace");
+  }
+  if (ld) {
+    FDPO_CUDA_CHECK(ws.alloc(&plainLogps, S), "allocating the workspace");
+    FDPO_CUDA_CHECK(ws.alloc(&plainGrad, S), "allocating the workspace");
+    if (outputs->grad) FDPO_CUDA_CHECK(ws.alloc(&rear, R), "allocating the workspace");
+  }
+  if (ld || refTokens) FDPO_CUDA_CHECK(ws.alloc(&weighted, S), "allocating the workspace");
 
   fdpo_loss_config deviceConfig = *config;
   deviceConfig.ref_chosen = refChosen;
@@ -145,16 +113,23 @@ int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fd
                                 scratchOrders + 2 * B, scratchValues + 2 * B};
   const Batch batch = {deviceConfig, B, layout.seqLogps(results), layout.counts(results), layout.pairLoss(results),
                        layout.chosenRewards(results), layout.rejectedRewards(results), layout.seqGrad(results),
-                       layout.stats(results), scratch, weightMeans};
+                       layout.stats(results), scratch, weightMeans, plainLogps, plainGrad, ratios, refScores};
 
   PassTimer timer(launch->timings_ms);
   timer.mark(0, stream);
   FDPO_CUDA_CHECK(launchForward(d.rows, forward, deferred ? grad.device : nullptr, stream), "pass A");
   timer.mark(1, stream);
   FDPO_CUDA_CHECK(launchSequenceSums(forward, d.labels, t.ignore_index, d.cuSeqlens, S, sums, stream), "the reduce");
-  FDPO_CUDA_CHECK(launchBatch(sums, batch, stream), "the reduce");
+  if (weighted) {
+    FDPO_CUDA_CHECK(launchWeightedSums(forward, d.labels, t.ignore_index, d.cuSeqlens, S, sums, tokenWeighting, weighted, rear,
+                                       stream),
+                    "the reduce");
+  }
+  FDPO_CUDA_CHECK(launchBatch(sums, weighted, tokenWeighting, batch, stream), "the reduce");
   if (outputs->grad) {
-    FDPO_CUDA_CHECK(launchRowScale(d.cuSeqlens, S, d.labels, t.ignore_index, R, batch.seqGrad, (float*)rowScale.device, stream),
+    const RowWeights rowWeights = {plainGrad, rear, tokenWeighting.alpha};
+    FDPO_CUDA_CHECK(launchRowScale(d.cuSeqlens, S, d.labels, t.ignore_index, R, batch.seqGrad, rowWeights,
+                                   (float*)rowScale.device, stream),
                     "the reduce");
   }
   timer.mark(2, stream);
@@ -170,8 +145,16 @@ int32_t runDpoLoss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fd
     if (status == FDPO_OK && deferred) status = copyOut(rowScale, stream, error, error_size);
     if (status != FDPO_OK) return status;
   }
+  std::vector<double> hostPlainGrad(ld && outputs->seq_plain_grad ? S : 0);
+  if (!hostPlainGrad.empty()) {
+    FDPO_CUDA_CHECK(cudaMemcpyAsync(hostPlainGrad.data(), plainGrad, S * sizeof(double), cudaMemcpyDeviceToHost, stream),
+                    "copying results back");
+  }
   FDPO_CUDA_CHECK(cudaStreamSynchronize(stream), "the loss kernels");
   timer.report();
+  if (outputs->seq_plain_grad) {
+    for (int64_t s = 0; s < S; ++s) outputs->seq_plain_grad[s] = ld ? hostPlainGrad[s] : 0.0;
+  }
 
   char* h = host.data();
   memcpy(outputs->seq_logps, layout.seqLogps(h), S * sizeof(double));
@@ -212,7 +195,17 @@ int32_t runSequenceLogps(const fdpo_tokens* tokens, int32_t average, double* log
   FDPO_CUDA_CHECK(launchForward(d.rows, forward, nullptr, stream), "pass A");
   timer.mark(1, stream);
   FDPO_CUDA_CHECK(launchSequenceSums(forward, d.labels, t.ignore_index, d.cuSeqlens, S, sums, stream), "the reduce");
-  FDPO_CUDA_CHECK(launchSequenceResults(sums, S, average != 0, deviceLogps, deviceCounts, stream), "the reduce");
+  // The pair-aware form: LD-DPO's weights, for reference scores that match the policy's.
+  const TokenWeighting weighting = tokenWeightingFor(t, nullptr);
+  WeightedSums* weighted = nullptr;
+  if (weighting.ld) {
+    FDPO_CUDA_CHECK(ws.alloc(&weighted, S), "allocating the workspace");
+    FDPO_CUDA_CHECK(launchWeightedSums(forward, d.labels, t.ignore_index, d.cuSeqlens, S, sums, weighting, weighted,
+                                       nullptr, stream),
+                    "the reduce");
+  }
+  FDPO_CUDA_CHECK(launchSequenceResults(sums, weighted, weighting, S, average != 0, deviceLogps, deviceCounts, stream),
+                  "the reduce");
   timer.mark(2, stream);
   timer.mark(3, stream);
   if (S > 0) {

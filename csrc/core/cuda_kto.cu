@@ -119,7 +119,9 @@ int32_t runKtoLoss(const fdpo_tokens* tokens, const fdpo_kto_config* config, fdp
   FDPO_CUDA_CHECK(launchSequenceSums(forward, d.labels, t.ignore_index, d.cuSeqlens, S, sums, stream), "the reduce");
   FDPO_CUDA_CHECK(launchKernel(ktoBatchKernel, 1, kKtoThreads, stream, batch), "the reduce");
   if (out.grad) {
-    FDPO_CUDA_CHECK(launchRowScale(d.cuSeqlens, S, d.labels, t.ignore_index, R, batch.seqGrad, (float*)rowScale.device, stream),
+    const RowWeights plain = {nullptr, nullptr, 1.0};  // KTO's G_s, no LD-DPO weights
+    FDPO_CUDA_CHECK(launchRowScale(d.cuSeqlens, S, d.labels, t.ignore_index, R, batch.seqGrad, plain,
+                                   (float*)rowScale.device, stream),
                     "the reduce");
   }
   timer.mark(2, stream);

@@ -317,22 +317,31 @@ __device__ RowState reduceGroup(RowState st, const HeadConstants& h) {
   return st;
 }
 
-// scale * t'(z) * (onehot - p) of one row (GradValues on the CPU).
-template <int Mode>
+// scale * t'(z) * (onehot - p) of one row (GradValues on the CPU). Entropy: plus t'(z) times the
+// entropy bonus's term with the row's entropy scale (token_math.h); off, the code of before.
+template <int Mode, bool Entropy = false>
 struct GradValues {
-  float m, logSum, negScale, labelGrad;
+  float m, logSum, negScale, labelGrad, entropyScale, entropy;
   int64_t label;
   HeadConstants head;
-  __device__ GradValues(const RowForward& f, float scale, int32_t label_, const HeadConstants& head_)
+  __device__ GradValues(const RowForward& f, float scale, int32_t label_, const HeadConstants& head_,
+                        float entropyScale_ = 0.0f)
       : m(f.max), logSum(f.logSum), negScale(-scale),
-        labelGrad(labelGradient(Mode == kHeadIdentity ? scale : scale * f.labelSlope, f.logp)), label(label_),
-        head(head_) {}
+        labelGrad(Entropy ? labelGradientWithEntropy(Mode == kHeadIdentity ? scale : scale * f.labelSlope,
+                                                     Mode == kHeadIdentity ? entropyScale_ : entropyScale_ * f.labelSlope,
+                                                     f.logp, f.entropy)
+                          : labelGradient(Mode == kHeadIdentity ? scale : scale * f.labelSlope, f.logp)),
+        entropyScale(entropyScale_), entropy(f.entropy), label(label_), head(head_) {}
+  __device__ float element(float t) const {
+    if (Entropy) return otherGradientWithEntropy<DeviceOps>(negScale, entropyScale, entropy, t, m, logSum);
+    return otherGradient<DeviceOps>(negScale, t, m, logSum);
+  }
   __device__ float at(int64_t i, float z) const {
     if (i == label) return labelGrad;
-    if (Mode == kHeadIdentity) return otherGradient<DeviceOps>(negScale, z, m, logSum);
+    if (Mode == kHeadIdentity) return element(z);
     float slope;
     const float t = headValue<Mode, DeviceOps>(head, z, &slope);
-    return otherGradient<DeviceOps>(negScale, t, m, logSum) * slope;
+    return element(t) * slope;
   }
 };
 
@@ -432,21 +441,23 @@ __global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kGroup,
 }
 
 // Pass B: grad = scale * (onehot - p) per row; rows with scale 0 (ignored, or a pair with no
-// gradient) are written as zeros without reading the logits.
-template <int DT, int kGroup, int Mode>
-__global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kBackwardBlock, 2) backwardKernel(DeviceRows rows, const RowForward* forward, const float* rowScale, void* grad) {
+// gradient) are written as zeros without reading the logits. Entropy: plus the entropy bonus's
+// term with entropyScale[r] (zeros only where both scales are 0).
+template <int DT, int kGroup, int Mode, bool Entropy = false>
+__global__ void __launch_bounds__(kGroup == kWarp ? kWarpRowsBlock : kBackwardBlock, 2) backwardKernel(DeviceRows rows, const RowForward* forward, const float* rowScale, void* grad, const float* entropyScale) {
   const int groups = blockDim.x / kGroup;
   const int t = threadIdx.x % kGroup;
   for (int64_t r = (int64_t)blockIdx.x * groups + threadIdx.x / kGroup; r < rows.rows; r += (int64_t)gridDim.x * groups) {
     const void* row = rowAt<DT>(rows.logits, r, rows.vocab);
     void* gradRow = (void*)rowAt<DT>(grad, r, rows.vocab);
     const float scale = rowScale[r];
-    if (scale == 0.0f) {
+    const float entropyAt = Entropy ? entropyScale[r] : 0.0f;
+    if (scale == 0.0f && entropyAt == 0.0f) {
       writeRow<DT, false, 1>(row, gradRow, rows.vocab, t, kGroup, ZeroValues());
     } else {
       // The capped transform's tanh needs the registers of two of the four vectors in flight.
-      writeRow<DT, true, Mode == kHeadCapped ? 2 : 4>(row, gradRow, rows.vocab, t, kGroup,
-                                                    GradValues<Mode>(forward[r], scale, rows.labels[r], rows.options.head));
+      writeRow<DT, true, Mode == kHeadCapped ? 2 : 4>(
+          row, gradRow, rows.vocab, t, kGroup, GradValues<Mode, Entropy>(forward[r], scale, rows.labels[r], rows.options.head, entropyAt));
     }
   }
 }
@@ -500,23 +511,32 @@ cudaError_t launchForwardTyped(const DeviceRows& rows, RowForward* out, void* gr
   return launchForwardMode<DT, kHeadIdentity>(rows, out, grad, stream);
 }
 
-template <int DT, int Mode>
+template <int DT, int Mode, bool Entropy>
 cudaError_t launchBackwardMode(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
-                               cudaStream_t stream) {
+                               const float* entropyScale, cudaStream_t stream) {
   if (rows.vocab <= kWarpRowVocab) {
-    return launchRows(backwardKernel<DT, kWarp, Mode>, kWarpRowsBlock, kWarpRowsBlock / kWarp, INT32_MAX, rows.rows, stream,
-                      rows, forward, rowScale, grad);
+    return launchRows(backwardKernel<DT, kWarp, Mode, Entropy>, kWarpRowsBlock, kWarpRowsBlock / kWarp, INT32_MAX, rows.rows, stream,
+                      rows, forward, rowScale, grad, entropyScale);
   }
-  return launchRows(backwardKernel<DT, kBackwardBlock, Mode>, kBackwardBlock, 1, INT32_MAX, rows.rows, stream, rows, forward,
-                    rowScale, grad);
+  return launchRows(backwardKernel<DT, kBackwardBlock, Mode, Entropy>, kBackwardBlock, 1, INT32_MAX, rows.rows, stream, rows, forward,
+                    rowScale, grad, entropyScale);
 }
 
-template <int DT>
+template <int DT, bool Entropy>
 cudaError_t launchBackwardTyped(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
-                                cudaStream_t stream) {
-  if (rows.options.headMode == kHeadLinear) return launchBackwardMode<DT, kHeadLinear>(rows, forward, rowScale, grad, stream);
-  if (rows.options.headMode == kHeadCapped) return launchBackwardMode<DT, kHeadCapped>(rows, forward, rowScale, grad, stream);
-  return launchBackwardMode<DT, kHeadIdentity>(rows, forward, rowScale, grad, stream);
+                                const float* entropyScale, cudaStream_t stream) {
+  if (rows.options.headMode == kHeadLinear) return launchBackwardMode<DT, kHeadLinear, Entropy>(rows, forward, rowScale, grad, entropyScale, stream);
+  if (rows.options.headMode == kHeadCapped) return launchBackwardMode<DT, kHeadCapped, Entropy>(rows, forward, rowScale, grad, entropyScale, stream);
+  return launchBackwardMode<DT, kHeadIdentity, Entropy>(rows, forward, rowScale, grad, entropyScale, stream);
+}
+
+template <bool Entropy>
+cudaError_t launchBackwardAny(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
+                              const float* entropyScale, cudaStream_t stream) {
+  if (rows.rows == 0) return cudaSuccess;
+  if (rows.dtype == FDPO_FLOAT32) return launchBackwardTyped<FDPO_FLOAT32, Entropy>(rows, forward, rowScale, grad, entropyScale, stream);
+  if (rows.dtype == FDPO_BFLOAT16) return launchBackwardTyped<FDPO_BFLOAT16, Entropy>(rows, forward, rowScale, grad, entropyScale, stream);
+  return launchBackwardTyped<FDPO_FLOAT16, Entropy>(rows, forward, rowScale, grad, entropyScale, stream);
 }
 
 }  // namespace
@@ -535,10 +555,12 @@ cudaError_t launchForward(const DeviceRows& rows, RowForward* out, void* deferre
 
 cudaError_t launchBackward(const DeviceRows& rows, const RowForward* forward, const float* rowScale, void* grad,
                            cudaStream_t stream) {
-  if (rows.rows == 0) return cudaSuccess;
-  if (rows.dtype == FDPO_FLOAT32) return launchBackwardTyped<FDPO_FLOAT32>(rows, forward, rowScale, grad, stream);
-  if (rows.dtype == FDPO_BFLOAT16) return launchBackwardTyped<FDPO_BFLOAT16>(rows, forward, rowScale, grad, stream);
-  return launchBackwardTyped<FDPO_FLOAT16>(rows, forward, rowScale, grad, stream);
+  return launchBackwardAny<false>(rows, forward, rowScale, grad, nullptr, stream);
+}
+
+cudaError_t launchBackwardEntropy(const DeviceRows& rows, const RowForward* forward, const float* rowScale,
+                                  const float* entropyScale, void* grad, cudaStream_t stream) {
+  return launchBackwardAny<true>(rows, forward, rowScale, grad, entropyScale, stream);
 }
 
 }  // namespace fdpo

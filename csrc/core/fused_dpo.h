@@ -87,6 +87,16 @@ typedef struct {
   double logit_scale;
   double softcap;
   double temperature;
+  /*
+   * LD-DPO (TRL's ld_alpha; appended after ABI 2, ld_weighting 0 = off, 1 = on): the num_seqs = 2B
+   * sequences are pairs (0..B-1 chosen, B..2B-1 rejected), and each sequence's log-prob sum weighs
+   * its first min(N_c, N_r) completion tokens (non-ignored labels, counted in order within the
+   * sequence) by 1 and the later ones by ld_alpha, in [0, 1]. The counts stay N_s (averaged scores
+   * divide the weighted sum by N_s). fdpo_sequence_logps then gives the reference the same weights;
+   * fdpo_dpo_loss weighs the policy's scores and, through them, the gradient (SPEC.md, "LD-DPO").
+   */
+  double ld_alpha;
+  int32_t ld_weighting;
 } fdpo_tokens;
 
 typedef struct {
@@ -107,6 +117,13 @@ typedef struct {
    * computes: no further read of the logits.
    */
   int32_t use_weighting;
+  /*
+   * Per-token reference log-probs (appended after ABI 2; NULL = off): rows entries (read only where
+   * the label is not ignore_index), instead of ref_chosen/ref_rejected (which must then be NULL).
+   * Each sequence's log-ratio is accumulated in fp64 as sum_t w_t (logp_t - ref_t), with LD-DPO's
+   * weights w_t (1 without it), and the reference score as sum_t w_t ref_t.
+   */
+  const double* ref_token_logps;
 } fdpo_loss_config;
 
 /* f-DPO: the divergence whose f' turns the log-ratios a = pi_c - rho_c, b = pi_r - rho_r into the
@@ -148,7 +165,66 @@ typedef struct {
    * For trainers that apply the scale on the hidden-size side of the next matmul, where it is free.
    */
   float* row_scale;         /* rows */
+  /*
+   * Appended after ABI 2, or NULL: d loss / d(plain sum of s's log-probs), num_seqs. Non-zero only
+   * with LD-DPO weighting and an NLL term (sft, orpo), which reads the unweighted chosen sums as TRL
+   * does; seq_grad is then d loss / d(the weighted score), and row r's gradient scale is
+   * seq_grad[s] * w_r + seq_plain_grad[s]. Without LD-DPO it is all zeros (seq_grad holds everything).
+   */
+  double* seq_plain_grad;
 } fdpo_loss_outputs;
+
+/*
+ * The online RL loss of TRL's GRPO family (fdpo_policy_loss; SPEC.md, "Policy loss"). Per completion
+ * token t (label not ignore_index) of sequence s, with logp_t from the logits:
+ *   r_t = exp(logp_t - old_t), A_t the advantage,
+ *   l_t = -min(r_t A_t, clip(r_t, 1 - epsilon, 1 + epsilon_high) A_t) + beta k3_t - entropy_coef H_t,
+ *   k3_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1, H_t the token distribution's entropy,
+ * and loss = sum_t w_t l_t with TRL's loss_type weights w_t (below). old_logps NULL: on-policy
+ * (old_t = logp_t detached: r_t = 1, its gradient kept).
+ */
+typedef enum {
+  FDPO_POLICY_GRPO = 0,    /* w_t = 1 / (S * max(N_s, 1)): the mean over sequences of token means */
+  FDPO_POLICY_BNPO = 1,    /* w_t = 1 / max(N, 1): the token mean over the batch (N = completion tokens) */
+  FDPO_POLICY_DR_GRPO = 2, /* w_t = 1 / (S * max_completion_length) */
+  FDPO_POLICY_DAPO = 3,    /* w_t = 1 / num_items_in_batch (max(N, 1) when 0) */
+  FDPO_POLICY_LOSS_TYPE_COUNT
+} fdpo_policy_loss_type;
+
+typedef struct {
+  uint32_t struct_size;             /* sizeof(fdpo_policy_config) */
+  int32_t loss_type;                /* fdpo_policy_loss_type */
+  const double* advantages;         /* num_seqs, or rows when advantages_per_token */
+  int32_t advantages_per_token;     /* 0 or 1 */
+  const double* old_logps;          /* rows, or NULL: on-policy */
+  const double* ref_logps;          /* rows, or NULL (beta must then be 0) */
+  double beta;                      /* KL coefficient, >= 0 */
+  double epsilon;                   /* lower clip, in [0, 1] */
+  double epsilon_high;              /* upper clip, >= 0 */
+  double entropy_coef;              /* entropy bonus: the loss minus entropy_coef * sum_t w_t H_t */
+  int64_t max_completion_length;    /* dr_grpo's L, >= 1 (read only by dr_grpo) */
+  double num_items_in_batch;        /* dapo's divisor, > 0, or 0: this call's completion tokens */
+} fdpo_policy_config;
+
+/* Indexes into fdpo_policy_outputs.stats (sums over completion tokens; divide by TOKENS for TRL's means). */
+typedef enum {
+  FDPO_POLICY_STAT_LOSS = 0,
+  FDPO_POLICY_STAT_TOKENS,         /* completion tokens N */
+  FDPO_POLICY_STAT_LOW_CLIPPED,    /* r_t < 1 - epsilon and A_t < 0 */
+  FDPO_POLICY_STAT_HIGH_CLIPPED,   /* r_t > 1 + epsilon_high and A_t > 0 */
+  FDPO_POLICY_STAT_REGION_CLIPPED, /* either */
+  FDPO_POLICY_STAT_KL_SUM,         /* sum of k3_t (0 without ref_logps) */
+  FDPO_POLICY_STAT_ENTROPY_SUM,
+  FDPO_POLICY_STAT_COUNT
+} fdpo_policy_stat;
+
+typedef struct {
+  uint32_t struct_size; /* sizeof(fdpo_policy_outputs) */
+  double* token_logps;  /* rows: logp_t (0 where ignored), or NULL */
+  double* token_grad;   /* rows: dloss/dlogp_t = w_t dl_t/dlogp_t without the entropy term (0 where ignored), or NULL */
+  double* stats;        /* FDPO_POLICY_STAT_COUNT */
+  void* grad;           /* rows * vocab of the logits dtype (may equal logits: in place), or NULL */
+} fdpo_policy_outputs;
 
 /* Version of this ABI (FDPO_ABI_VERSION) the library was built with. */
 FDPO_API int32_t fdpo_abi_version(void);
@@ -186,6 +262,14 @@ FDPO_API int32_t fdpo_sequence_logps(const fdpo_tokens* tokens, int32_t average,
  */
 FDPO_API int32_t fdpo_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_config* config, fdpo_loss_outputs* outputs,
                       int32_t threads, char* error, size_t error_size);
+
+/*
+ * The policy loss (fdpo_policy_config above), TRL's metrics as sums, the per-token log-probs and
+ * (when outputs->grad is not NULL) the gradient with respect to the logits, entropy bonus
+ * included: one read for the forward, one read and one write for the gradient.
+ */
+FDPO_API int32_t fdpo_policy_loss(const fdpo_tokens* tokens, const fdpo_policy_config* config,
+                                  fdpo_policy_outputs* outputs, int32_t threads, char* error, size_t error_size);
 
 /*
  * The same results computed the way a direct port would: log-softmax written to a full
@@ -254,6 +338,12 @@ FDPO_API int32_t fdpo_cuda_dpo_loss(const fdpo_tokens* tokens, const fdpo_loss_c
                                     fdpo_loss_outputs* outputs, const fdpo_cuda_launch* launch, char* error,
                                     size_t error_size);
 
+/* fdpo_policy_loss on a GPU; logits, labels and grad may be device or host memory, every other
+ * array is host memory. */
+FDPO_API int32_t fdpo_cuda_policy_loss(const fdpo_tokens* tokens, const fdpo_policy_config* config,
+                                       fdpo_policy_outputs* outputs, const fdpo_cuda_launch* launch, char* error,
+                                       size_t error_size);
+
 /* The device's copy bandwidth (bytes read + written per second by cudaMemcpy device to device),
  * the ceiling the kernels are measured against. */
 FDPO_API int32_t fdpo_cuda_copy_bandwidth(int32_t device, int64_t bytes, int32_t iterations, double* bytes_per_second,
@@ -283,6 +373,20 @@ static inline void fdpo_loss_config_init(fdpo_loss_config* c) {
 }
 
 static inline void fdpo_loss_outputs_init(fdpo_loss_outputs* o) {
+  memset(o, 0, sizeof *o);
+  o->struct_size = (uint32_t)sizeof *o;
+}
+
+/* The policy config's defaults: dapo, epsilon = epsilon_high = 0.2 (TRL's), beta 0, no entropy bonus. */
+static inline void fdpo_policy_config_init(fdpo_policy_config* c) {
+  memset(c, 0, sizeof *c);
+  c->struct_size = (uint32_t)sizeof *c;
+  c->loss_type = FDPO_POLICY_DAPO;
+  c->epsilon = 0.2;
+  c->epsilon_high = 0.2;
+}
+
+static inline void fdpo_policy_outputs_init(fdpo_policy_outputs* o) {
   memset(o, 0, sizeof *o);
   o->struct_size = (uint32_t)sizeof *o;
 }

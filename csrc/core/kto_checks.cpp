@@ -10,6 +10,8 @@ int32_t KtoSnapshot::take(const TokenSnapshot& snapshot, const fdpo_kto_config* 
   int32_t status = readVersioned(c, config, kKtoConfigSize, "fdpo_kto_config", error, size);
   if (status == FDPO_OK) status = readVersioned(o, outputs, kKtoOutputsSize, "fdpo_kto_outputs", error, size);
   if (status != FDPO_OK) return status;
+  // LD-DPO's weights pair the sequences; KTO's are unpaired: never ignored silently.
+  if (t.ld_weighting) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "ld_weighting is not read by fdpo_kto_loss: leave it 0");
   if (t.num_seqs < 1) return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "num_seqs must be >= 1, got %lld", (long long)t.num_seqs);
   if (config.loss_type < 0 || config.loss_type >= FDPO_KTO_LOSS_COUNT) {
     return fail(error, size, FDPO_ERR_INVALID_ARGUMENT, "loss_type %d is not a fdpo_kto_loss_type", (int)config.loss_type);

@@ -26,6 +26,9 @@ struct PairScores {
   double refChosen, refRejected;  // reference sums (0 when absent)
   double nChosen, nRejected;      // max(N, 1)
   double lengthChosen, lengthRejected;  // N (completion tokens)
+  // The log-ratios a = pi_c - rho_c, b = pi_r - rho_r: the difference of the sums, or with per-token
+  // references the sum of the per-token differences (Batch::ratioChosen).
+  double ratioChosen, ratioRejected;
 };
 
 
@@ -124,8 +127,8 @@ FDPO_HD PairTerm orpoOddsTerm(double beta, double xc, double xr) {
 FDPO_HD PairTerm pairLoss(int kind, const double* params, int divergence, const PairScores& s) {
   const double beta = params[FDPO_PARAM_BETA], eps = params[FDPO_PARAM_LABEL_SMOOTHING];
   const double alpha = params[FDPO_PARAM_F_ALPHA_DIVERGENCE_COEF];
-  const double a = s.piChosen - s.refChosen;
-  const double b = s.piRejected - s.refRejected;
+  const double a = s.ratioChosen;
+  const double b = s.ratioRejected;
   const Margin margin = fMargin(divergence, alpha, a, b);
   const Margin marginAvg = fMargin(divergence, alpha, a / s.nChosen, b / s.nRejected);
   const double delta = margin.value;

@@ -64,6 +64,97 @@ FDPO_HD SequenceSums sumSequence(const RowForward* rows, const int32_t* labels, 
   return s;
 }
 
+// LD-DPO and per-token references (SPEC.md, "LD-DPO", "Per-token reference log-probs"): a
+// sequence's sums split at its pair's public length L = min(N_c, N_r), counted over completion
+// tokens in order: the first L weigh 1 (front), the later ones ld_alpha (rear). Without LD-DPO,
+// L is past every token and all of them are front. ratio* are of logp - ref and ref* of ref
+// (per-token references only; 0 otherwise).
+struct WeightedSums {
+  double front, rear;
+  double ratioFront, ratioRear;
+  double refFront, refRear;
+};
+
+// How a call weighs tokens: alpha, and whether LD-DPO is on (ld_weighting).
+struct TokenWeighting {
+  bool ld;
+  double alpha;
+  const double* refTokens;  // rows, or NULL
+};
+
+FDPO_HD TokenWeighting tokenWeightingFor(const fdpo_tokens& t, const double* refTokens) {
+  const TokenWeighting w = {t.ld_weighting != 0, t.ld_weighting != 0 ? t.ld_alpha : 1.0, refTokens};
+  return w;
+}
+
+// The other sequence of s's pair (of 2B: s and s +- B).
+FDPO_HD int64_t partnerOf(int64_t s, int64_t numSeqs) { return s < numSeqs / 2 ? s + numSeqs / 2 : s - numSeqs / 2; }
+
+// L of a sequence of `mine` completion tokens whose partner has `partner`, or past any count without LD-DPO.
+FDPO_HD int64_t publicLength(const TokenWeighting& w, int32_t mine, int32_t partner) {
+  if (!w.ld) return INT64_MAX;
+  return mine < partner ? mine : partner;
+}
+
+// Adds scored row r to the weighted sums: to the front ones (weight 1) or the rear ones (alpha).
+FDPO_HD void addRowToWeightedSums(WeightedSums& s, const RowForward* rows, const TokenWeighting& w, int64_t r,
+                                  bool front) {
+  const double logp = (double)rows[r].logp;
+  (front ? s.front : s.rear) += logp;
+  if (w.refTokens) {
+    (front ? s.ratioFront : s.ratioRear) += logp - w.refTokens[r];
+    (front ? s.refFront : s.refRear) += w.refTokens[r];
+  }
+}
+
+FDPO_HD void mergeWeightedSums(WeightedSums& a, const WeightedSums& b) {
+  a.front += b.front;
+  a.rear += b.rear;
+  a.ratioFront += b.ratioFront;
+  a.ratioRear += b.ratioRear;
+  a.refFront += b.refFront;
+  a.refRear += b.refRear;
+}
+
+// One sequence's weighted sums in row order (the CPU's order; the GPU splits a sequence across a
+// block); rear[r] (when not NULL) = 1 for the rows weighing alpha, else 0.
+FDPO_HD WeightedSums weighSequence(const RowForward* rows, const int32_t* labels, int32_t ignoreIndex,
+                                   const TokenWeighting& w, int64_t begin, int64_t end, int64_t publicLen,
+                                   uint8_t* rear) {
+  WeightedSums s = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t ordinal = 0;
+  for (int64_t r = begin; r < end; ++r) {
+    const bool scored = labels[r] != ignoreIndex;
+    const bool front = ordinal < publicLen;
+    if (rear) rear[r] = scored && !front ? 1 : 0;
+    if (!scored) continue;
+    addRowToWeightedSums(s, rows, w, r, front);
+    ++ordinal;
+  }
+  return s;
+}
+
+// front + alpha * rear: the weighted sum (exactly front when nothing is rear).
+FDPO_HD double weightedSum(double front, double rear, double alpha) { return rear == 0.0 ? front : front + alpha * rear; }
+
+// Row r's gradient scale: d loss/d logp_r = G_s * w_r + H_s (H_s: the plain-sum terms, or none).
+FDPO_HD float rowScaleOf(double seqGrad, const double* plainGrad, int64_t s, bool rear, double alpha) {
+  const double g = rear ? alpha * seqGrad : seqGrad;
+  return (float)(plainGrad ? g + plainGrad[s] : g);
+}
+
+// Sequence s's scores from its plain sum and weighted sums: the score pi_s (LD-weighted when on),
+// the log-ratio sum_t w_t (logp_t - ref_t) and the reference score sum_t w_t ref_t.
+struct SequenceScores {
+  double score, ratio, ref;
+};
+
+FDPO_HD SequenceScores sequenceScores(double plain, const WeightedSums& s, const TokenWeighting& w) {
+  const SequenceScores out = {w.ld ? weightedSum(s.front, s.rear, w.alpha) : plain,
+                              weightedSum(s.ratioFront, s.ratioRear, w.alpha), weightedSum(s.refFront, s.refRear, w.alpha)};
+  return out;
+}
+
 // Adds a sequence's token metrics to stats (fdpo_stat); called in sequence order.
 FDPO_HD void addSequenceStats(double* stats, const SequenceSums& s, bool chosen) {
   stats[chosen ? FDPO_STAT_CHOSEN_LOGIT_SUM : FDPO_STAT_REJECTED_LOGIT_SUM] += s.logitSum;
@@ -120,9 +211,27 @@ struct Batch {
   double* stats;
   BatchScratch scratch;
   const double* weightMeans;  // 2B (WPO: weightMean of each sequence), or NULL: every pair weighs 1
+  // LD-DPO and per-token references (NULL: off; see sequenceScores).
+  const double* plainLogps;  // 2B unweighted sums, which the NLL terms read (as TRL's nll_loss), or NULL: logps
+  double* plainGrad;         // 2B, where the NLL terms' gradient goes when plainLogps is given
+  const double* ratios;      // 2B log-ratios sum_t w_t (logp_t - ref_t), or NULL: logps - ref
+  const double* refScores;   // 2B reference scores sum_t w_t ref_t, or NULL: config.ref_chosen/ref_rejected
 
-  FDPO_HD double refChosen(int64_t i) const { return config.ref_chosen ? config.ref_chosen[i] : 0.0; }
-  FDPO_HD double refRejected(int64_t i) const { return config.ref_rejected ? config.ref_rejected[i] : 0.0; }
+  FDPO_HD double refChosen(int64_t i) const {
+    return refScores ? refScores[i] : config.ref_chosen ? config.ref_chosen[i] : 0.0;
+  }
+  FDPO_HD double refRejected(int64_t i) const {
+    return refScores ? refScores[numPairs + i] : config.ref_rejected ? config.ref_rejected[i] : 0.0;
+  }
+  FDPO_HD double ratioChosen(int64_t i) const { return ratios ? ratios[i] : logps[i] - refChosen(i); }
+  FDPO_HD double ratioRejected(int64_t i) const {
+    return ratios ? ratios[numPairs + i] : logps[numPairs + i] - refRejected(i);
+  }
+  FDPO_HD double plainLogp(int64_t s) const { return plainLogps ? plainLogps[s] : logps[s]; }
+  // Adds the gradient of weight * (a term of the plain sums) to sequence s.
+  FDPO_HD void addPlainGrad(int64_t s, double weight, double d) const {
+    (plainLogps ? plainGrad : seqGrad)[s] += config.scale * weight * d;
+  }
   FDPO_HD double clampedCount(int64_t s) const { return counts[s] > 0 ? (double)counts[s] : 1.0; }
   // Adds the gradient of weight * (a term of pair-loss sums) to sequence s.
   FDPO_HD void addGrad(int64_t s, double weight, double d) const { seqGrad[s] += config.scale * weight * d; }
@@ -142,6 +251,7 @@ struct ZeroStep {
     b.pairLoss[i] = 0.0;
     b.seqGrad[i] = 0.0;
     b.seqGrad[b.numPairs + i] = 0.0;
+    if (b.plainLogps) b.plainGrad[i] = b.plainGrad[b.numPairs + i] = 0.0;
   }
 };
 
@@ -153,7 +263,8 @@ struct PairLocalStep {
     const fdpo_loss_config& c = b.config;
     const int64_t B = b.numPairs;
     const PairScores s = {b.logps[i],         b.logps[B + i],         b.refChosen(i),          b.refRejected(i),
-                          b.clampedCount(i),  b.clampedCount(B + i),  (double)b.counts[i],     (double)b.counts[B + i]};
+                          b.clampedCount(i),  b.clampedCount(B + i),  (double)b.counts[i],     (double)b.counts[B + i],
+                          b.ratioChosen(i),   b.ratioRejected(i)};
     const PairTerm t = pairLoss(kind, c.params, c.f_divergence, s);
     const double w = weight * b.pairWeight(i);
     b.pairLoss[i] += w * t.loss;
@@ -168,7 +279,7 @@ struct SftTotalsStep {
   FDPO_HD void operator()() const {
     double sum = 0.0, tokens = 0.0, weights = 0.0;
     for (int64_t i = 0; i < b.numPairs; ++i) {
-      sum += b.logps[i];
+      sum += b.plainLogp(i);
       tokens += b.counts[i];
       weights += b.pairWeight(i);
     }
@@ -186,7 +297,7 @@ struct SftStep {
     b.pairLoss[i] += weight * b.pairWeight(i) * (-sum / denom);
     // Every pair's term depends on every chosen sum: d(sum_i w_i l_i)/d pi_c = (sum_i w_i) * (-1/denom)
     // (B without WPO: a sum of ones, exact).
-    b.addGrad(i, weight, -weights / denom);
+    b.addPlainGrad(i, weight, -weights / denom);
   }
 };
 
@@ -201,8 +312,8 @@ struct AlignedValuesStep {
       b.scratch.first[i] = b.logps[i] - b.logps[B + i];
       b.scratch.second[i] = b.refChosen(i) - b.refRejected(i);
     } else {
-      b.scratch.first[i] = b.logps[i] - b.refChosen(i);
-      b.scratch.second[i] = b.logps[B + i] - b.refRejected(i);
+      b.scratch.first[i] = b.ratioChosen(i);
+      b.scratch.second[i] = b.ratioRejected(i);
     }
   }
 };
@@ -243,8 +354,8 @@ struct RewardsStep {
     const double nc = reportAveraged ? b.clampedCount(i) : 1.0;
     const double nr = reportAveraged ? b.clampedCount(B + i) : 1.0;
     const double beta = b.config.params[FDPO_PARAM_BETA];
-    b.chosenRewards[i] = beta * (b.logps[i] - b.refChosen(i)) / nc;
-    b.rejectedRewards[i] = beta * (b.logps[B + i] - b.refRejected(i)) / nr;
+    b.chosenRewards[i] = beta * b.ratioChosen(i) / nc;
+    b.rejectedRewards[i] = beta * b.ratioRejected(i) / nr;
     if (alphaRewards) {
       const double alpha = b.config.params[FDPO_PARAM_ALPHA];
       b.chosenRewards[i] = beta * alphaReward(alpha, b.logps[i] / b.clampedCount(i)).value;

@@ -74,6 +74,11 @@ struct RowKernels {
                    int64_t end);
   // The vectorised exp on n values (for the accuracy test).
   void (*exp)(const float* in, float* out, int64_t n);
+  // Pass B with the entropy bonus (policyLoss): grad = t'(z) * (scale * (onehot - p) + E * p * (log p + H)),
+  // E = entropyScale[r], H = the row's entropy. Rows whose scale and E are both 0 are zeros, unread.
+  void (*backwardEntropy)(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
+                          const RowOptions& options, const float* rowScale, const float* entropyScale,
+                          const RowForward* rows, int64_t begin, int64_t end);
 };
 
 // Every set gives the same bits (row_kernels_impl.h), except kBaselineMulAddKernels: the

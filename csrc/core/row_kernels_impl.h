@@ -352,43 +352,57 @@ struct ZeroValues {
   float scalar(int64_t) const { return 0.0f; }
 };
 
-// scale * t'(z) * (onehot - p) for one row; the label lane is the precomputed labelGrad.
-template <class O, int DT, int Mode>
+// scale * t'(z) * (onehot - p) for one row; the label lane is the precomputed labelGrad. Entropy:
+// plus t'(z) times the entropy bonus's term (token_math.h's otherGradientWithEntropy), with the
+// row's entropy scale E; without it the code (and bits) are those of before.
+template <class O, int DT, int Mode, bool Entropy = false>
 struct GradValues {
   using F = typename O::F;
   const void* row;
   int64_t label;
   const HeadConstants& head;
-  float m, logSum, negScale, labelGrad;
-  F vm, vLogSum, vNegScale;
-  GradValues(const void* row_, int32_t label_, float scale, const RowForward& f, const HeadConstants& head_)
+  float m, logSum, negScale, labelGrad, entropyScale, entropy;
+  F vm, vLogSum, vNegScale, vEntropyScale, vEntropy;
+  GradValues(const void* row_, int32_t label_, float scale, const RowForward& f, const HeadConstants& head_,
+             float entropyScale_ = 0.0f)
       : row(row_), label(label_), head(head_), m(f.max), logSum(f.logSum), negScale(-scale),
-        labelGrad(labelGradient(Mode == kHeadIdentity ? scale : scale * f.labelSlope, f.logp)), vm(O::set1(f.max)),
-        vLogSum(O::set1(f.logSum)), vNegScale(O::set1(-scale)) {}
+        labelGrad(Entropy ? labelGradientWithEntropy(Mode == kHeadIdentity ? scale : scale * f.labelSlope,
+                                                     Mode == kHeadIdentity ? entropyScale_ : entropyScale_ * f.labelSlope,
+                                                     f.logp, f.entropy)
+                          : labelGradient(Mode == kHeadIdentity ? scale : scale * f.labelSlope, f.logp)),
+        entropyScale(entropyScale_), entropy(f.entropy), vm(O::set1(f.max)), vLogSum(O::set1(f.logSum)),
+        vNegScale(O::set1(-scale)), vEntropyScale(O::set1(entropyScale_)), vEntropy(O::set1(f.entropy)) {}
   template <class P>
-  typename P::F at(typename P::F z, typename P::F vNeg, typename P::F vMax, typename P::F vLog) const {
-    if (Mode == kHeadIdentity) return otherGradient<P>(vNeg, z, vMax, vLog);
+  typename P::F element(typename P::F t, typename P::F vNeg, typename P::F vMax, typename P::F vLog, typename P::F vE,
+                        typename P::F vH) const {
+    if (Entropy) return otherGradientWithEntropy<P>(vNeg, vE, vH, t, vMax, vLog);
+    return otherGradient<P>(vNeg, t, vMax, vLog);
+  }
+  template <class P>
+  typename P::F at(typename P::F z, typename P::F vNeg, typename P::F vMax, typename P::F vLog, typename P::F vE,
+                   typename P::F vH) const {
+    if (Mode == kHeadIdentity) return element<P>(z, vNeg, vMax, vLog, vE, vH);
     typename P::F slope;
     const typename P::F t = headValue<Mode, P>(head, z, &slope);
-    return P::mul(otherGradient<P>(vNeg, t, vMax, vLog), slope);
+    return P::mul(element<P>(t, vNeg, vMax, vLog, vE, vH), slope);
   }
   F vector(int64_t i) const {
-    F g = at<O>(O::template load<DT>(row, i), vNegScale, vm, vLogSum);
+    F g = at<O>(O::template load<DT>(row, i), vNegScale, vm, vLogSum, vEntropyScale, vEntropy);
     if (label >= i && label < i + O::W) g = O::setLane(g, (int)(label - i), labelGrad);
     return g;
   }
   float scalar(int64_t i) const {
     if (i == label) return labelGrad;
-    return at<typename O::Tail>(loadElement<DT>(row, i), negScale, m, logSum);
+    return at<typename O::Tail>(loadElement<DT>(row, i), negScale, m, logSum, entropyScale, entropy);
   }
 };
 
-template <class O, int DT, int Mode>
+template <class O, int DT, int Mode, bool Entropy = false>
 void backwardRow(const void* row, void* dst, int64_t vocab, int32_t label, float scale, const RowForward& f,
-                 const HeadConstants& head) {
+                 const HeadConstants& head, float entropyScale = 0.0f) {
   // Ignored token or a pair with zero gradient: exact zeros, and the logits are not read.
-  if (scale == 0.0f) return writeRow<O, DT>(dst, vocab, ZeroValues<O>());
-  writeRow<O, DT>(dst, vocab, GradValues<O, DT, Mode>(row, label, scale, f, head));
+  if (scale == 0.0f && (!Entropy || entropyScale == 0.0f)) return writeRow<O, DT>(dst, vocab, ZeroValues<O>());
+  writeRow<O, DT>(dst, vocab, GradValues<O, DT, Mode, Entropy>(row, label, scale, f, head, entropyScale));
 }
 
 template <int DT>
@@ -464,12 +478,14 @@ void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, con
   }
 }
 
-template <class O, int DT, int Mode>
+template <class O, int DT, int Mode, bool Entropy = false>
 void backwardRowsTyped(const void* logits, void* grad, int64_t vocab, const int32_t* labels, const HeadConstants& head,
-                       const float* rowScale, const RowForward* rows, int64_t begin, int64_t end) {
+                       const float* rowScale, const RowForward* rows, int64_t begin, int64_t end,
+                       const float* entropyScale = nullptr) {
   for (int64_t r = begin; r < end; ++r) {
     void* dst = (char*)grad + r * vocab * elementSize<DT>();
-    backwardRow<O, DT, Mode>(rowPointer<DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r], head);
+    backwardRow<O, DT, Mode, Entropy>(rowPointer<DT>(logits, r, vocab), dst, vocab, labels[r], rowScale[r], rows[r], head,
+                                      Entropy ? entropyScale[r] : 0.0f);
   }
 }
 
@@ -534,34 +550,50 @@ void forwardDeferredRows(const void* logits, void* grad, int32_t dtype, int64_t 
   O::fence();
 }
 
-template <class O, int DT>
+template <class O, int DT, bool Entropy = false>
 void backwardRowsDtype(const void* logits, void* grad, int64_t vocab, const int32_t* labels, const RowOptions& o,
-                       const float* rowScale, const RowForward* rows, int64_t begin, int64_t end) {
+                       const float* rowScale, const RowForward* rows, int64_t begin, int64_t end,
+                       const float* entropyScale = nullptr) {
   switch (o.headMode) {
     case kHeadIdentity:
-      return backwardRowsTyped<O, DT, kHeadIdentity>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end);
+      return backwardRowsTyped<O, DT, kHeadIdentity, Entropy>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end, entropyScale);
     case kHeadLinear:
-      return backwardRowsTyped<O, DT, kHeadLinear>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end);
+      return backwardRowsTyped<O, DT, kHeadLinear, Entropy>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end, entropyScale);
     case kHeadCapped:
-      return backwardRowsTyped<O, DT, kHeadCapped>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end);
+      return backwardRowsTyped<O, DT, kHeadCapped, Entropy>(logits, grad, vocab, labels, o.head, rowScale, rows, begin, end, entropyScale);
   }
+}
+
+template <class O, bool Entropy = false>
+void backwardRowsAny(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
+                     const RowOptions& options, const float* rowScale, const RowForward* rows, int64_t begin, int64_t end,
+                     const float* entropyScale = nullptr) {
+  switch (dtype) {
+    case FDPO_FLOAT32:
+      backwardRowsDtype<O, FDPO_FLOAT32, Entropy>(logits, grad, vocab, labels, options, rowScale, rows, begin, end, entropyScale);
+      break;
+    case FDPO_BFLOAT16:
+      backwardRowsDtype<O, FDPO_BFLOAT16, Entropy>(logits, grad, vocab, labels, options, rowScale, rows, begin, end, entropyScale);
+      break;
+    case FDPO_FLOAT16:
+      backwardRowsDtype<O, FDPO_FLOAT16, Entropy>(logits, grad, vocab, labels, options, rowScale, rows, begin, end, entropyScale);
+      break;
+  }
+  O::fence();
 }
 
 template <class O>
 void backwardRows(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
                   const RowOptions& options, const float* rowScale, const RowForward* rows, int64_t begin, int64_t end) {
-  switch (dtype) {
-    case FDPO_FLOAT32:
-      backwardRowsDtype<O, FDPO_FLOAT32>(logits, grad, vocab, labels, options, rowScale, rows, begin, end);
-      break;
-    case FDPO_BFLOAT16:
-      backwardRowsDtype<O, FDPO_BFLOAT16>(logits, grad, vocab, labels, options, rowScale, rows, begin, end);
-      break;
-    case FDPO_FLOAT16:
-      backwardRowsDtype<O, FDPO_FLOAT16>(logits, grad, vocab, labels, options, rowScale, rows, begin, end);
-      break;
-  }
-  O::fence();
+  backwardRowsAny<O>(logits, grad, dtype, vocab, labels, options, rowScale, rows, begin, end);
+}
+
+// Pass B with the entropy bonus's term (policyLoss's entropyCoef).
+template <class O>
+void backwardEntropyRows(const void* logits, void* grad, int32_t dtype, int64_t vocab, const int32_t* labels,
+                         const RowOptions& options, const float* rowScale, const float* entropyScale,
+                         const RowForward* rows, int64_t begin, int64_t end) {
+  backwardRowsAny<O, true>(logits, grad, dtype, vocab, labels, options, rowScale, rows, begin, end, entropyScale);
 }
 
 template <class O>
@@ -573,5 +605,5 @@ void expValues(const float* in, float* out, int64_t n) {
 
 template <class O>
 constexpr RowKernels makeRowKernels(const char* name) {
-  return RowKernels{name, &forwardRows<O>, &forwardDeferredRows<O>, &backwardRows<O>, &expValues<O>};
+  return RowKernels{name, &forwardRows<O>, &forwardDeferredRows<O>, &backwardRows<O>, &expValues<O>, &backwardEntropyRows<O>};
 }

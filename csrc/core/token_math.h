@@ -121,3 +121,18 @@ template <class O>
 FDPO_HD typename O::F otherGradient(typename O::F negScale, typename O::F z, typename O::F m, typename O::F logSum) {
   return O::mul(negScale, O::exp(O::sub(O::sub(z, m), logSum)));
 }
+
+// The entropy bonus's pass-B terms (policyLoss's entropyCoef): with E the row's entropy scale and
+// H its entropy, dloss/dz_v gains E*p_v*(log p_v + H) (= -E dH/dz_v). v != label: with
+// lp = (z - m) - log(s) = log p_v, p_v*(E*(lp + H) - scale) in one exp.
+template <class O>
+FDPO_HD typename O::F otherGradientWithEntropy(typename O::F negScale, typename O::F entropyScale, typename O::F entropy,
+                                               typename O::F z, typename O::F m, typename O::F logSum) {
+  const typename O::F lp = O::sub(O::sub(z, m), logSum);
+  return O::mul(O::exp(lp), O::fma(entropyScale, O::add(lp, entropy), negScale));
+}
+
+// The label's: scale*(1 - p_y) + E*p_y*(logp + H).
+FDPO_HD float labelGradientWithEntropy(float scale, float entropyScale, float logp, float entropy) {
+  return fmaf(entropyScale * expf(logp), logp + entropy, labelGradient(scale, logp));
+}

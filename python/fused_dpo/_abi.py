@@ -78,6 +78,9 @@ class Tokens(ctypes.Structure):
         ("logit_scale", ctypes.c_double),
         ("softcap", ctypes.c_double),
         ("temperature", ctypes.c_double),
+        # LD-DPO (0 = off): weight ld_alpha on the tokens past the shorter sequence of the pair
+        ("ld_alpha", ctypes.c_double),
+        ("ld_weighting", ctypes.c_int32),
     ]
 
 
@@ -151,6 +154,39 @@ class KtoOutputs(ctypes.Structure):
     ]
 
 
+# fdpo_policy_loss_type: TRL's GRPO loss_type values, by their ABI codes.
+POLICY_LOSS_TYPES = {"grpo": 0, "bnpo": 1, "dr_grpo": 2, "dapo": 3}
+(POLICY_STAT_LOSS, POLICY_STAT_TOKENS, POLICY_STAT_LOW_CLIPPED, POLICY_STAT_HIGH_CLIPPED,
+ POLICY_STAT_REGION_CLIPPED, POLICY_STAT_KL_SUM, POLICY_STAT_ENTROPY_SUM, POLICY_STAT_COUNT) = range(8)
+
+
+class PolicyConfig(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("loss_type", ctypes.c_int32),
+        ("advantages", ctypes.c_void_p),
+        ("advantages_per_token", ctypes.c_int32),
+        ("old_logps", ctypes.c_void_p),
+        ("ref_logps", ctypes.c_void_p),
+        ("beta", ctypes.c_double),
+        ("epsilon", ctypes.c_double),
+        ("epsilon_high", ctypes.c_double),
+        ("entropy_coef", ctypes.c_double),
+        ("max_completion_length", ctypes.c_int64),
+        ("num_items_in_batch", ctypes.c_double),
+    ]
+
+
+class PolicyOutputs(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("token_logps", ctypes.c_void_p),
+        ("token_grad", ctypes.c_void_p),
+        ("stats", ctypes.c_void_p),
+        ("grad", ctypes.c_void_p),
+    ]
+
+
 class CudaStatus(ctypes.Structure):
     _fields_ = [
         ("struct_size", ctypes.c_uint32),
@@ -195,6 +231,8 @@ def _signatures(lib):
         "fdpo_cuda_dpo_loss": (c.c_int32, [P(Tokens), P(LossConfig), P(LossOutputs), P(CudaLaunch)] + err),
         "fdpo_kto_loss": (c.c_int32, [P(Tokens), P(KtoConfig), P(KtoOutputs), c.c_int32] + err),
         "fdpo_cuda_kto_loss": (c.c_int32, [P(Tokens), P(KtoConfig), P(KtoOutputs), P(CudaLaunch)] + err),
+        "fdpo_policy_loss": (c.c_int32, [P(Tokens), P(PolicyConfig), P(PolicyOutputs), c.c_int32] + err),
+        "fdpo_cuda_policy_loss": (c.c_int32, [P(Tokens), P(PolicyConfig), P(PolicyOutputs), P(CudaLaunch)] + err),
     }
     for name, (restype, argtypes) in table.items():
         fn = getattr(lib, name)

@@ -26,7 +26,18 @@ from ._abi import (
     STAT_REJECTED_LOGIT_SUM,
     STAT_REJECTED_TOKENS,
     F_DIVERGENCES,
+    POLICY_LOSS_TYPES,
+    POLICY_STAT_COUNT,
+    POLICY_STAT_ENTROPY_SUM,
+    POLICY_STAT_HIGH_CLIPPED,
+    POLICY_STAT_KL_SUM,
+    POLICY_STAT_LOSS,
+    POLICY_STAT_LOW_CLIPPED,
+    POLICY_STAT_REGION_CLIPPED,
+    POLICY_STAT_TOKENS,
     CudaLaunch,
+    PolicyConfig,
+    PolicyOutputs,
     FusedDpoUnavailable,
     KTO_LOSS_TYPES,
     KtoConfig,
@@ -38,7 +49,7 @@ from ._abi import (
     new_struct,
 )
 
-__all__ = ["dpo_loss", "kto_loss", "sequence_logps", "loss_types", "hyperparameters"]
+__all__ = ["dpo_loss", "kto_loss", "policy_loss", "sequence_logps", "loss_types", "hyperparameters"]
 
 _DTYPE_CODES = {torch.float32: FLOAT32, torch.bfloat16: BFLOAT16, torch.float16: FLOAT16}
 
@@ -284,6 +295,7 @@ def dpo_loss(
     logit_scale=None,
     softcap=None,
     temperature=None,
+    ld_alpha=None,
     ignore_index=-100,
     reduction="mean",
     normalizer=None,
@@ -308,9 +320,13 @@ def dpo_loss(
     of the lm_head matmul). threads: CPU threads, default torch.get_num_threads().
     alpha: AlphaPO's alpha of simpo (TRL CPOConfig's alpha). use_weighting: WPO (TRL's). logit_scale,
     softcap, temperature: the model-head transforms, applied in that order (TRL's) inside the kernels.
+    ld_alpha: LD-DPO (TRL's ld_alpha, in [0, 1]; None: off): per pair, the completion tokens past the
+    shorter completion weigh ld_alpha in the policy's scores (SPEC.md, "LD-DPO"); pass reference sums
+    from sequence_logps without it (TRL) or with it (the paper).
     """
     where = "dpo_loss"
     tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where, _head(logit_scale, softcap, temperature, where))
+    _set_ld_alpha(tokens, ld_alpha, where)
     num_seqs = tokens.num_seqs
     if num_seqs < 2 or num_seqs % 2 != 0:
         raise ValueError(f"{where}: the logits must hold 2B sequences (B chosen then B rejected, B >= 1), got {num_seqs}")
@@ -498,13 +514,27 @@ def kto_loss(
     return _PrecomputedGradient.apply(logits, grad, loss_value), metrics
 
 
-def sequence_logps(logits, labels, *, average=False, ignore_index=-100, cu_seqlens=None, threads=None):
+def _set_ld_alpha(tokens, ld_alpha, where):
+    if ld_alpha is None:
+        return
+    if isinstance(ld_alpha, bool) or not isinstance(ld_alpha, (int, float)) or not 0.0 <= ld_alpha <= 1.0:
+        raise ValueError(f"{where}: ld_alpha must be a number in [0, 1] (or None: off), got {ld_alpha!r}")
+    if tokens.num_seqs % 2 != 0:
+        raise ValueError(f"{where}: ld_alpha pairs the sequences (B chosen then B rejected): got {tokens.num_seqs}")
+    tokens.ld_alpha = float(ld_alpha)
+    tokens.ld_weighting = 1
+
+
+def sequence_logps(logits, labels, *, average=False, ld_alpha=None, ignore_index=-100, cu_seqlens=None, threads=None):
     """Per-sequence sums (or, with average=True, means) of the labels' log-probs, forward only:
     the reference pass. Returns (logps float64 [S], counts int32 [S]) on the logits' device;
     not differentiable. For dpo_loss: ref_chosen_logps = logps[:B], ref_rejected_logps = logps[B:].
+    ld_alpha: the pair-aware form (2B sequences, chosen then rejected), weighted as dpo_loss's
+    ld_alpha weighs the policy's.
     """
     where = "sequence_logps"
     tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
+    _set_ld_alpha(tokens, ld_alpha, where)
     logps = torch.zeros(tokens.num_seqs, dtype=torch.float64)
     counts = torch.zeros(tokens.num_seqs, dtype=torch.int32)
     lib = library()
@@ -515,3 +545,133 @@ def sequence_logps(logits, labels, *, average=False, ignore_index=-100, cu_seqle
         lib.call(where, lib.lib.fdpo_sequence_logps, *args, _threads(threads))
     del keep
     return logps.to(logits.device), counts.to(logits.device)
+
+
+def _per_token(name, values, rows, where):
+    """A float tensor of one value per row (the labels' size), as a contiguous float64 CPU copy."""
+    if values is None:
+        return None
+    if not isinstance(values, torch.Tensor) or not values.is_floating_point():
+        raise TypeError(f"{where}: {name} must be a floating-point torch.Tensor, got {type(values).__name__}")
+    if values.numel() != rows:
+        raise ValueError(f"{where}: {name} must have {rows} values (one per token, the labels' size), got {values.numel()}")
+    return values.detach().to("cpu", torch.float64).contiguous().reshape(-1)
+
+
+def policy_loss(
+    logits,
+    labels,
+    advantages,
+    *,
+    old_logps=None,
+    ref_logps=None,
+    beta=0.0,
+    epsilon=0.2,
+    epsilon_high=None,
+    entropy_coef=0.0,
+    loss_type="dapo",
+    max_completion_length=None,
+    num_items_in_batch=None,
+    temperature=None,
+    ignore_index=-100,
+    cu_seqlens=None,
+    threads=None,
+):
+    """TRL's GRPO-family loss (grpo, bnpo, dr_grpo, dapo) from the policy's logits: the clipped
+    surrogate on per-token ratios exp(logp - old_logps), beta times the k3 KL to ref_logps, minus
+    entropy_coef times the entropy (with its gradient), aggregated as TRL's loss_type (SPEC.md,
+    "Policy loss").
+
+    logits: [S, T, V] (or [N, V] with cu_seqlens); labels: [S, T] (or [N]); advantages: [S] (one
+    per sequence) or the labels' shape (one per token); old_logps, ref_logps: the labels' shape, or
+    None (on-policy; no KL). Returns (loss, metrics, logps): loss a float32 scalar whose backward is
+    the gradient computed in this call; metrics TRL's dict (clip_ratio/low_mean, clip_ratio/high_mean,
+    clip_ratio/region_mean, kl (only with ref_logps), entropy); logps the per-token log-probs
+    (float64, the labels' shape, 0 where ignored): the next step's old_logps.
+    """
+    where = "policy_loss"
+    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
+    if temperature is not None:
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"{where}: temperature must be a finite number > 0, got {temperature!r}")
+        tokens.temperature = float(temperature)
+    rows, seqs = tokens.rows, tokens.num_seqs
+    if loss_type not in POLICY_LOSS_TYPES:
+        raise ValueError(f"{where}: loss_type must be one of {', '.join(POLICY_LOSS_TYPES)}, got {loss_type!r}")
+    if not isinstance(advantages, torch.Tensor) or not advantages.is_floating_point():
+        raise TypeError(f"{where}: advantages must be a floating-point torch.Tensor, got {type(advantages).__name__}")
+    # The labels' shape: one per token; else [S], one per sequence. (Packed with as many sequences
+    # as rows, an [N] tensor is read per token: expand per-sequence values yourself there.)
+    per_token = tuple(advantages.shape) == tuple(labels.shape)
+    if not per_token and advantages.numel() != seqs:
+        raise ValueError(f"{where}: advantages must have shape [{seqs}] (one per sequence) or the labels' {list(labels.shape)}, got {list(advantages.shape)}")
+    adv = advantages.detach().to("cpu", torch.float64).contiguous().reshape(-1)
+    old = _per_token("old_logps", old_logps, rows, where)
+    ref = _per_token("ref_logps", ref_logps, rows, where)
+    for name, value, rule, ok in (
+        ("beta", beta, "a finite number >= 0", lambda v: v >= 0),
+        ("epsilon", epsilon, "a number in [0, 1]", lambda v: 0 <= v <= 1),
+        ("epsilon_high", epsilon if epsilon_high is None else epsilon_high, "a finite number >= 0", lambda v: v >= 0),
+        ("entropy_coef", entropy_coef, "a finite number", lambda v: True),
+    ):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and ok(value)):
+            raise ValueError(f"{where}: {name} must be {rule}, got {value!r}")
+    if beta != 0 and ref is None:
+        raise ValueError(f"{where}: ref_logps (per-token reference log-probs) are needed when beta is not 0")
+    if loss_type == "dr_grpo":
+        if not isinstance(max_completion_length, int) or max_completion_length < 1:
+            raise ValueError(f"{where}: loss_type 'dr_grpo' needs max_completion_length, an int >= 1, got {max_completion_length!r}")
+    elif max_completion_length is not None:
+        raise ValueError(f"{where}: max_completion_length is read only by loss_type 'dr_grpo' (loss_type is {loss_type!r})")
+    if num_items_in_batch is not None:
+        if loss_type != "dapo":
+            raise ValueError(f"{where}: num_items_in_batch is read only by loss_type 'dapo' (loss_type is {loss_type!r})")
+        if not (isinstance(num_items_in_batch, (int, float)) and math.isfinite(num_items_in_batch) and num_items_in_batch > 0):
+            raise ValueError(f"{where}: num_items_in_batch must be a finite number > 0, got {num_items_in_batch!r}")
+
+    config = new_struct(PolicyConfig)
+    config.loss_type = POLICY_LOSS_TYPES[loss_type]
+    config.advantages = adv.data_ptr()
+    config.advantages_per_token = 1 if per_token else 0
+    config.old_logps = old.data_ptr() if old is not None else None
+    config.ref_logps = ref.data_ptr() if ref is not None else None
+    config.beta = float(beta)
+    config.epsilon = float(epsilon)
+    config.epsilon_high = float(epsilon if epsilon_high is None else epsilon_high)
+    config.entropy_coef = float(entropy_coef)
+    config.max_completion_length = max_completion_length or 0
+    config.num_items_in_batch = float(num_items_in_batch or 0)
+
+    data = keep[0]
+    wants_grad = torch.is_grad_enabled() and logits.requires_grad
+    grad = torch.empty_like(data) if wants_grad else None
+    token_logps = torch.zeros(rows, dtype=torch.float64)
+    stats = torch.zeros(POLICY_STAT_COUNT, dtype=torch.float64)
+    outputs = new_struct(PolicyOutputs)
+    outputs.token_logps = token_logps.data_ptr()
+    outputs.stats = stats.data_ptr()
+    outputs.grad = grad.data_ptr() if grad is not None else None
+
+    lib = library()
+    if data.is_cuda:
+        launch = _cuda_launch(data.device)
+        lib.call(where, lib.lib.fdpo_cuda_policy_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), ctypes.byref(launch))
+    else:
+        lib.call(where, lib.lib.fdpo_policy_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), _threads(threads))
+    del keep, adv, old, ref  # alive until here: the call read them
+
+    count = max(stats[POLICY_STAT_TOKENS].item(), 1.0)
+    metrics = {
+        "clip_ratio/low_mean": stats[POLICY_STAT_LOW_CLIPPED].item() / count,
+        "clip_ratio/high_mean": stats[POLICY_STAT_HIGH_CLIPPED].item() / count,
+        "clip_ratio/region_mean": stats[POLICY_STAT_REGION_CLIPPED].item() / count,
+        "entropy": stats[POLICY_STAT_ENTROPY_SUM].item() / count,
+        "num_tokens": stats[POLICY_STAT_TOKENS].item(),
+    }
+    if ref_logps is not None:
+        metrics["kl"] = stats[POLICY_STAT_KL_SUM].item() / count
+    logps = token_logps.reshape(labels.shape).to(logits.device)
+    loss_value = stats[POLICY_STAT_LOSS].item()
+    if grad is None:
+        return torch.tensor(loss_value, dtype=torch.float32, device=logits.device), metrics, logps
+    return _PrecomputedGradient.apply(logits, grad, loss_value), metrics, logps

@@ -51,8 +51,8 @@ def relative_l2(got, want):
 
 
 class MatchesTrl(unittest.TestCase):
-    def check(self, kinds, dtype, **options):
-        logits, labels, ref_c, ref_r = batch(dtype=dtype)
+    def check(self, kinds, dtype, prompt_rows=True, **options):
+        logits, labels, ref_c, ref_r = batch(dtype=dtype, prompt_rows=prompt_rows)
         loss, grad, metrics = fused(kinds, logits, labels, ref_c, ref_r, **options)
         want_loss, want_grad, want_metrics = reference(kinds, logits, labels, ref_c, ref_r, **dict(options))
         what = f"{kinds} {dtype} seed={SEED}"
@@ -71,6 +71,17 @@ class MatchesTrl(unittest.TestCase):
         for kind in loss_types():
             with self.subTest(kind=kind):
                 self.check([kind], torch.float32, **SETTINGS.get(kind, {}))
+
+    def test_ld_alpha_matches_trl_on_rows_without_a_prompt(self):
+        # TRL counts LD positions from the row start: the same as fused-dpo's completion-token count
+        # when the rows hold no prompt prefix (completion, then right padding).
+        for kind in loss_types():
+            for ld_alpha in (0.0, 0.4):
+                with self.subTest(kind=kind, ld_alpha=ld_alpha):
+                    self.check([kind], torch.float32, prompt_rows=False, ld_alpha=ld_alpha, **SETTINGS.get(kind, {}))
+        for dtype in (torch.bfloat16, torch.float16):
+            with self.subTest(dtype=dtype):
+                self.check(["sigmoid", "sft"], dtype, prompt_rows=False, ld_alpha=0.5, loss_weights=[1.0, 0.5])
 
     def test_half_precision_logits(self):
         for dtype in (torch.bfloat16, torch.float16):

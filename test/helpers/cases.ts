@@ -143,7 +143,9 @@ export function hyperparametersOf(options: Partial<Record<HyperparameterName, nu
 export function referenceInput(c: TokenCase, options: Partial<DpoLossOptions>): ReferenceInput {
   const types = (Array.isArray(options.lossType) ? options.lossType : [options.lossType ?? 'sigmoid']) as LossType[];
   const scale = options.normalizer !== undefined ? 1 / options.normalizer : options.reduction === 'sum' ? 1 : 1 / c.B;
-  const ref = options.ref ? { chosen: Float64Array.from(options.ref.chosen), rejected: Float64Array.from(options.ref.rejected) } : null;
+  // checkDpo's cases pass reference sums (test/ld-dpo.test.ts covers per-token references)
+  const sums = options.ref && 'chosen' in options.ref ? options.ref : null;
+  const ref = sums ? { chosen: Float64Array.from(sums.chosen), rejected: Float64Array.from(sums.rejected) } : null;
   return {
     ...refTokens(c, options.ignoreIndex ?? IGNORE),
     ref,
@@ -391,8 +393,8 @@ function checkForward(
   for (let s = 0; s < S; s++) near(`sequenceGrad[${s}] (at the kernel π)`, got.sequenceGrad[s]!, at.seqGrad[s]!, 1e-11 * gMax, ctx);
   const beta = input.beta;
   for (let i = 0; i < B; i++) {
-    const rc = input.ref ? input.ref.chosen[i]! : 0;
-    const rr = input.ref ? input.ref.rejected[i]! : 0;
+    const rc = input.ref && 'chosen' in input.ref ? input.ref.chosen[i]! : 0;
+    const rr = input.ref && 'rejected' in input.ref ? input.ref.rejected[i]! : 0;
     // AlphaPO's rewards when simpo reads an alpha (TRL's CPOTrainer logs β·r(x̄))
     const alphaRewards = input.alpha !== 0 && input.lossTypes.includes('simpo');
     const count = (s: number) => Math.max(seq.counts[s]!, 1);

@@ -1,12 +1,14 @@
-// The CPU backend's passes over the rows, shared by its loss calls (cpu_backend.cpp, cpu_kto.cpp):
-// pass A and pass B as the SIMD row kernels run them on the thread pool.
-#ifndef FUSED_DPO_CPU_PASSES_H
-#define FUSED_DPO_CPU_PASSES_H
+// How the CPU backend splits rows among its threads, pass A and pass B over every row, and pass
+// B's row scales: shared by the DPO loss (cpu_backend.cpp), the KTO loss (cpu_kto.cpp) and the
+// policy loss (cpu_policy.cpp).
+#ifndef FUSED_DPO_CPU_ROW_PASSES_H
+#define FUSED_DPO_CPU_ROW_PASSES_H
 
 #include <algorithm>
 #include <vector>
 
 #include "fused_dpo.h"
+#include "reduce_math.h"
 #include "row_kernels.h"
 #include "thread_pool.h"
 
@@ -47,12 +49,14 @@ struct FusedPasses {
   }
 };
 
-// Per-row scale for pass B: G of the row's sequence, 0 for ignored rows (written as zeros).
-inline std::vector<float> rowScales(const fdpo_tokens& t, const double* seqGrad) {
+// Per-row scale for pass B: rowScaleOf (reduce_math.h) of the row's sequence, 0 for ignored rows
+// (written as zeros). NULL plainGrad and rear: plain G_s (no LD-DPO weights).
+inline std::vector<float> rowScales(const fdpo_tokens& t, const double* seqGrad, const double* plainGrad,
+                                    const uint8_t* rear, double alpha) {
   std::vector<float> rowScale(t.rows, 0.0f);
   for (int64_t s = 0; s < t.num_seqs; ++s) {
     for (int64_t r = t.cu_seqlens[s]; r < t.cu_seqlens[s + 1]; ++r) {
-      if (t.labels[r] != t.ignore_index) rowScale[r] = (float)seqGrad[s];
+      if (t.labels[r] != t.ignore_index) rowScale[r] = rowScaleOf(seqGrad[s], plainGrad, s, rear && rear[r], alpha);
     }
   }
   return rowScale;
