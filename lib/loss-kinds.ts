@@ -73,6 +73,14 @@ export const HYPERPARAMETERS = {
     trl: 'alpha',
     doc: "AlphaPO's α of simpo: rewards (1 − p̄^(−α))/α of the length-normalised probability p̄ (0: SimPO)",
   },
+  unlikelihoodAlpha: {
+    code: 7,
+    default: 1,
+    rule: 'a finite number >= 0',
+    ok: (v: number) => v >= 0,
+    trl: null,
+    doc: "α, the weight of unlikelihood's term −log(1 − e^{π̄_r})",
+  },
 } as const satisfies Record<string, Hyperparameter>;
 
 /** fDivergenceType's values (TRL's f_divergence_type, plus forward_kl), with their ABI codes (fdpo_f_divergence). */
@@ -175,6 +183,18 @@ export const LOSS_KINDS = {
     chosenNll: true,
     margin: false,
     reads: ['beta'],
+  },
+  // Welleck et al.'s unlikelihood on the token-mean sequence score: −π̄_c − α·log(1 − e^{π̄_r}).
+  unlikelihood: {
+    code: 17,
+    needsRef: false,
+    averagedScores: true,
+    reportsAveraged: false,
+    couplesBatch: false,
+    pairTerm: true,
+    chosenNll: false,
+    margin: false,
+    reads: ['unlikelihoodAlpha'],
   },
 } as const satisfies Record<string, LossKind>;
 

@@ -2,7 +2,7 @@
 // shape the results.
 import { STAT, type DeviceBuffer, type NativeLossArgs, type NativeSequenceArgs } from './binding.js';
 import { DeviceTensor, holdingTensors } from './device.js';
-import { fusedDpoError } from './errors.js';
+import { newGradient } from './grad-buffer.js';
 import { checkNotInFlight, whileInFlight, type CallBuffers } from './in-flight.js';
 import { F_DIVERGENCES, HYPERPARAMETER_NAMES, LOSS_KINDS, type FDivergenceType, type HyperparameterName, type LossType } from './loss-kinds.js';
 import { native } from './native.js';
@@ -220,16 +220,6 @@ export async function sequenceLogpsAsync(options: SequenceLogpsOptions): Promise
   return prepared.finish();
 }
 
-// A new gradient array; an allocation the engine refuses is ERR_FDPO_OUT_OF_MEMORY, not a bare RangeError.
-function newLike(dtype: DType, length: number): Float32Array | Uint16Array {
-  try {
-    return dtype === 'float32' ? new Float32Array(length) : new Uint16Array(length);
-  } catch (error) {
-    const bytes = length * (dtype === 'float32' ? 4 : 2);
-    throw fusedDpoError(`cannot allocate the ${bytes}-byte gradient (${(error as Error).message}): pass grad: 'inplace', false or a tensor to fill`, 'ERR_FDPO_OUT_OF_MEMORY', RangeError);
-  }
-}
-
 export type GradData = Float32Array | Uint16Array | DeviceTensor;
 
 export function gradData(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens): GradData | null {
@@ -243,7 +233,7 @@ export function gradData(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens)
       return target.data;
     case 'new':
       if (tokens.data instanceof DeviceTensor) return DeviceTensor.alloc(tokens.shape, tokens.dtype, { device: tokens.data.device });
-      return newLike(tokens.dtype, tokens.rows * tokens.vocab);
+      return newGradient(tokens.dtype, tokens.rows * tokens.vocab);
   }
 }
 

@@ -586,6 +586,18 @@ function lossTerm(
       break;
     }
 
+    case 'unlikelihood':
+      // ℓ = −π̄_c − α·log(1 − e^{π̄_r}), π̄_r clamped at −1e-15 as ORPO's scores are.
+      for (let i = 0; i < B; i++) {
+        const alpha = cfg.unlikelihoodAlpha;
+        const xr = Math.min(piR(i) / nR(i), -1e-15);
+        l[i] = -piC(i) / nC(i) - alpha * log1mexp(xr);
+        gc[i] = -1 / nC(i);
+        // d/dx[−α·log(1 − e^x)] = α·e^x / (1 − e^x)
+        gr[i] = (alpha * Math.exp(xr)) / -Math.expm1(xr) / nR(i);
+      }
+      break;
+
     case 'simpo':
       // AlphaPO (TRL's CPO alpha): r(x̄) = (1 − p̄^(−α))/α, p̄ = e^x̄, r'(x̄) = p̄^(−α); α = 0: r(x̄) = x̄ (SimPO).
       for (let i = 0; i < B; i++) {

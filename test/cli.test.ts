@@ -32,6 +32,7 @@ const BAD_FLAGS: [string[], RegExp][] = [
   [['--steps'], /^fused-dpo train: --steps takes a positive integer, got nothing$/],
   [['--quiet=yes'], /^fused-dpo train: --quiet takes no value, got 'yes'$/],
   [['--context', '9'], /^fused-dpo train: --context takes a positive integer at most 4 .*, got '9'$/],
+  [['--methods', 'dpo,ppo'], /^fused-dpo train: --methods takes one or more of dpo, ppo-gt, preferred-ft, unlikelihood, each once, got 'dpo,ppo'$/],
 ];
 
 for (const [args, want] of BAD_FLAGS) {
@@ -80,8 +81,8 @@ test('train --tiny: its own folder, the progress line shows its step\'s evaluati
     assert.is(run.status, 0, run.stderr);
     assert.is(readFileSync(join(full, 'metrics.jsonl'), 'utf8'), 'the full run\n', 'the full run is untouched');
     const tiny = join(temp, 'sentiment-sigmoid-seed1-tiny');
-    const records = readFileSync(join(tiny, 'metrics.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { kind: string; step?: number; goldReward?: number; kl?: number });
-    const evals = new Map(records.filter((r) => r.kind === 'eval').map((r) => [r.step!, r]));
+    const records = readFileSync(join(tiny, 'metrics.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { kind: string; method?: string; step?: number; goldReward?: number; kl?: number });
+    const evals = new Map(records.filter((r) => r.kind === 'eval' && r.method === 'dpo').map((r) => [r.step!, r]));
 
     // stderr is not a terminal: one plain line per tenth of a phase, e.g. "DPO β=0.1: 5/10  loss … reward 0.250  kl 0.012".
     const shown = [...run.stderr.matchAll(/DPO β=[\d.]+: (\d+)\/\d+ .*reward (-?[\d.]+) +kl (-?[\d.]+)/g)];
@@ -91,6 +92,15 @@ test('train --tiny: its own folder, the progress line shows its step\'s evaluati
       const e = evals.get(Number(step))!;
       assert.ok(Math.abs(Number(reward) - e.goldReward!) < 1.5e-3 && Math.abs(Number(kl) - e.kl!) < 1.5e-3, `step ${step}: shown reward ${reward} kl ${kl}, evaluated ${e.goldReward} ${e.kl}`);
     }
+
+    // every method ran, on one frame, and summary.json holds each one's frontier
+    const summary = JSON.parse(readFileSync(join(tiny, 'summary.json'), 'utf8')) as { final: { label: string }[]; frontiers: { method: string; points: { kl: number; goldReward: number }[] }[] };
+    assert.equal(summary.final.map((f) => f.label), ['DPO β=0.1', 'PPO-GT β=0.1', 'Preferred-FT', 'Unlikelihood α=1']);
+    assert.equal(summary.frontiers.map((f) => f.method), ['dpo', 'ppo-gt', 'preferred-ft', 'unlikelihood']);
+    for (const f of summary.frontiers) assert.ok(f.points.length >= 1 && f.points[0]!.kl <= 0, `${f.method}: its frontier starts at the reference (KL 0, or a sampling estimate below it)`);
+    const svg = readFileSync(join(tiny, 'frontier.svg'), 'utf8');
+    for (const name of ['DPO', 'PPO-GT', 'Preferred-FT', 'Unlikelihood']) assert.ok(svg.includes(`>${name}`), `${name} in the legend`);
+    for (const label of ['PPO-GT β=0.1', 'Preferred-FT', 'Unlikelihood α=1']) assert.match(run.stderr, new RegExp(`${label}: \\d+/10 .*reward`), `${label}'s progress`);
 
     const again = fusedDpo(['train', ...QUICK, '--out', temp]);
     assert.is(again.status, 2, again.stderr);

@@ -75,6 +75,7 @@ test('every loss type × dtype × layout × reduction × grad mode', () => {
           labelSmoothing: k % 2 === 0 ? 0.05 + 0.35 * rng.next() : 0,
           simpoGamma: rng.next(),
           discopopTau: pick(rng, [0.05, 0.5]),
+          unlikelihoodAlpha: [1, 0.3, 2.5][k % 3]!,
           ...(reduction === 'normalizer' ? { normalizer: 7.5 } : { reduction }),
           // every third run of a margin loss under another f-divergence, with the R-DPO term where read
           ...(types.some((t) => LOSS_KINDS[t].margin) && k % 3 === 1 ? marginOptions(types, rng) : {}),

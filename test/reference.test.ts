@@ -257,6 +257,7 @@ test('pair loss: seqGrad matches central differences for every loss type', () =>
         labelSmoothing: eps,
         simpoGamma: rng.next(),
         discopopTau: trial % 2 === 0 ? 0.05 : 0.5,
+        unlikelihoodAlpha: [0.3, 1, 2.5][trial % 3]!,
         scale,
       });
       const out = referencePairLoss(sc.pi, sc.counts, cfg);
@@ -286,6 +287,21 @@ test('pair loss: every f-divergence and the R-DPO length term, for every loss of
       checkGradient(`${type} ${divergence}`, (x) => referencePairLoss(x, sc.counts, cfg).loss, sc.pi, out.seqGrad, 1e-5);
     }
   }
+});
+
+test('unlikelihood: −π̄_c − α·log(1 − e^{π̄_r}) by hand; α = 0 is the chosen NLL alone; a near-certain rejected sequence stays finite', () => {
+  // pair 0: π_c = −6 over 3 tokens, π_r = −1 over 2; pair 1: π_c = −2 over 1, π_r = −1e-17 over 1 (clamped)
+  const pi = new Float64Array([-6, -2, -1, -1e-17]);
+  const counts = new Int32Array([3, 1, 2, 1]);
+  const out = referencePairLoss(pi, counts, pairConfig(['unlikelihood'], [1], null, { unlikelihoodAlpha: 0.5 }));
+  near(out.losses[0]!, 2 - 0.5 * Math.log(1 - Math.exp(-0.5)), 1e-15, 'pair 0');
+  near(out.losses[1]!, 2 - 0.5 * Math.log(1e-15), 1e-9, 'pair 1 at the clamp');
+  near(out.seqGrad[0]!, -1 / 3, 1e-15, 'G_c = −1/N_c');
+  near(out.seqGrad[2]!, (0.5 * Math.exp(-0.5)) / (1 - Math.exp(-0.5)) / 2, 1e-14, 'G_r = α·e^x/(1 − e^x)/N_r');
+  assert.ok(Number.isFinite(out.seqGrad[3]!) && out.seqGrad[3]! > 1e14, `G_r at the clamp ${out.seqGrad[3]}`);
+  const nll = referencePairLoss(pi, counts, pairConfig(['unlikelihood'], [1], null, { unlikelihoodAlpha: 0 }));
+  assert.equal(Array.from(nll.losses), [2, 2]);
+  assert.equal(Array.from(nll.seqGrad.subarray(2)), [0, 0], 'α = 0: no push on the rejected');
 });
 
 test("f-divergence margins are TRL's formulas; forward_kl is alpha_divergence at α = 1; the cap stops the exponent", () => {

@@ -12,6 +12,10 @@ import {
   buildReference,
   frontierSvg,
   GoldReward,
+  groupAdvantages,
+  methodsFrontierSvg,
+  paretoFrontier,
+  trainPpo,
   IGNORE_INDEX,
   KernelPool,
   loadBrown,
@@ -308,6 +312,7 @@ test('dpo: a short run learns the preferences and raises the gold reward over th
   assert.is(first.step, 0);
   assert.is(first.kl, 0, 'the policy starts as the reference');
   assert.is(last.step, options.steps);
+  assert.ok('heldOut' in last, 'a DPO run has held-out pair metrics');
   const accuracy = last.train!.accuracy;
   assert.ok(accuracy >= 0.65, `reward accuracy on the training pairs ${accuracy} (chance: 0.5)`);
   assert.ok(last.goldReward >= first.goldReward + 0.4, `gold reward ${first.goldReward} → ${last.goldReward}`);
@@ -327,6 +332,65 @@ test('dpo: same seed, same numbers', () => {
   const a = run();
   assert.ok(a.includes('"step":6'));
   assert.is(run(), a);
+});
+
+test('ppo: the advantage is the reward less its group\'s mean', () => {
+  assert.equal(Array.from(groupAdvantages([1, 3, 0, 0, -2, 4], 2)), [-1, 1, 0, 0, -3, 3]);
+  assert.equal(Array.from(groupAdvantages([1, 2, 6], 3)), [-2, -1, 3]);
+});
+
+test('ppo: a short PPO-GT run raises the gold reward over the reference; same seed, same numbers', () => {
+  const { stage, data } = tiny();
+  const options = { beta: 0.01, steps: 24, promptsPerStep: 8, samplesPerPrompt: 4, lr: 2e-2, evalEvery: 12, seed: 3 };
+  const result = trainPpo(stage.ref, data, options);
+  const first = result.evals[0]!, last = result.evals[result.evals.length - 1]!;
+  assert.equal(result.evals.map((e) => e.step), [0, 12, 24]);
+  assert.is(first.kl, 0, 'the policy starts as the reference');
+  assert.ok(last.goldReward >= first.goldReward + 1, `gold reward ${first.goldReward} → ${last.goldReward}`);
+  assert.ok(last.kl > 0.05, `KL to the reference ${last.kl}`);
+  const records = () => {
+    const out: string[] = [];
+    trainPpo(stage.ref, data, { ...options, steps: 3, evalEvery: 3 }, { onStep: (r) => out.push(JSON.stringify(r)), onEval: (r) => out.push(JSON.stringify(r)) });
+    return out;
+  };
+  const a = records();
+  assert.ok(a.length === 5 && a[3]!.includes('"step":3'));
+  assert.equal(records(), a, 'bit for bit');
+});
+
+test('plot: the frontier keeps the points no other beats on both KL and reward', () => {
+  const pts = [
+    { kl: 0, reward: 0.1, step: 0 },
+    { kl: 1, reward: 0.05, step: 1 },
+    { kl: 0.5, reward: 0.6, step: 2 },
+    { kl: 2, reward: 0.6, step: 3 },
+    { kl: 3, reward: 1.5, step: 4 },
+    { kl: 3, reward: 1.2, step: 5 },
+    { kl: NaN, reward: 9, step: 6 },
+  ];
+  assert.equal(paretoFrontier(pts).map((p) => p.step), [0, 2, 4]);
+  assert.equal(paretoFrontier([]), []);
+});
+
+test('plot: the methods figure gives each method one colour, a dot per checkpoint and its frontier', () => {
+  const run = (label: string, d: number) => ({ label, points: [{ kl: 0, reward: 0.1, step: 0 }, { kl: 1 + d, reward: 0.5 + d, step: 5 }, { kl: 2 + d, reward: 0.4, step: 10 }] });
+  const svg = methodsFrontierSvg(
+    [
+      { label: 'DPO', runs: [run('DPO β=0.1', 0), run('DPO β=1', 0.5)] },
+      { label: 'PPO-GT & co', runs: [run('PPO-GT β=0.1', 0.2)] },
+    ],
+    { title: 'T', referenceReward: 0.1 },
+  );
+  assert.is(svg.match(/<circle cx=/g)?.length, 9 + 2, 'nine checkpoints and two legend dots');
+  const fills = new Set([...svg.matchAll(/<g fill="(#[0-9A-F]{6})"/g)].map((m) => m[1]));
+  assert.is(fills.size, 2, 'one colour per method');
+  // per method: a faint line per run and its frontier (DPO: 0.1 → 0.5 → 1.0)
+  assert.is(svg.match(/stroke-width="2.5" stroke-linejoin/g)?.length, 2);
+  assert.ok(svg.includes('PPO-GT &amp; co'));
+  assert.not.match(svg, /NaN|undefined|Infinity/);
+  const opened = (svg.match(/<(g|svg|text|circle)\b[^>]*[^/]>/g) ?? []).length;
+  const closed = (svg.match(/<\/(g|svg|text|circle)>/g) ?? []).length;
+  assert.is(opened, closed, 'tags balance');
 });
 
 test('plot: one line per series, reference line, escaped labels', () => {
@@ -378,6 +442,9 @@ test('options: every options object of the training library refuses a key it doe
   refused(() => runDemo({ tiny: true, nmae: 'x' } as Parameters<typeof runDemo>[0]), 'nmae', 'name');
   refused(() => trainDpo(stage.ref, data, { ...dpo, betaa: 5 } as DpoOptions), 'betaa', 'beta');
   refused(() => trainDpo(stage.ref, data, { ...dpo, loss_type: 'ipo' } as DpoOptions), 'loss_type', 'lossType');
+  const ppo = { beta: 0.1, steps: 1, promptsPerStep: 2, samplesPerPrompt: 2, lr: 1e-3, evalEvery: 1, seed: 1 };
+  refused(() => trainPpo(stage.ref, data, { ...ppo, epsilonn: 0.1 } as Parameters<typeof trainPpo>[2]), 'epsilonn', 'epsilon');
+  refused(() => methodsFrontierSvg([], { subTitle: 'x' } as Parameters<typeof methodsFrontierSvg>[1]), 'subTitle', 'subtitle');
   refused(() => pretrain(model, stage.corpus, { steps: 1, batchSize: 1, lr: 1, seed: 1, eval_tokens: 5 } as Parameters<typeof pretrain>[2]), 'eval_tokens', 'evalTokens');
   refused(() => new Adam(model, { lr: 1, clip_norm: 1 } as ConstructorParameters<typeof Adam>[1]), 'clip_norm', 'clipNorm');
   refused(() => WordLM.init(config, new Rng(1), { dtype: 'float64' } as Parameters<typeof WordLM.init>[2]), 'dtype', null);
@@ -404,6 +471,9 @@ test('options: a bad value names the option, what it takes and what it got', () 
   bad(() => resolveOptions({ steps: -1 }), 'steps', /^a positive integer$/);
   bad(() => resolveOptions({ context: 9 }), 'context', /^a positive integer at most 4/);
   bad(() => resolveOptions({ lossType: 'ipoo' as 'ipo' }), 'lossType', /^a loss type or a list of them/);
+  bad(() => resolveOptions({ methods: ['dpo', 'ppo'] as ExperimentOptions['methods'] }), 'methods', /^one or more of dpo, ppo-gt, preferred-ft, unlikelihood, each once$/);
+  bad(() => resolveOptions({ methods: ['dpo', 'dpo'] }), 'methods', /each once/);
+  bad(() => resolveOptions({ samplesPerPrompt: 3 }), 'samplesPerPrompt', /divides 2·batchSize \(32/);
   // A vocabulary too small for the prompts is refused before the reference is trained.
   const phases: string[] = [];
   bad(() => buildReference(resolveOptions({ ...TINY_OPTIONS, vocabWords: 5 }), { onPhase: (phase) => phases.push(phase) }), 'vocabWords', /large enough that 2500 training and 208 held-out sentences/);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "../core/fused_dpo.h"
+#include "gradient_buffer.h"
 
 namespace {
 
@@ -633,6 +634,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dpoLossUnfused", Napi::Function::New(env, runSync<UnfusedLossCall>));
   exports.Set("policyLoss", Napi::Function::New(env, runSync<PolicyCall>));
   exports.Set("policyLossAsync", Napi::Function::New(env, runAsync<PolicyCall>));
+  exports.Set("gradientBuffer", Napi::Function::New(env, GradientBuffer));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("lossTable", Napi::Function::New(env, LossTable));
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel));

@@ -24,7 +24,8 @@ typedef enum {
   FDPO_LOSS_SFT = 14,
   FDPO_LOSS_SIMPO = 15,
   FDPO_LOSS_ORPO = 16,
-  FDPO_LOSS_COUNT = 17
+  FDPO_LOSS_UNLIKELIHOOD = 17,
+  FDPO_LOSS_COUNT = 18
 } fdpo_loss_kind;
 
 /* Indexes into fdpo_loss_config.params. */
@@ -36,7 +37,8 @@ typedef enum {
   FDPO_PARAM_F_ALPHA_DIVERGENCE_COEF = 4, /* α of fDivergenceType 'alpha_divergence'; TRL's f_alpha_divergence_coef */
   FDPO_PARAM_LENGTH_PENALTY = 5, /* R-DPO's λ: u = βΔ + λ·(N_c − N_r); TRL's null */
   FDPO_PARAM_ALPHA = 6, /* AlphaPO's α of simpo: rewards (1 − p̄^(−α))/α of the length-normalised probability p̄ (0: SimPO); TRL's alpha */
-  FDPO_PARAM_COUNT = 7
+  FDPO_PARAM_UNLIKELIHOOD_ALPHA = 7, /* α, the weight of unlikelihood's term −log(1 − e^{π̄_r}); TRL's null */
+  FDPO_PARAM_COUNT = 8
 } fdpo_loss_param;
 
 /* A kind's properties, as bits. */
@@ -67,6 +69,7 @@ typedef enum {
   X(FDPO_LOSS_SFT, "sft", FDPO_KIND_COUPLES_BATCH | FDPO_KIND_CHOSEN_NLL, 0u) \
   X(FDPO_LOSS_SIMPO, "simpo", FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_REPORTS_AVERAGED | FDPO_KIND_PAIR_TERM, 71u) \
   X(FDPO_LOSS_ORPO, "orpo", FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_REPORTS_AVERAGED | FDPO_KIND_COUPLES_BATCH | FDPO_KIND_PAIR_TERM | FDPO_KIND_CHOSEN_NLL, 1u) \
+  X(FDPO_LOSS_UNLIKELIHOOD, "unlikelihood", FDPO_KIND_AVERAGED_SCORES | FDPO_KIND_PAIR_TERM, 128u) \
 
 /* X(param, name, default): every hyperparameter in index order. */
 #define FDPO_PARAM_TABLE(X) \
@@ -77,5 +80,6 @@ typedef enum {
   X(FDPO_PARAM_F_ALPHA_DIVERGENCE_COEF, "fAlphaDivergenceCoef", 0.5) \
   X(FDPO_PARAM_LENGTH_PENALTY, "lengthPenalty", 0) \
   X(FDPO_PARAM_ALPHA, "alpha", 0) \
+  X(FDPO_PARAM_UNLIKELIHOOD_ALPHA, "unlikelihoodAlpha", 1) \
 
 #endif /* FUSED_DPO_KINDS_H */

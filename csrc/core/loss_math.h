@@ -121,6 +121,20 @@ FDPO_HD PairTerm orpoOddsTerm(double beta, double xc, double xr) {
   return t;
 }
 
+// Unlikelihood (Welleck et al. 2020) on the token-mean scores: -x_c - alpha*log(1 - e^{x_r}), the
+// likelihood of the chosen completion and the unlikelihood of the rejected one. x_r is clamped
+// below 0 as ORPO's is, so a certain (or empty) rejected sequence stays finite.
+FDPO_HD PairTerm unlikelihoodTerm(double alpha, double xc, double xr) {
+  const double kMaxLogp = -1e-15;
+  xr = xr < kMaxLogp ? xr : kMaxLogp;
+  PairTerm t;
+  t.loss = -xc - alpha * log1mExp(xr);
+  t.dChosen = -1.0;
+  // d/dx log(1 - e^x) = -1 / expm1(-x)
+  t.dRejected = alpha / expm1(-xr);
+  return t;
+}
+
 // A pair-local loss (the kinds with FDPO_KIND_PAIR_TERM; orpo without its NLL part). params is
 // fdpo_loss_config.params, indexed by fdpo_loss_param; divergence a fdpo_f_divergence, which makes
 // the margin Delta (and its averaged form) of the kinds that read one, as TRL does.
@@ -240,6 +254,13 @@ FDPO_HD PairTerm pairLoss(int kind, const double* params, int divergence, const 
       ofU = false;
       t.dChosen = beta * l.dU * rc.slope / s.nChosen;
       t.dRejected = -beta * l.dU * rr.slope / s.nRejected;
+      break;
+    }
+    case FDPO_LOSS_UNLIKELIHOOD: {
+      t = unlikelihoodTerm(params[FDPO_PARAM_UNLIKELIHOOD_ALPHA], s.piChosen / s.nChosen, s.piRejected / s.nRejected);
+      t.dChosen /= s.nChosen;
+      t.dRejected /= s.nRejected;
+      ofU = false;
       break;
     }
     case FDPO_LOSS_ORPO: {

@@ -12,7 +12,8 @@
 // would otherwise round once there and twice in the baseline).
 //
 // O provides: Tail (the scalar ops of row heads and tails, which round as O's lanes do), W (lanes), F (float vector), set1, add, sub, mul, div, fma (a*b+c), min, max, exp,
-// exp2i (2^n for integral n), hmax, firstEqual (first lane equal to a value, or -1), setLane,
+// exp2i (2^n for integral n), pow2Shifted (2^n from n + kRoundMagic's low bits; any input, garbage
+// outside -126 <= n <= 127), hmax, firstEqual (first lane equal to a value, or -1), setLane,
 // fence, and load/store/stream per element type; levels whose exp is expPortable also M (lane
 // mask), lessThan and zeroWhere.
 //
@@ -27,24 +28,26 @@
 // then again from L1 for the exps, so the online max costs one rescale per chunk, not per element.
 constexpr int64_t kChunk = 2048;
 
-// exp(x) = 2^n * e^r (token_math.h's reduction), and e^r by its degree-7 Taylor polynomial
-// (truncation < 0.1 ulp). Below kExpFlushBelow the result is 0. NaN stays NaN.
+// exp(x) = 2^n * e^r (token_math.h's reduction), and e^r = 1 + r*expRatio(r) (within 1 ulp).
+// Below kExpFlushBelow the result is 0. NaN stays NaN.
 
 // e^r for |r| <= ln2/2, given n = round(x*log2(e)). Shared by every level's exp.
 template <class O>
 inline typename O::F expReduced(typename O::F x, typename O::F n) {
   const typename O::F r = expRemainder<O>(x, n);
-  return O::fma(expTaylor<O>(r), r, O::set1(1.0f));
+  return O::fma(expRatio<O>(r), r, O::set1(1.0f));
 }
 
-// The portable exp: 2^n through the exponent bits.
+// The portable exp: 2^n from the low bits of n + kRoundMagic (pow2Shifted). No lower clamp: below
+// kExpFlushBelow that 2^n is garbage and zeroed, and e^r is finite or NaN (x = -inf), also zeroed.
 template <class O>
 inline typename O::F expPortable(typename O::F x) {
   const typename O::M below = O::lessThan(x, O::set1(kExpFlushBelow));
-  // The clamp (x86 min/max return their second operand for NaN: x stays NaN).
-  x = O::max(O::set1(-kExpClamp), O::min(O::set1(kExpClamp), x));
-  const typename O::F n = expExponent<O>(x);
-  return O::zeroWhere(below, O::mul(expReduced<O>(x, n), O::exp2i(n)));
+  // The upper clamp keeps n <= 127 (x86 min returns its second operand for NaN: x stays NaN).
+  x = O::min(O::set1(kExpClamp), x);
+  const typename O::F shifted = expShifted<O>(x);
+  const typename O::F n = O::sub(shifted, O::set1(kRoundMagic));
+  return O::zeroWhere(below, O::mul(expReduced<O>(x, n), O::pow2Shifted(shifted)));
 }
 
 template <class O>
@@ -78,6 +81,14 @@ struct ScalarOpsOf {
   static F exp2i(F n) {
     const int32_t k = n == n ? (int32_t)n : 0;  // NaN would be undefined behaviour; p is NaN anyway
     const uint32_t bits = (uint32_t)(k + 127) << 23;
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+  }
+  static F pow2Shifted(F shifted) {
+    uint32_t bits;
+    memcpy(&bits, &shifted, 4);
+    bits = (bits + 127u) << 23;
     float out;
     memcpy(&out, &bits, 4);
     return out;
@@ -152,6 +163,10 @@ struct LanesOf {
   static F exp2i(F n) {
     for (int k = 0; k < N; ++k) n.part[k] = S::exp2i(n.part[k]);
     return n;
+  }
+  static F pow2Shifted(F shifted) {
+    for (int k = 0; k < N; ++k) shifted.part[k] = S::pow2Shifted(shifted.part[k]);
+    return shifted;
   }
   static float hmax(F v) {
     float m = S::hmax(v.part[0]);

@@ -19,12 +19,19 @@ constexpr float kExpFlushBelow = -87.3f;
 // x is clamped to [-kExpClamp, kExpClamp] so n stays a small integer.
 constexpr float kExpClamp = 88.0f;
 
-// n = round(x*log2(e)) from the exact product (one fma). Rounding the product first would pick
-// the other n when x*log2(e) lies within half an ulp of k + 1/2, and exp would differ by an ulp.
+// x*log2(e) + kRoundMagic rounded to an integer, from the exact product (one fma): n plus the magic,
+// whose low bits hold n (two's complement) for the levels that build 2^n from them. Rounding the
+// product first would pick the other n when x*log2(e) lies within half an ulp of k + 1/2, and exp
+// would differ by an ulp.
+template <class O>
+FDPO_HD typename O::F expShifted(typename O::F x) {
+  return O::fma(x, O::set1(kLog2e), O::set1(kRoundMagic));
+}
+
+// n = round(x*log2(e)).
 template <class O>
 FDPO_HD typename O::F expExponent(typename O::F x) {
-  const typename O::F magic = O::set1(kRoundMagic);
-  return O::sub(O::fma(x, O::set1(kLog2e), magic), magic);
+  return O::sub(expShifted<O>(x), O::set1(kRoundMagic));
 }
 
 // r = x - n*ln2, in two fmas.
@@ -34,16 +41,17 @@ FDPO_HD typename O::F expRemainder(typename O::F x, typename O::F n) {
   return O::fma(n, O::set1(-kLn2Lo), r);
 }
 
-// (e^r - 1)/r for |r| <= ln2/2, by the degree-7 Taylor polynomial of e^r (truncation < 0.1 ulp):
-// e^r = 1 + r*expTaylor(r), and e^r - 1 = r*expTaylor(r) without cancellation.
+// (e^r - 1)/r for |r| <= ln2/2: e^r = 1 + r*expRatio(r), and e^r - 1 = r*expRatio(r) without
+// cancellation. A degree-5 polynomial fitted to minimise the relative error of 1 + r*q(r) (Remez,
+// then rounded to fp32): truncation 2e-9 relative, a sixtieth of an ulp, so the exp stays within
+// 1 ulp on [-87, 88] with one fma fewer than a degree-7 Taylor polynomial.
 template <class O>
-FDPO_HD typename O::F expTaylor(typename O::F r) {
-  typename O::F p = O::set1(1.0f / 5040.0f);
-  p = O::fma(p, r, O::set1(1.0f / 720.0f));
-  p = O::fma(p, r, O::set1(1.0f / 120.0f));
-  p = O::fma(p, r, O::set1(1.0f / 24.0f));
-  p = O::fma(p, r, O::set1(1.0f / 6.0f));
-  p = O::fma(p, r, O::set1(0.5f));
+FDPO_HD typename O::F expRatio(typename O::F r) {
+  typename O::F p = O::set1(1.384360669e-3f);
+  p = O::fma(p, r, O::set1(8.374195613e-3f));
+  p = O::fma(p, r, O::set1(4.166800473e-2f));
+  p = O::fma(p, r, O::set1(1.666643080e-1f));
+  p = O::fma(p, r, O::set1(4.999999419e-1f));
   return O::fma(p, r, O::set1(1.0f));
 }
 
@@ -70,7 +78,7 @@ FDPO_HD typename O::F headValue(const HeadConstants& h, typename O::F z, typenam
   x = O::max(O::set1(-kTanhClamp), O::min(O::set1(kTanhClamp), x));
   const F n = expExponent<O>(x);
   const F r = expRemainder<O>(x, n);
-  const F q = O::mul(expTaylor<O>(r), r);
+  const F q = O::mul(expRatio<O>(r), r);
   const F p2 = O::exp2i(n);
   const F em1 = O::fma(p2, q, O::sub(p2, O::set1(1.0f)));
   const F w = O::fma(p2, q, p2);

@@ -1,10 +1,13 @@
 // The demo: run the experiment with a progress bar and write runs/<name>/:
 //   metrics.jsonl  every record (config, SFT losses, pairs, DPO steps, evaluations), one per line;
 //                  no timings, so two runs with the same seed and settings give identical files
-//   frontier.svg   gold reward against KL to the reference, one line per β
-//   summary.json   the final numbers per β
+//   frontier.svg   gold reward against KL to the reference: every checkpoint of every run, one
+//                  colour per method, each method's frontier as a line
+//   frontier-zoom.svg  the same up to the largest KL a pair method reached (PPO-GT can run far beyond)
+//   summary.json   the final numbers per run, and each method's frontier (its undominated checkpoints)
 //   samples.md     reference and policy continuations of a few held-out prompts
-//   timing.json    wall-clock seconds per phase (the only file that changes between equal runs)
+//   timing.json    wall-clock seconds per phase and the process's CPU seconds (the only file that
+//                  changes between equal runs)
 // The folder is checked before the run starts: a run folder that holds files is kept unless asked.
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -20,7 +23,8 @@ import {
   type ExperimentResult,
 } from './experiment.js';
 import { refuseUnknownKeys, TrainOptionError } from './options.js';
-import { frontierSvg } from './plot.js';
+import { METHOD_NAMES, type Method } from './experiment.js';
+import { methodsFrontierSvg, paretoFrontier } from './plot.js';
 import { ProgressBar } from './progress.js';
 
 export interface DemoOptions extends Partial<ExperimentOptions> {
@@ -64,14 +68,24 @@ function prepareRunFolder(out: string, dir: string, force: boolean): void {
 }
 
 export interface FinalNumbers {
-  beta: number;
+  method: Method;
+  /** β (DPO), the KL coefficient (PPO-GT), α (Unlikelihood), null (Preferred-FT). */
+  setting: number | null;
+  label: string;
   step: number;
   goldReward: number;
   kl: number;
-  /** Reward accuracy on the training batches since the previous evaluation. */
+  /** Reward accuracy (β·log-ratio) on the training batches since the previous evaluation; null for PPO-GT. */
   trainAccuracy: number | null;
-  heldOutAccuracy: number;
-  heldOutLoss: number;
+  /** The pair methods' loss metrics on the held-out pairs; null for PPO-GT. */
+  heldOutAccuracy: number | null;
+  heldOutLoss: number | null;
+}
+
+/** A method's frontier: the checkpoints of its runs that no other checkpoint of it beats on both reward and KL. */
+export interface MethodFrontier {
+  method: Method;
+  points: { label: string; step: number; kl: number; goldReward: number }[];
 }
 
 export interface DemoResult {
@@ -79,6 +93,7 @@ export interface DemoResult {
   files: string[];
   result: ExperimentResult;
   final: FinalNumbers[];
+  frontiers: MethodFrontier[];
   referenceReward: number;
   seconds: number;
 }
@@ -95,29 +110,57 @@ function lossLabel(lossType: ExperimentOptions['lossType']): string {
 export function finalNumbers(result: ExperimentResult): FinalNumbers[] {
   return result.runs.map((run) => {
     const last = run.evals[run.evals.length - 1]!;
+    const pairs = 'heldOut' in last ? last : null;
     return {
-      beta: run.beta,
+      method: run.method,
+      setting: run.setting,
+      label: run.label,
       step: last.step,
       goldReward: last.goldReward,
       kl: last.kl,
-      trainAccuracy: last.train?.accuracy ?? null,
-      heldOutAccuracy: last.heldOut.accuracy,
-      heldOutLoss: last.heldOut.loss,
+      trainAccuracy: pairs?.train?.accuracy ?? null,
+      heldOutAccuracy: pairs?.heldOut.accuracy ?? null,
+      heldOutLoss: pairs?.heldOut.loss ?? null,
     };
   });
 }
 
-/** Plot the frontier of an experiment's result. */
-export function frontierOf(result: ExperimentResult): string {
+/** The methods of a result, in the order they ran. */
+function methodsOf(result: ExperimentResult): Method[] {
+  return [...new Set(result.runs.map((r) => r.method))];
+}
+
+/** Each method's frontier over the checkpoints of all its runs. */
+export function frontiersOf(result: ExperimentResult): MethodFrontier[] {
+  return methodsOf(result).map((method) => ({
+    method,
+    points: paretoFrontier(result.runs.filter((r) => r.method === method).flatMap((r) => r.evals.map((e) => ({ label: r.label, step: e.step, kl: e.kl, reward: e.goldReward })))).map(
+      ({ label, step, kl, reward }) => ({ label, step, kl, goldReward: reward }),
+    ),
+  }));
+}
+
+/** The largest KL a pair method's checkpoint reached (the whole range when only PPO-GT ran). */
+function zoomKl(result: ExperimentResult): number {
+  const kls = result.runs.filter((r) => r.method !== 'ppo-gt').flatMap((r) => r.evals.map((e) => e.kl));
+  return kls.length ? Math.max(...kls) : Infinity;
+}
+
+/** Plot every method's checkpoints and frontier; with maxKl, only the checkpoints up to that KL. */
+export function frontierOf(result: ExperimentResult, maxKl = Infinity): string {
   const o = result.options;
-  return frontierSvg(
-    result.runs.map((run) => ({
-      label: `β = ${run.beta}`,
-      points: run.evals.map((e) => ({ kl: e.kl, reward: e.goldReward, step: e.step })),
+  const shown = (kl: number) => !(kl > maxKl);
+  const settings = (method: Method) => result.runs.filter((r) => r.method === method && r.setting !== null).map((r) => r.setting);
+  return methodsFrontierSvg(
+    methodsOf(result).map((method) => ({
+      label: `${METHOD_NAMES[method]}${settings(method).length ? ` (${method === 'unlikelihood' ? 'α' : 'β'} ${settings(method).join(', ')})` : ''}`,
+      runs: result.runs
+        .filter((r) => r.method === method)
+        .map((run) => ({ label: run.label, points: run.evals.filter((e) => shown(e.kl)).map((e) => ({ kl: e.kl, reward: e.goldReward, step: e.step })) })),
     })),
     {
-      title: 'DPO reward/KL frontier: controlled sentiment on the Brown corpus',
-      subtitle: `loss ${lossLabel(o.lossType)} · ${o.steps} steps × ${o.batchSize} pairs · ${result.pairs.train} training pairs · ${o.hidden} hidden units, ${result.vocabSize} tokens · seed ${o.seed}`,
+      title: `Reward/KL frontier: controlled sentiment on the Brown corpus${maxKl < Infinity ? `, KL ≤ ${Number(maxKl.toPrecision(3))}` : ''}`,
+      subtitle: `DPO loss ${lossLabel(o.lossType)} · ${o.steps} steps × ${2 * o.batchSize} sequences · ${result.pairs.train} training pairs · ${o.hidden} hidden units, ${result.vocabSize} tokens · seed ${o.seed}`,
       referenceReward: result.reference.goldReward,
     },
   );
@@ -126,7 +169,7 @@ export function frontierOf(result: ExperimentResult): string {
 function samplesMarkdown(result: ExperimentResult): string {
   const lines = ['# Continuations of held-out prompts', '', 'Gold reward in brackets. `<s>` is a sentence boundary, `<unk>` a word outside the vocabulary.', ''];
   for (const run of result.runs) {
-    lines.push(`## β = ${run.beta}`, '', '| prompt | reference (SFT) | DPO policy |', '|---|---|---|');
+    lines.push(`## ${run.label}`, '', '| prompt | reference (SFT) | policy |', '|---|---|---|');
     for (const s of run.samples) {
       const cell = (t: string) => t.replace(/\|/g, '\\|');
       lines.push(`| ${cell(s.prompt)} | (${s.referenceReward}) ${cell(s.reference)} | (${s.policyReward}) ${cell(s.policy)} |`);
@@ -146,11 +189,17 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
   prepareRunFolder(out, dir, force);
   const bar = new ProgressBar({ stream: progressStream, silent: quiet });
   const started = Date.now();
+  const cpuBefore = process.cpuUsage();
   const phaseSeconds: Record<string, number> = {};
   let phaseLabel = '';
+  const phaseCpuSeconds: Record<string, number> = {};
   let phaseStart = started;
+  let phaseCpu = cpuBefore;
   const closePhase = () => {
-    if (phaseLabel) phaseSeconds[phaseLabel] = (Date.now() - phaseStart) / 1000;
+    if (!phaseLabel) return;
+    phaseSeconds[phaseLabel] = (Date.now() - phaseStart) / 1000;
+    const used = process.cpuUsage(phaseCpu);
+    phaseCpuSeconds[phaseLabel] = (used.user + used.system) / 1e6;
   };
   const records: string[] = [];
   const result = runExperiment(o, {
@@ -159,6 +208,7 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
       closePhase();
       phaseLabel = label;
       phaseStart = Date.now();
+      phaseCpu = process.cpuUsage();
       bar.start(label, total);
     },
     onProgress: (done, fields) => bar.update(done, fields),
@@ -166,8 +216,13 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
   closePhase();
   bar.finish();
   const seconds = (Date.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  // every thread of the process (the kernel pool's and fused-dpo's too): on an idle machine with
+  // n cores, wall-clock seconds lie between cpuSeconds / n and cpuSeconds
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
 
   const final = finalNumbers(result);
+  const frontiers = frontiersOf(result);
   const write = (file: string, text: string) => {
     writeFileSync(join(dir, file), text);
     return join(dir, file);
@@ -175,15 +230,16 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
   const files = [
     write('metrics.jsonl', records.join('\n') + '\n'),
     write('frontier.svg', frontierOf(result)),
+    write('frontier-zoom.svg', frontierOf(result, zoomKl(result))),
     write(
       'summary.json',
-      JSON.stringify({ options: { ...o, threads: undefined }, vocabSize: result.vocabSize, reference: result.reference, pairs: result.pairs, final }, roundNumbers, 2) + '\n',
+      JSON.stringify({ options: { ...o, threads: undefined }, vocabSize: result.vocabSize, reference: result.reference, pairs: result.pairs, final, frontiers }, roundNumbers, 2) + '\n',
     ),
     write('samples.md', samplesMarkdown(result)),
     write(
       'timing.json',
-      JSON.stringify({ seconds, phases: phaseSeconds, node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length }, roundNumbers, 2) + '\n',
+      JSON.stringify({ seconds, cpuSeconds, phases: phaseSeconds, phaseCpuSeconds, node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length }, roundNumbers, 2) + '\n',
     ),
   ];
-  return { dir, files, result, final, referenceReward: result.reference.goldReward, seconds };
+  return { dir, files, result, final, frontiers, referenceReward: result.reference.goldReward, seconds };
 }

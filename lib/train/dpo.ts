@@ -26,6 +26,8 @@ export interface DpoOptions {
   evalEvery: number;
   /** Seeds the batch order and the evaluation samples (which are the same for every β). */
   seed: number;
+  /** α of the 'unlikelihood' loss type (default 1). */
+  unlikelihoodAlpha?: number;
   /** Clip the gradient's global norm (default 10). */
   clipNorm?: number;
   /** fused-dpo worker threads (default: all cores). */
@@ -33,7 +35,7 @@ export interface DpoOptions {
 }
 
 // (`satisfies`: the compiler checks that the list names every option and nothing else)
-const DPO_OPTION_KEYS = Object.keys({ beta: 1, lossType: 1, steps: 1, batchSize: 1, lr: 1, evalEvery: 1, seed: 1, clipNorm: 1, threads: 1 } satisfies Record<keyof DpoOptions, 1>);
+const DPO_OPTION_KEYS = Object.keys({ beta: 1, lossType: 1, steps: 1, batchSize: 1, lr: 1, evalEvery: 1, seed: 1, unlikelihoodAlpha: 1, clipNorm: 1, threads: 1 } satisfies Record<keyof DpoOptions, 1>);
 
 /** Whether trainDpo evaluates after this step: every `evalEvery` steps, and after the last. */
 export function isEvalStep(step: number, options: Pick<DpoOptions, 'steps' | 'evalEvery'>): boolean {
@@ -148,6 +150,14 @@ function mean(a: ArrayLike<number>): number {
   return a.length ? s / a.length : 0;
 }
 
+/** The evaluation every method shares: mean gold reward of the held-out samples and their sequence-level KL to the reference. */
+export function evaluatePolicy(policy: WordLM, ref: WordLM, data: DpoData, seed: number, threads?: number): { goldReward: number; kl: number } {
+  const samples = samplePolicy(policy, ref, data.evalPrompts, data.completionLength, data.reward, seed, threads);
+  const kl = new Float64Array(samples.policyLogps.length);
+  for (let i = 0; i < kl.length; i++) kl[i] = samples.policyLogps[i]! - samples.refLogps[i]!;
+  return { goldReward: mean(samples.rewards), kl: mean(kl) };
+}
+
 /** fused-dpo's loss metrics (forward only) on a whole pair set. */
 export function pairMetrics(policy: WordLM, set: PairSet, options: DpoOptions, batch: PairBatch, ws: Workspace): PairMetrics {
   const sums = { loss: 0, accuracy: 0, margin: 0, chosenReward: 0, rejectedReward: 0 };
@@ -164,6 +174,7 @@ export function pairMetrics(policy: WordLM, set: PairSet, options: DpoOptions, b
       ref: { chosen: set.refChosen.subarray(start, start + count), rejected: set.refRejected.subarray(start, start + count) },
       beta: options.beta,
       lossType: options.lossType ?? 'sigmoid',
+      unlikelihoodAlpha: options.unlikelihoodAlpha,
       grad: false,
       threads: options.threads,
     });
@@ -207,13 +218,9 @@ export function trainDpo(ref: WordLM, data: DpoData, options: DpoOptions, callba
   const evals: DpoEvalRecord[] = [];
   let windowLoss = 0, windowAccuracy = 0, windowSteps = 0;
   const evaluate = (step: number) => {
-    const samples = samplePolicy(policy, ref, data.evalPrompts, K, data.reward, evalSeed, options.threads);
-    const kl = new Float64Array(samples.policyLogps.length);
-    for (let i = 0; i < kl.length; i++) kl[i] = samples.policyLogps[i]! - samples.refLogps[i]!;
     const record: DpoEvalRecord = {
       step,
-      goldReward: mean(samples.rewards),
-      kl: mean(kl),
+      ...evaluatePolicy(policy, ref, data, evalSeed, options.threads),
       train: windowSteps > 0 ? { loss: windowLoss / windowSteps, accuracy: windowAccuracy / windowSteps } : null,
       heldOut: pairMetrics(policy, data.heldOut, options, batch, ws),
     };
@@ -244,6 +251,7 @@ export function trainDpo(ref: WordLM, data: DpoData, options: DpoOptions, callba
       },
       beta: options.beta,
       lossType,
+      unlikelihoodAlpha: options.unlikelihoodAlpha,
       grad,
       threads: options.threads,
     });

@@ -1,10 +1,13 @@
-// DPO's controlled-sentiment experiment (Rafailov et al. 2023, §6.1), laptop-sized: a word-level
-// model pretrained on the Brown corpus is the reference; continuations it samples for corpus
-// prompts are ranked by the AFINN sentiment of their words; DPO trains a policy on those
-// preferences for each β, and the policy's gold reward is traced against its KL to the reference.
+// DPO's controlled-sentiment experiment (Rafailov et al. 2023, §6.1 and Figure 2, left),
+// laptop-sized: a word-level model pretrained on the Brown corpus is the reference; continuations
+// it samples for corpus prompts are ranked by the AFINN sentiment of their words; each method
+// trains a policy from the reference (DPO for each β, PPO-GT on the gold reward itself for each KL
+// coefficient, Preferred-FT, Unlikelihood), and every policy's gold reward is traced against its
+// KL to the reference on the same held-out prompts.
 import { LOSS_TYPES, type LossType } from '../loss-kinds.js';
 import { loadCorpus, promptReadySentences, samplePrompts, type Corpus } from './data.js';
 import { isEvalStep, samplePolicy, trainDpo, type DpoData, type DpoEvalRecord, type DpoStepRecord } from './dpo.js';
+import { trainPpo, type PpoEvalRecord, type PpoStepRecord } from './ppo.js';
 import { WordLM, type ModelConfig } from './model.js';
 import { buildPairSet, type PairSet } from './pairs.js';
 import { defaultThreads, kernelPool, setDefaultThreads } from './pool.js';
@@ -13,12 +16,28 @@ import { GoldReward } from './reward.js';
 import { deriveSeed, Rng } from './rng.js';
 import { pretrain } from './sft.js';
 
+/** The methods of the DPO paper's Figure 2 (left). */
+export const METHODS = ['dpo', 'ppo-gt', 'preferred-ft', 'unlikelihood'] as const;
+export type Method = (typeof METHODS)[number];
+
+export const METHOD_NAMES: Record<Method, string> = { dpo: 'DPO', 'ppo-gt': 'PPO-GT', 'preferred-ft': 'Preferred-FT', unlikelihood: 'Unlikelihood' };
+
 export interface ExperimentOptions {
+  /** The methods to run, each from the same reference, pairs (PPO-GT: their prompts) and evaluation. */
+  methods: Method[];
   /** One DPO run per β. */
   betas: number[];
-  /** fused-dpo loss type(s). */
+  /** DPO's fused-dpo loss type(s). */
   lossType: LossType | LossType[];
-  /** DPO steps per β, pairs per step, Adam learning rate, steps between evaluations. */
+  /** One PPO-GT run per KL coefficient (policyLoss's β). */
+  ppoBetas: number[];
+  /** PPO-GT: continuations sampled per prompt (the group of the baseline); a step has batchSize·2 / this many prompts, as many sequences as a DPO step. */
+  samplesPerPrompt: number;
+  /** PPO-GT's Adam learning rate. */
+  ppoLr: number;
+  /** Unlikelihood's α. */
+  unlikelihoodAlpha: number;
+  /** Steps per run, pairs per step, Adam learning rate, steps between evaluations. */
   steps: number;
   batchSize: number;
   lr: number;
@@ -45,8 +64,13 @@ export interface ExperimentOptions {
 }
 
 export const DEFAULT_OPTIONS: ExperimentOptions = {
+  methods: [...METHODS],
   betas: [0.1, 0.5, 2],
   lossType: 'sigmoid',
+  ppoBetas: [0.5, 1, 2],
+  samplesPerPrompt: 4,
+  ppoLr: 3e-3,
+  unlikelihoodAlpha: 1,
   steps: 150,
   batchSize: 16,
   lr: 3e-3,
@@ -69,6 +93,7 @@ export const DEFAULT_OPTIONS: ExperimentOptions = {
 /** Settings for a run of a few seconds (tests, smoke checks): a tiny model and a few hundred pairs. */
 export const TINY_OPTIONS: Partial<ExperimentOptions> = {
   betas: [0.1],
+  ppoBetas: [0.1],
   steps: 60,
   batchSize: 16,
   lr: 1e-2,
@@ -88,10 +113,12 @@ export type ExperimentRecord =
   | { kind: 'sft'; step: number; loss: number }
   | { kind: 'reference'; heldOutLossBefore: number; heldOutLoss: number; trainLoss: number }
   | { kind: 'pairs'; split: 'train' | 'heldOut'; prompts: number; pairs: number; ties: number; chosenReward: number; rejectedReward: number; refChosenLogp: number; refRejectedLogp: number }
-  | ({ kind: 'train'; beta: number } & Omit<DpoStepRecord, 'metrics'> & { accuracy: number; margin: number; chosenReward: number; rejectedReward: number })
-  | ({ kind: 'eval'; beta: number } & DpoEvalRecord);
+  | ({ kind: 'train'; method: Exclude<Method, 'ppo-gt'>; setting: number | null } & Omit<DpoStepRecord, 'metrics'> & { accuracy: number; margin: number; chosenReward: number; rejectedReward: number })
+  | ({ kind: 'train'; method: 'ppo-gt'; setting: number } & PpoStepRecord)
+  | ({ kind: 'eval'; method: Exclude<Method, 'ppo-gt'>; setting: number | null } & DpoEvalRecord)
+  | ({ kind: 'eval'; method: 'ppo-gt'; setting: number } & PpoEvalRecord);
 
-export type ExperimentPhase = 'corpus' | 'sft' | 'pairs' | 'dpo';
+export type ExperimentPhase = 'corpus' | 'sft' | 'pairs' | 'train';
 
 export interface ExperimentEvents {
   /** Every metrics record, in order (the run's JSON lines). */
@@ -102,9 +129,15 @@ export interface ExperimentEvents {
   onProgress?(done: number, fields: Record<string, number>): void;
 }
 
-export interface BetaResult {
-  beta: number;
-  evals: DpoEvalRecord[];
+/** One training run of one method at one setting. */
+export interface MethodRun {
+  method: Method;
+  /** The run's hyperparameter: β for DPO, the KL coefficient for PPO-GT, α for Unlikelihood, null for Preferred-FT. */
+  setting: number | null;
+  /** E.g. 'DPO β=0.1'. */
+  label: string;
+  /** Evaluations in step order (step 0 is the reference); the pair methods' carry held-out pair metrics. */
+  evals: (DpoEvalRecord | PpoEvalRecord)[];
   /** Final policy samples for a few held-out prompts (decoded), with their gold rewards. */
   samples: { prompt: string; reference: string; referenceReward: number; policy: string; policyReward: number }[];
 }
@@ -114,7 +147,7 @@ export interface ExperimentResult {
   vocabSize: number;
   reference: { heldOutLoss: number; goldReward: number };
   pairs: { train: number; heldOut: number };
-  runs: BetaResult[];
+  runs: MethodRun[];
 }
 
 function mean(a: ArrayLike<number>): number {
@@ -148,12 +181,22 @@ const positiveNumber: OptionRule = { expected: 'a positive number', ok: (v) => t
 const isLossType = (t: unknown) => (LOSS_TYPES as readonly unknown[]).includes(t);
 
 /** Every experiment option and what it takes (resolveOptions checks them; the CLI names its flags' values by them). */
+const positiveNumbers: OptionRule = { expected: 'one or more positive numbers', ok: (v) => Array.isArray(v) && v.length > 0 && v.every((b) => positiveNumber.ok(b)) };
+
 export const OPTION_RULES: { readonly [K in keyof ExperimentOptions]-?: OptionRule } = {
-  betas: { expected: 'one or more positive numbers', ok: (v) => Array.isArray(v) && v.length > 0 && v.every((b) => positiveNumber.ok(b)) },
+  methods: {
+    expected: `one or more of ${METHODS.join(', ')}, each once`,
+    ok: (v) => Array.isArray(v) && v.length > 0 && v.every((m) => (METHODS as readonly unknown[]).includes(m)) && new Set(v).size === v.length,
+  },
+  betas: positiveNumbers,
   lossType: {
     expected: `a loss type or a list of them (${LOSS_TYPES.join(', ')})`,
     ok: (v) => (Array.isArray(v) ? v.length > 0 && v.every(isLossType) : isLossType(v)),
   },
+  ppoBetas: positiveNumbers,
+  samplesPerPrompt: { expected: 'an integer ≥ 2 that divides 2·batchSize', ok: (v) => Number.isInteger(v) && (v as number) >= 2 },
+  ppoLr: positiveNumber,
+  unlikelihoodAlpha: { expected: 'a finite number ≥ 0', ok: (v) => typeof v === 'number' && v >= 0 && Number.isFinite(v) },
   steps: positiveInteger,
   batchSize: positiveInteger,
   lr: positiveNumber,
@@ -186,6 +229,9 @@ export function resolveOptions(partial: Partial<ExperimentOptions> = {}): Experi
   // The model's first context is the prompt's last words (BOS included).
   if (o.context > o.promptWords + 1) {
     throw new TrainOptionError('context', `a positive integer at most ${o.promptWords + 1} (the prompt's ${o.promptWords} words and <s>)`, o.context);
+  }
+  if ((2 * o.batchSize) % o.samplesPerPrompt !== 0) {
+    throw new TrainOptionError('samplesPerPrompt', `an integer ≥ 2 that divides 2·batchSize (${2 * o.batchSize}: a PPO-GT step has as many sequences as a DPO step)`, o.samplesPerPrompt);
   }
   return o;
 }
@@ -286,24 +332,89 @@ export function buildPreferenceData(stage: ReferenceStage, events: ExperimentEve
   };
 }
 
-/** DPO from the reference at one β; every β gets the same pairs, batch order and evaluation draws. */
-export function runBeta(stage: ReferenceStage, data: DpoData, beta: number, events: ExperimentEvents = {}): BetaResult {
+/** The label of a run in the plot, the table and the progress bar. */
+export function runLabel(method: Method, setting: number | null): string {
+  const name = METHOD_NAMES[method];
+  if (method === 'dpo' || method === 'ppo-gt') return `${name} β=${setting}`;
+  if (method === 'unlikelihood') return `${name} α=${setting}`;
+  return name;
+}
+
+/** A few side-by-side continuations of held-out prompts, reference against policy. */
+function showSamples(stage: ReferenceStage, data: DpoData, policy: WordLM): MethodRun['samples'] {
   const { options, ref, corpus } = stage;
+  const shown = data.evalPrompts.slice(0, 12);
+  const refSamples = samplePolicy(ref, ref, shown, data.completionLength, data.reward, deriveSeed(options.seed, 'shown'), options.threads);
+  const polSamples = samplePolicy(policy, ref, shown, data.completionLength, data.reward, deriveSeed(options.seed, 'shown'), options.threads);
+  return shown.map((p, i) => ({
+    prompt: corpus.vocab.decode(p.subarray(1)),
+    reference: corpus.vocab.decode(refSamples.sequences[i]!.subarray(p.length)),
+    referenceReward: refSamples.rewards[i]!,
+    policy: corpus.vocab.decode(polSamples.sequences[i]!.subarray(p.length)),
+    policyReward: polSamples.rewards[i]!,
+  }));
+}
+
+const PAIR_LOSS: Record<Exclude<Method, 'ppo-gt'>, (o: ExperimentOptions) => LossType | LossType[]> = {
+  dpo: (o) => o.lossType,
+  'preferred-ft': () => 'sft',
+  unlikelihood: () => 'unlikelihood',
+};
+
+/**
+ * One run of a method from the reference: the pair methods (DPO at β = setting, Preferred-FT,
+ * Unlikelihood at α = setting) on the same pairs in the same batch order, PPO-GT (KL coefficient
+ * = setting) on their prompts with the gold reward; all with the same evaluation draws.
+ */
+export function runMethod(stage: ReferenceStage, data: DpoData, method: Method, setting: number | null, events: ExperimentEvents = {}): MethodRun {
+  const { options, ref } = stage;
   const emit = (r: ExperimentRecord) => events.onRecord?.(r);
-  events.onPhase?.('dpo', `DPO β=${beta}`, options.steps);
-  let last: DpoEvalRecord | null = null;
+  const label = runLabel(method, setting);
+  events.onPhase?.('train', label, options.steps);
+  let last: { goldReward: number; kl: number } | null = null;
   let lossEma = NaN, accEma = NaN;
-  const dpoOptions = { beta, lossType: options.lossType, steps: options.steps, batchSize: options.batchSize, lr: options.lr, evalEvery: options.evalEvery, seed: deriveSeed(options.seed, 'dpo'), threads: options.threads };
+  const ema = (prev: number, x: number) => (Number.isNaN(prev) ? x : 0.9 * prev + 0.1 * x);
+  const shared = { steps: options.steps, evalEvery: options.evalEvery, seed: deriveSeed(options.seed, 'dpo'), threads: options.threads };
+  // An evaluated step is shown with its own evaluation, which onEval reports next.
+  const progress = (step: number, evaluated: boolean) => {
+    if (!evaluated) events.onProgress?.(step, { loss: lossEma, [method === 'ppo-gt' ? 'sample' : 'acc']: accEma, reward: last?.goldReward ?? NaN, kl: last?.kl ?? NaN });
+  };
+  const onEvalShown = (e: { step: number; goldReward: number; kl: number }) => {
+    last = e;
+    if (e.step > 0) events.onProgress?.(e.step, { loss: lossEma, [method === 'ppo-gt' ? 'sample' : 'acc']: accEma, reward: e.goldReward, kl: e.kl });
+  };
+  if (method === 'ppo-gt') {
+    const beta = setting!;
+    const result = trainPpo(
+      ref,
+      data,
+      { ...shared, beta, promptsPerStep: (2 * options.batchSize) / options.samplesPerPrompt, samplesPerPrompt: options.samplesPerPrompt, lr: options.ppoLr },
+      {
+        onStep: (s) => {
+          emit({ kind: 'train', method, setting: beta, ...s });
+          lossEma = ema(lossEma, s.loss);
+          accEma = ema(accEma, s.sampleReward);
+          progress(s.step, isEvalStep(s.step, options));
+        },
+        onEval: (e) => {
+          emit({ kind: 'eval', method, setting: beta, ...e });
+          onEvalShown(e);
+        },
+      },
+    );
+    return { method, setting, label, evals: result.evals, samples: showSamples(stage, data, result.policy) };
+  }
   const result = trainDpo(
     ref,
     data,
-    dpoOptions,
+    { ...shared, beta: method === 'dpo' ? setting! : 0.1, lossType: PAIR_LOSS[method](options), batchSize: options.batchSize, lr: options.lr, unlikelihoodAlpha: method === 'unlikelihood' ? setting! : undefined },
     {
       onStep: (s) => {
         const m = s.metrics;
         emit({
           kind: 'train',
-          beta,
+          method,
+          setting,
           step: s.step,
           loss: s.loss,
           gradNorm: s.gradNorm,
@@ -312,41 +423,40 @@ export function runBeta(stage: ReferenceStage, data: DpoData, beta: number, even
           chosenReward: m['rewards/chosen'],
           rejectedReward: m['rewards/rejected'],
         });
-        lossEma = Number.isNaN(lossEma) ? s.loss : 0.9 * lossEma + 0.1 * s.loss;
-        accEma = Number.isNaN(accEma) ? m['rewards/accuracies'] : 0.9 * accEma + 0.1 * m['rewards/accuracies'];
-        // An evaluated step is shown with its own evaluation, which onEval reports next.
-        if (!isEvalStep(s.step, dpoOptions)) events.onProgress?.(s.step, { loss: lossEma, acc: accEma, reward: last?.goldReward ?? NaN, kl: last?.kl ?? NaN });
+        lossEma = ema(lossEma, s.loss);
+        accEma = ema(accEma, m['rewards/accuracies']);
+        progress(s.step, isEvalStep(s.step, options));
       },
       onEval: (e) => {
-        last = e;
-        emit({ kind: 'eval', beta, ...e });
-        if (e.step > 0) events.onProgress?.(e.step, { loss: lossEma, acc: accEma, reward: e.goldReward, kl: e.kl });
+        emit({ kind: 'eval', method, setting, ...e });
+        onEvalShown(e);
       },
     },
   );
-  // a few side-by-side continuations for the run's folder
-  const shown = data.evalPrompts.slice(0, 12);
-  const refSamples = samplePolicy(ref, ref, shown, data.completionLength, data.reward, deriveSeed(options.seed, 'shown'), options.threads);
-  const polSamples = samplePolicy(result.policy, ref, shown, data.completionLength, data.reward, deriveSeed(options.seed, 'shown'), options.threads);
-  return {
-    beta,
-    evals: result.evals,
-    samples: shown.map((p, i) => ({
-      prompt: corpus.vocab.decode(p.subarray(1)),
-      reference: corpus.vocab.decode(refSamples.sequences[i]!.subarray(p.length)),
-      referenceReward: refSamples.rewards[i]!,
-      policy: corpus.vocab.decode(polSamples.sequences[i]!.subarray(p.length)),
-      policyReward: polSamples.rewards[i]!,
-    })),
-  };
+  return { method, setting, label, evals: result.evals, samples: showSamples(stage, data, result.policy) };
 }
 
-/** Run the whole experiment: corpus, reference model, pairs, and DPO for every β. */
+/** DPO from the reference at one β. */
+export function runBeta(stage: ReferenceStage, data: DpoData, beta: number, events: ExperimentEvents = {}): MethodRun {
+  return runMethod(stage, data, 'dpo', beta, events);
+}
+
+/** Every (method, setting) run the options ask for, in the order of `methods`. */
+export function plannedRuns(options: ExperimentOptions): { method: Method; setting: number | null }[] {
+  return options.methods.flatMap((method): { method: Method; setting: number | null }[] => {
+    if (method === 'dpo') return options.betas.map((setting) => ({ method, setting }));
+    if (method === 'ppo-gt') return options.ppoBetas.map((setting) => ({ method, setting }));
+    if (method === 'unlikelihood') return [{ method, setting: options.unlikelihoodAlpha }];
+    return [{ method, setting: null }];
+  });
+}
+
+/** Run the whole experiment: corpus, reference model, pairs, and every method's runs. */
 export function runExperiment(partial: Partial<ExperimentOptions> = {}, events: ExperimentEvents = {}): ExperimentResult {
   const options = resolveOptions(partial);
   const stage = buildReference(options, events);
   const data = buildPreferenceData(stage, events);
-  const runs = options.betas.map((beta) => runBeta(stage, data, beta, events));
+  const runs = plannedRuns(options).map(({ method, setting }) => runMethod(stage, data, method, setting, events));
   return {
     options,
     vocabSize: stage.corpus.vocab.size,

@@ -1,11 +1,25 @@
-// The reward/KL frontier figure as a hand-written SVG: one line per β through the policy's
-// evaluations (step 0 is the reference at KL 0), gold reward on y, KL to the reference on x.
+// The reward/KL frontier figure as a hand-written SVG, gold reward on y, KL to the reference on x:
+// frontierSvg draws one line per run through its evaluations (step 0 is the reference at KL 0);
+// methodsFrontierSvg, the DPO paper's Figure 2, every checkpoint of every run as a dot, one colour
+// per method, and each method's frontier (its best reward at each KL) as a line.
 import { refuseUnknownKeys } from './options.js';
+
+export interface FrontierPoint {
+  kl: number;
+  reward: number;
+  step: number;
+}
 
 export interface FrontierSeries {
   label: string;
   /** Points in training order; `step` labels the last one. */
-  points: { kl: number; reward: number; step: number }[];
+  points: FrontierPoint[];
+}
+
+/** A method: its runs (one per setting), drawn in one colour. */
+export interface MethodSeries {
+  label: string;
+  runs: FrontierSeries[];
 }
 
 export interface FrontierPlotOptions {
@@ -41,15 +55,38 @@ function formatTick(v: number): string {
 
 const fmt = (v: number) => Number(v.toFixed(2)).toString();
 
-export function frontierSvg(series: FrontierSeries[], options: FrontierPlotOptions = {}): string {
-  refuseUnknownKeys('frontierSvg options', options, Object.keys({ title: 1, subtitle: 1, referenceReward: 1, width: 1, height: 1 } satisfies Record<keyof FrontierPlotOptions, 1>));
+const PLOT_OPTION_KEYS = Object.keys({ title: 1, subtitle: 1, referenceReward: 1, width: 1, height: 1 } satisfies Record<keyof FrontierPlotOptions, 1>);
+
+const finitePoints = (points: readonly FrontierPoint[]) => points.filter((p) => Number.isFinite(p.kl) && Number.isFinite(p.reward));
+
+/**
+ * The points no other point beats: none has a KL as low (or lower) and a reward as high (or
+ * higher). Sorted by KL; ties in KL keep the higher reward.
+ */
+export function paretoFrontier<P extends { kl: number; reward: number }>(points: readonly P[]): P[] {
+  const sorted = points.filter((p) => Number.isFinite(p.kl) && Number.isFinite(p.reward)).sort((a, b) => a.kl - b.kl || b.reward - a.reward);
+  const frontier: P[] = [];
+  for (const p of sorted) if (frontier.length === 0 || p.reward > frontier[frontier.length - 1]!.reward) frontier.push(p);
+  return frontier;
+}
+
+interface Frame {
+  out: string[];
+  X(kl: number): number;
+  Y(reward: number): number;
+  left: number;
+  top: number;
+}
+
+/** The SVG's head, titles, axes, grid and reference line, scaled to hold `all`. */
+function drawFrame(all: FrontierPoint[], options: FrontierPlotOptions): Frame {
   const width = options.width ?? 760;
   const height = options.height ?? 500;
   const m = { left: 74, right: 28, top: options.subtitle ? 70 : 52, bottom: 62 };
   const plotW = width - m.left - m.right;
   const plotH = height - m.top - m.bottom;
 
-  const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.kl) && Number.isFinite(p.reward));
+
   const rewards = all.map((p) => p.reward).concat(options.referenceReward !== undefined ? [options.referenceReward] : []);
   let xLo = Math.min(0, ...all.map((p) => p.kl));
   let xHi = Math.max(...all.map((p) => p.kl), xLo + 1e-3);
@@ -70,7 +107,6 @@ export function frontierSvg(series: FrontierSeries[], options: FrontierPlotOptio
   yHi = Math.max(yHi, yTicks[yTicks.length - 1]!);
   const X = (kl: number) => m.left + ((kl - xLo) / (xHi - xLo)) * plotW;
   const Y = (r: number) => m.top + plotH - ((r - yLo) / (yHi - yLo)) * plotH;
-  const px = (v: number) => v.toFixed(1);
 
   const out: string[] = [];
   out.push(
@@ -103,6 +139,19 @@ export function frontierSvg(series: FrontierSeries[], options: FrontierPlotOptio
     );
   }
 
+  return { out, X, Y, left: m.left, top: m.top };
+}
+
+const px = (v: number) => v.toFixed(1);
+
+function dotTitle(label: string, p: FrontierPoint): string {
+  return `<title>${escapeXml(`${label}, step ${p.step}: KL ${fmt(p.kl)}, reward ${fmt(p.reward)}`)}</title>`;
+}
+
+export function frontierSvg(series: FrontierSeries[], options: FrontierPlotOptions = {}): string {
+  refuseUnknownKeys('frontierSvg options', options, PLOT_OPTION_KEYS);
+  const { out, X, Y, left, top } = drawFrame(finitePoints(series.flatMap((s) => s.points)), options);
+  const m = { left, top };
   // one line per series
   series.forEach((s, i) => {
     const colour = COLOURS[i % COLOURS.length]!;
@@ -111,7 +160,7 @@ export function frontierSvg(series: FrontierSeries[], options: FrontierPlotOptio
     out.push(`<g fill="none" stroke="${colour}">`);
     out.push(`<polyline stroke-width="2" stroke-linejoin="round" points="${pts.map((p) => `${px(X(p.kl))},${px(Y(p.reward))}`).join(' ')}"/>`);
     out.push('</g>', `<g fill="${colour}" stroke="#ffffff" stroke-width="1">`);
-    for (const p of pts) out.push(`<circle cx="${px(X(p.kl))}" cy="${px(Y(p.reward))}" r="3.5"><title>${escapeXml(`${s.label}, step ${p.step}: KL ${fmt(p.kl)}, reward ${fmt(p.reward)}`)}</title></circle>`);
+    for (const p of pts) out.push(`<circle cx="${px(X(p.kl))}" cy="${px(Y(p.reward))}" r="3.5">${dotTitle(s.label, p)}</circle>`);
     const last = pts[pts.length - 1]!;
     out.push(`<circle cx="${px(X(last.kl))}" cy="${px(Y(last.reward))}" r="6"/>`, '</g>');
   });
@@ -132,6 +181,46 @@ export function frontierSvg(series: FrontierSeries[], options: FrontierPlotOptio
     );
   });
   out.push(`<text x="${legendX}" y="${legendY + series.length * rowH + 4}" fill="#666" font-size="10">large dot: last step</text>`);
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+/**
+ * The DPO paper's Figure 2 (left): every evaluation of every run as a dot in its method's colour
+ * (a faint line joins a run's evaluations in step order), and each method's frontier over all its
+ * runs as a thick line.
+ */
+export function methodsFrontierSvg(methods: MethodSeries[], options: FrontierPlotOptions = {}): string {
+  refuseUnknownKeys('methodsFrontierSvg options', options, PLOT_OPTION_KEYS);
+  const { out, X, Y, left, top } = drawFrame(finitePoints(methods.flatMap((s) => s.runs.flatMap((r) => r.points))), options);
+  const xy = (p: FrontierPoint) => `${px(X(p.kl))},${px(Y(p.reward))}`;
+  methods.forEach((method, i) => {
+    const colour = COLOURS[i % COLOURS.length]!;
+    out.push(`<g fill="none" stroke="${colour}" stroke-width="1" stroke-opacity="0.35">`);
+    for (const run of method.runs) {
+      const pts = finitePoints(run.points);
+      if (pts.length > 1) out.push(`<polyline points="${pts.map(xy).join(' ')}"/>`);
+    }
+    out.push('</g>', `<g fill="${colour}" fill-opacity="0.75" stroke="#ffffff" stroke-width="0.5">`);
+    for (const run of method.runs) for (const p of finitePoints(run.points)) out.push(`<circle cx="${px(X(p.kl))}" cy="${px(Y(p.reward))}" r="3.5">${dotTitle(run.label, p)}</circle>`);
+    out.push('</g>');
+    const frontier = paretoFrontier(method.runs.flatMap((r) => r.points));
+    if (frontier.length > 1) out.push(`<polyline fill="none" stroke="${colour}" stroke-width="2.5" stroke-linejoin="round" points="${frontier.map(xy).join(' ')}"/>`);
+  });
+
+  const legendX = left + 14, legendY = top + 12;
+  const rowH = 18;
+  out.push(`<rect x="${legendX - 8}" y="${legendY - 10}" width="190" height="${methods.length * rowH + 24}" fill="#ffffff" fill-opacity="0.9" stroke="#ccc"/>`);
+  methods.forEach((method, i) => {
+    const colour = COLOURS[i % COLOURS.length]!;
+    const y = legendY + i * rowH;
+    out.push(
+      `<line x1="${legendX}" y1="${y}" x2="${legendX + 22}" y2="${y}" stroke="${colour}" stroke-width="2.5"/>`,
+      `<circle cx="${legendX + 11}" cy="${y}" r="3.5" fill="${colour}"/>`,
+      `<text x="${legendX + 30}" y="${y + 4}" fill="#222">${escapeXml(method.label)}</text>`,
+    );
+  });
+  out.push(`<text x="${legendX}" y="${legendY + methods.length * rowH + 4}" fill="#666" font-size="10">dots: checkpoints · thick line: the method's frontier</text>`);
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

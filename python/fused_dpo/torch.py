@@ -296,6 +296,7 @@ def dpo_loss(
     softcap=None,
     temperature=None,
     ld_alpha=None,
+    unlikelihood_alpha=1.0,
     ignore_index=-100,
     reduction="mean",
     normalizer=None,
@@ -339,6 +340,7 @@ def dpo_loss(
         "f_alpha_divergence_coef": f_alpha_divergence_coef,
         "length_penalty": length_penalty,
         "alpha": alpha,
+        "unlikelihood_alpha": unlikelihood_alpha,
     }
     if not isinstance(use_weighting, bool):
         raise TypeError(f"{where}: use_weighting must be a bool, got {use_weighting!r}")

@@ -25,6 +25,7 @@ SETTINGS = {
     "simpo": {"beta": 2.0, "simpo_gamma": 0.3, "label_smoothing": 0.05},
     "orpo": {"beta": 0.5},
     "ipo": {"beta": 0.5},
+    "unlikelihood": {"unlikelihood_alpha": 0.7},
 }
 
 

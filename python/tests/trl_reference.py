@@ -4,8 +4,8 @@ KTOTrainer's for kto) loss formulas, as SPEC.md states them; DPOTrainer's f_dive
 cap_exp), use_weighting (WPO: policy_weights, clamped at 1, detached), CPOTrainer's alpha (AlphaPO),
 and the model head's transforms in the order a model applies them before TRL sees the logits (Cohere's
 logit_scale, Gemma's final_logit_softcapping, then TRL's temperature). Where fused-dpo goes beyond
-TRL (forward_kl, R-DPO's length_penalty) the formula is fused-dpo's, marked so. What fused-dpo's
-results are checked against."""
+TRL (forward_kl, R-DPO's length_penalty) the formula is fused-dpo's, marked so; unlikelihood, which
+TRL lacks, as SPEC.md states it. What fused-dpo's results are checked against."""
 
 import math
 
@@ -100,7 +100,8 @@ def alpha_reward(avg_logps, alpha):
 
 
 def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau, f_divergence_type="reverse_kl",
-                f_alpha_divergence_coef=0.5, length_penalty=0.0, alpha=0.0, plain_c=None):
+                f_alpha_divergence_coef=0.5, length_penalty=0.0, alpha=0.0, plain_c=None,
+                unlikelihood_alpha=1.0):
     """Per-pair losses of one kind: pi the policy's sequence sums, n the token counts, ref the
     reference sums (zeros for the reference-free kinds); plain_c the unweighted chosen sums that
     TRL's nll_loss reads (pi_c unless ld_alpha weighs pi)."""
@@ -161,21 +162,27 @@ def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau,
 
         nll = -plain_c.sum() / n_c.sum().clamp(min=1)
         return nll - beta * F.logsigmoid(log_odds(pi_c / avg_c) - log_odds(pi_r / avg_r))
+    if kind == "unlikelihood":
+        # not in TRL: the likelihood of the chosen, the unlikelihood of the rejected (token means)
+        x_r = (pi_r / avg_r).clamp(max=-1e-15)
+        return -pi_c / avg_c - unlikelihood_alpha * torch.log1p(-torch.exp(x_r))
     raise KeyError(kind)
 
 
 KINDS = [
     "sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero",
     "apo_down", "discopop", "sigmoid_norm", "aot", "aot_unpaired", "sft", "simpo", "orpo",
+    "unlikelihood",
 ]
-REFERENCE_FREE = {"sft", "simpo", "orpo"}
+REFERENCE_FREE = {"sft", "simpo", "orpo", "unlikelihood"}
 REPORTS_AVERAGED = {"simpo", "orpo"}
 
 
 def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=None, beta=0.1,
              label_smoothing=0.0, simpo_gamma=0.5, discopop_tau=0.05, ignore_index=-100,
              f_divergence_type="reverse_kl", f_alpha_divergence_coef=0.5, length_penalty=0.0, alpha=0.0,
-             use_weighting=False, logit_scale=None, softcap=None, temperature=None, ld_alpha=None):
+             use_weighting=False, logit_scale=None, softcap=None, temperature=None, ld_alpha=None,
+             unlikelihood_alpha=1.0):
     """TRL's loss (mean over pairs) and metrics of [2B, T, V] logits, differentiable in them."""
     logits = head(logits, logit_scale, softcap, temperature)
     plain, counts = sequence_sums(logits, labels, ignore_index)
@@ -188,7 +195,8 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
     weights = loss_weights or [1.0] * len(loss_types)
     losses = sum(
         w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau,
-                        f_divergence_type, f_alpha_divergence_coef, length_penalty, alpha, plain[:pairs])
+                        f_divergence_type, f_alpha_divergence_coef, length_penalty, alpha, plain[:pairs],
+                        unlikelihood_alpha)
         for k, w in zip(loss_types, weights)
     )
     if use_weighting:

@@ -1,0 +1,105 @@
+// New gradient arrays (grad: true, lib/grad-buffer.ts): large ones come from the addon's pool of
+// warm memory. They hold the preallocated call's bits in every dtype, a block is lent again after
+// the array holding it was collected, and never while the caller still holds that array.
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+
+import { dpoLoss, dpoLossAsync } from '../lib/index.js';
+import { newGradient } from '../lib/grad-buffer.js';
+import { native } from '../lib/native.js';
+import { DTYPES, makeCase, sameBytes, tokenOptions, type TokenCase } from './helpers/cases.js';
+import { makeRng, testSeed } from './helpers/random.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+const SEED = testSeed();
+const test = suite('gradient buffers');
+
+// Collects what is unreachable and lets the finalizers (run on the event loop) return their blocks.
+async function collect(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+// 2 * 8 rows of V = 2^17 + 5: just over 4 MB (16-bit) or 8 MB (float32) of gradient, past the pool's 4 MB floor.
+function bigCase(seed: number, dtype: (typeof DTYPES)[number]): TokenCase {
+  return makeCase(makeRng(seed), { B: 1, T: 8, vocab: (1 << 17) + 5, dtype, ignoreProb: 0.2, logit: (g) => 2 * g.normal() });
+}
+
+test('grad: true gives the bits of a preallocated gradient, every dtype, sync and async, while earlier gradients stay intact', async () => {
+  await collect();
+  for (const dtype of DTYPES) {
+    const c = bigCase(SEED + 1, dtype);
+    const options = { ...tokenOptions(c), ref: c.ref, beta: 0.2 };
+    const given = c.dtype === 'float32' ? new Float32Array(c.rows * c.vocab) : new Uint16Array(c.rows * c.vocab);
+    dpoLoss({ ...options, grad: { data: given, shape: c.logits.shape, dtype } });
+    const held = dpoLoss(options).grad!.data;
+    assert.ok(sameBytes(held, given), `${dtype}: the first new gradient (seed=${SEED})`);
+    for (let k = 0; k < 6; k++) {
+      const r = k % 2 === 0 ? dpoLoss(options) : await dpoLossAsync(options);
+      assert.ok(r.grad!.data.buffer !== held.buffer, `${dtype}: call ${k} lent the held gradient's buffer`);
+      assert.ok(sameBytes(r.grad!.data, given), `${dtype}: call ${k} (seed=${SEED})`);
+      assert.ok(sameBytes(held, given), `${dtype}: call ${k} changed a gradient the caller holds`);
+      if (k % 3 === 2) await collect();
+    }
+  }
+});
+
+test('a released gradient block is lent again (warm), a held one never', async () => {
+  await collect();
+  const bytes = 6 << 20;
+  const first = native().gradientBuffer(bytes);
+  assert.ok(first instanceof ArrayBuffer && first.byteLength === bytes, 'the pool lends a 6 MB buffer');
+  new Uint8Array(first!).fill(7);
+  let second = native().gradientBuffer(bytes);
+  assert.ok(second instanceof ArrayBuffer, 'a second block while the first is held');
+  new Uint8Array(second!).fill(9);
+  assert.ok(new Uint8Array(first!).every((b) => b === 7), 'lending the second changed the first');
+  // Two are out: the pool gives none (the caller falls back to a plain array), however often asked.
+  assert.is(native().gradientBuffer(bytes), null, 'a third block while two are held');
+  const plain = newGradient('float32', bytes / 4);
+  assert.ok(plain.every((v) => v === 0), 'the fallback is a plain zeroed array');
+  // Release the second: after a collection its block comes back, with its old contents.
+  second = null;
+  await collect();
+  const again = native().gradientBuffer(bytes);
+  assert.ok(again instanceof ArrayBuffer, 'a block after the release');
+  assert.ok(new Uint8Array(again!).every((b) => b === 9), 'the released block is lent again, unzeroed');
+  assert.ok(new Uint8Array(first!).every((b) => b === 7), 'the held block is untouched');
+});
+
+test('transfers cannot make a pooled block alias: postMessage and structuredClone copy it, ArrayBuffer.prototype.transfer keeps it lent', async () => {
+  await collect();
+  const bytes = 6 << 20;
+  const lent = native().gradientBuffer(bytes)!;
+  new Uint8Array(lent).fill(3);
+  const clone = structuredClone(lent, { transfer: [lent] });
+  assert.is(lent.byteLength, bytes, 'structuredClone left the pooled buffer attached (it copies)');
+  assert.ok(clone !== lent && new Uint8Array(clone).every((b) => b === 3));
+  const transfer = (ArrayBuffer.prototype as { transfer?: (this: ArrayBuffer) => ArrayBuffer }).transfer;
+  if (!transfer) return; // (Node 20 has no ArrayBuffer.prototype.transfer)
+  // The moved buffer owns the block's memory now; the detached one is collected: the block must not come back.
+  let source: ArrayBuffer | null = native().gradientBuffer(bytes)!;
+  const moved = transfer.call(source);
+  new Uint8Array(moved).fill(4);
+  source = null;
+  await collect();
+  for (let k = 0; k < 3; k++) {
+    const other = native().gradientBuffer(bytes);
+    if (other) new Uint8Array(other).fill(8);
+    assert.ok(new Uint8Array(moved).every((b) => b === 4), 'a transferred gradient was lent again while held');
+  }
+});
+
+test('small gradients are plain arrays; zero length works', () => {
+  assert.is(native().gradientBuffer(1 << 20), null);
+  assert.is(newGradient('bfloat16', 0).length, 0);
+  assert.ok(newGradient('float16', 1000) instanceof Uint16Array);
+  assert.throws(() => native().gradientBuffer(-1), /out of range/);
+});
+
+test.run();
