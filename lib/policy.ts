@@ -11,9 +11,10 @@ import { snapshotOptions } from './options.js';
 import { invalidArgument } from './errors.js';
 import type { Tensor } from './types.js';
 import { DeviceTensor } from './device.js';
-import { checkPolicySettings, checkTokens, POLICY_LOSS_TYPES, TOKEN_KEYS, type PolicyLossType, type TokenOptions } from './validate.js';
+import { POLICY_LOSS_TYPES, type PolicyLossType } from './loss-kinds.js';
+import { checkPolicySettings, checkTokens, TOKEN_KEYS, type TokenOptions } from './validate.js';
 
-export type { PolicyLossType } from './validate.js';
+export type { PolicyLossType } from './loss-kinds.js';
 
 export interface PolicyLossOptions extends TokenOptions {
   /** One per sequence, or one per token (the labels' size). Float64Array or Float32Array. */

@@ -2,7 +2,7 @@
  * Float64 reference implementation of SPEC.md. Written for reading, not for speed: every
  * backend is checked against this file, so each formula appears once, in the SPEC's terms.
  */
-import { LOSS_KINDS, type HyperparameterName, type LossType } from './loss-kinds.js';
+import { LOSS_KINDS, type HyperparameterName, type LossType, type PolicyLossType } from './loss-kinds.js';
 import type { DpoMetrics } from './types.js';
 
 /** The model-head transforms (SPEC.md "Model-head transforms"); 0 or absent: off. */
@@ -841,8 +841,8 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
 // ---------------------------------------------------------------------------------------------
 // Online RL: the GRPO family's per-token policy loss (SPEC.md "Policy loss")
 
-/** TRL's GRPO loss_type values: how the per-token terms are weighted into the loss. */
-export type PolicyLossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
+/** TRL's GRPO loss_type values (lib/loss-kinds.ts): how the per-token terms are weighted into the loss. */
+export type { PolicyLossType };
 
 export interface PolicyReferenceInput extends HeadTransformInput {
   logits: Float64Array; // R*V, decoded to float64

@@ -14,6 +14,8 @@ import {
   HYPERPARAMETERS,
   KTO_HYPERPARAMETERS,
   KTO_LOSS_TYPES,
+  POLICY_LOSS_TYPES,
+  type PolicyLossType,
   type KtoLossType,
   HYPERPARAMETER_NAMES,
   LOSS_KINDS,
@@ -637,9 +639,6 @@ export function checkKtoSettings(options: Record<string, unknown>, numSeqs: numb
 // ---------------------------------------------------------------------------------------------
 // policyLoss (lib/policy.ts): the GRPO family's settings
 
-/** TRL's GRPO loss_type values and their codes (fdpo_policy_loss_type in csrc/core/fused_dpo.h). */
-export const POLICY_LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
-export type PolicyLossType = keyof typeof POLICY_LOSS_TYPES;
 
 export interface PolicySettings {
   advantages: Float64Array;

@@ -183,13 +183,7 @@ typedef struct {
  * and loss = sum_t w_t l_t with TRL's loss_type weights w_t (below). old_logps NULL: on-policy
  * (old_t = logp_t detached: r_t = 1, its gradient kept).
  */
-typedef enum {
-  FDPO_POLICY_GRPO = 0,    /* w_t = 1 / (S * max(N_s, 1)): the mean over sequences of token means */
-  FDPO_POLICY_BNPO = 1,    /* w_t = 1 / max(N, 1): the token mean over the batch (N = completion tokens) */
-  FDPO_POLICY_DR_GRPO = 2, /* w_t = 1 / (S * max_completion_length) */
-  FDPO_POLICY_DAPO = 3,    /* w_t = 1 / num_items_in_batch (max(N, 1) when 0) */
-  FDPO_POLICY_LOSS_TYPE_COUNT
-} fdpo_policy_loss_type;
+/* fdpo_policy_loss_type (FDPO_POLICY_GRPO, _BNPO, _DR_GRPO, _DAPO): fused_dpo_kinds.h. */
 
 typedef struct {
   uint32_t struct_size;             /* sizeof(fdpo_policy_config) */
@@ -412,7 +406,7 @@ FDPO_API int32_t fdpo_loss_param_info(int32_t param, const char** name, double* 
  * undesirable_weight*sig(beta*x_s), and no KL batch (z0 = 0). The loss is scale times the sum over
  * sequences (TRL's mean over desirable and undesirable together: scale = 1/num_seqs).
  */
-typedef enum { FDPO_KTO_LOSS_KTO = 0, FDPO_KTO_LOSS_APO_ZERO_UNPAIRED = 1, FDPO_KTO_LOSS_COUNT } fdpo_kto_loss_type;
+/* fdpo_kto_loss_type (FDPO_KTO_LOSS_KTO, _APO_ZERO_UNPAIRED): fused_dpo_kinds.h. */
 
 typedef struct {
   uint32_t struct_size;        /* sizeof(fdpo_kto_config) */

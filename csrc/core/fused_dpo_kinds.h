@@ -1,5 +1,6 @@
 /*
- * fused-dpo: the loss kinds and their hyperparameters, part of the C ABI (fused_dpo.h includes it).
+ * fused-dpo: the loss kinds and their hyperparameters, and the loss types of fdpo_policy_loss and
+ * fdpo_kto_loss; part of the C ABI (fused_dpo.h includes it).
  * Generated from lib/loss-kinds.ts by `npm run generate`: do not edit, change the table instead.
  * Codes and indexes are ABI: they are only ever appended.
  */
@@ -40,6 +41,22 @@ typedef enum {
   FDPO_PARAM_UNLIKELIHOOD_ALPHA = 7, /* α, the weight of unlikelihood's term −log(1 − e^{π̄_r}); TRL's null */
   FDPO_PARAM_COUNT = 8
 } fdpo_loss_param;
+
+/* fdpo_policy_config.loss_type: TRL's GRPO loss_type, the token weights w_t. */
+typedef enum {
+  FDPO_POLICY_GRPO = 0, /* w_t = 1 / (S * max(N_s, 1)): the mean over sequences of token means */
+  FDPO_POLICY_BNPO = 1, /* w_t = 1 / max(N, 1): the token mean over the batch (N = completion tokens) */
+  FDPO_POLICY_DR_GRPO = 2, /* w_t = 1 / (S * max_completion_length) */
+  FDPO_POLICY_DAPO = 3, /* w_t = 1 / num_items_in_batch (max(N, 1) when 0) */
+  FDPO_POLICY_LOSS_TYPE_COUNT = 4
+} fdpo_policy_loss_type;
+
+/* fdpo_kto_config.loss_type: TRL's KTOConfig loss_type. */
+typedef enum {
+  FDPO_KTO_LOSS_KTO = 0, /* reference point z0 from the KL batch */
+  FDPO_KTO_LOSS_APO_ZERO_UNPAIRED = 1, /* z0 = 0, no KL batch */
+  FDPO_KTO_LOSS_COUNT = 2
+} fdpo_kto_loss_type;
 
 /* A kind's properties, as bits. */
 #define FDPO_KIND_NEEDS_REF 1u /* reads ref_chosen and ref_rejected */
