@@ -104,7 +104,7 @@ export interface NativePolicyArgs extends NativeTokens {
   logps: Float64Array;
   tokenGrad: Float64Array;
   stats: Float64Array;
-  grad: Float32Array | Uint16Array | null;
+  grad: Float32Array | Uint16Array | DeviceBuffer | null;
 }
 
 export interface NativeCudaStatus {

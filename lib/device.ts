@@ -162,7 +162,7 @@ export class DeviceTensor {
 
   /**
    * Releases owned memory (a wrapped tensor is only forgotten). Safe to call twice; refused while
-   * a dpoLossAsync or sequenceLogpsAsync call is using the tensor.
+   * a dpoLossAsync, sequenceLogpsAsync or policyLossAsync call is using the tensor.
    */
   free(): void {
     if (this.#pointer === null) return;

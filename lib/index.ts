@@ -2,7 +2,7 @@ export { dpoLoss, dpoLossAsync, sequenceLogps, sequenceLogpsAsync } from './loss
 export { ktoLoss, ktoLossAsync } from './kto.js';
 export type { DeviceKtoLossOptions, KtoKlLogits, KtoKlLogps, KtoLossOptions, KtoLossResult, KtoMetrics, KtoSettingsOptions } from './kto.js';
 export { policyLoss, policyLossAsync } from './policy.js';
-export type { PolicyLossOptions, PolicyLossResult, PolicyLossType, PolicyMetrics } from './policy.js';
+export type { DevicePolicyLossOptions, PolicyLossOptions, PolicyLossResult, PolicyLossType, PolicyMetrics, PolicySettingsOptions } from './policy.js';
 export type {
   DeviceDpoLossOptions,
   DpoLossOptions,

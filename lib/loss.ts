@@ -237,16 +237,32 @@ export function gradData(grad: AnyDpoLossOptions['grad'], tokens: CheckedTokens)
   }
 }
 
+/** The tensors a call holds, and how it frees what it allocated (see callTensors). */
+export interface HeldTensors {
+  /** The tensors an async call holds: the caller's (marked untransferable, or kept from free()), and the DeviceTensors it allocated. */
+  tensors: readonly unknown[];
+  /** Frees the device outputs this call allocated (when it fails). */
+  release(): void;
+}
+
+/** What a call holds while it runs: its tokens, the caller's grad target, and the outputs it allocated (gradOption says which grad is new). */
+export function callTensors(tokens: CheckedTokens, gradOption: unknown, grad: GradData | null, ...outputs: unknown[]): HeldTensors {
+  const newGrad = gradOption === undefined || gradOption === true;
+  const allocated = [newGrad ? grad : null, ...outputs].filter((t): t is DeviceTensor => t instanceof DeviceTensor);
+  return {
+    tensors: [tokens.data, tokens.labels, tokens.cuSeqlens, newGrad ? null : grad, ...allocated],
+    release() {
+      for (const t of allocated) t.free();
+    },
+  };
+}
+
 type AnyDpoLossOptions = DpoLossOptions | DeviceDpoLossOptions;
 type AnyDpoLossResult = DpoLossResult<Tensor | DeviceTensor, Float32Array | DeviceTensor>;
 
-interface PreparedLoss {
+interface PreparedLoss extends HeldTensors {
   args: NativeLossArgs;
   finish(): AnyDpoLossResult;
-  /** Frees the device outputs this call allocated (when it fails). */
-  release(): void;
-  /** The tensors an async call holds: the caller's, and the DeviceTensors it allocated. */
-  tensors: readonly unknown[];
   /** The host memory it reads and writes. */
   buffers: CallBuffers;
 }
@@ -289,15 +305,10 @@ function prepareDpoLoss(options: AnyDpoLossOptions, where = 'dpoLoss'): Prepared
     rowScale: rowScale === null ? null : bufferOf(rowScale),
   };
   const averaged = settings.lossTypes.some((t) => LOSS_KINDS[t].reportsAveraged);
-  const allocated = [o.grad === undefined || o.grad === true ? grad : null, rowScale].filter((t) => t instanceof DeviceTensor);
   return {
     args,
-    // The caller's buffers (held, and marked untransferable), and the DeviceTensors this call allocated (held).
-    tensors: [tokens.data, tokens.labels, tokens.cuSeqlens, o.grad === undefined || o.grad === true ? null : grad, ...allocated],
+    ...callTensors(tokens, o.grad, grad, rowScale),
     buffers: { reads: tokenReads(tokens), writes: [['grad', grad]] },
-    release() {
-      for (const t of allocated) if (t instanceof DeviceTensor) t.free();
-    },
     finish() {
       const side = (offset: number) =>
         Float64Array.from({ length: numPairs }, (_, i) => {
@@ -371,19 +382,24 @@ export function dpoLossAsync(options: DpoLossOptions): Promise<DpoLossResult>;
 export function dpoLossAsync(options: DeviceDpoLossOptions): Promise<DpoLossResult<DeviceTensor, DeviceTensor>>;
 export async function dpoLossAsync(options: AnyDpoLossOptions): Promise<AnyDpoLossResult> {
   const prepared = prepareDpoLoss(options, 'dpoLossAsync');
-  try {
-    await whileInFlight(prepared.buffers, () => holdingTensors(prepared.tensors, () => native().dpoLossAsync(prepared.args)));
-  } catch (error) {
-    prepared.release();
-    throw error;
-  }
+  await runHeldAsync(prepared, () => native().dpoLossAsync(prepared.args));
   return prepared.finish();
 }
 
 // A failed call frees the device outputs it allocated.
-function runReleasingOnError(prepared: PreparedLoss, run: () => void): void {
+export function runReleasingOnError(prepared: HeldTensors, run: () => void): void {
   try {
     run();
+  } catch (error) {
+    prepared.release();
+    throw error;
+  }
+}
+
+/** Runs an async call with its host memory in flight and its tensors held; a failed call frees the device outputs it allocated. */
+export async function runHeldAsync(prepared: HeldTensors & { buffers: CallBuffers }, run: () => Promise<void>): Promise<void> {
+  try {
+    await whileInFlight(prepared.buffers, () => holdingTensors(prepared.tensors, run));
   } catch (error) {
     prepared.release();
     throw error;

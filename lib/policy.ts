@@ -2,21 +2,20 @@
 // per-token importance ratios, the k3 KL to a reference and an entropy bonus, over the same two
 // passes as dpoLoss (SPEC.md, "Policy loss"): validate, fill the binding's arguments, run, shape.
 import type { NativePolicyArgs } from './binding.js';
-import { checkNotInFlight, whileInFlight, type CallBuffers } from './in-flight.js';
-import { holdingTensors } from './device.js';
-import { bufferOf, gradData, tokenArgs, tokenReads } from './loss.js';
+import { checkNotInFlight, type CallBuffers } from './in-flight.js';
+import { DeviceTensor } from './device.js';
+import { bufferOf, callTensors, gradData, runHeldAsync, runReleasingOnError, tokenArgs, tokenReads, type HeldTensors } from './loss.js';
 import { native } from './native.js';
 import { firstNonFinite, type NonFiniteRow } from './non-finite.js';
 import { snapshotOptions } from './options.js';
-import { invalidArgument } from './errors.js';
 import type { Tensor } from './types.js';
-import { DeviceTensor } from './device.js';
 import { POLICY_LOSS_TYPES, type PolicyLossType } from './loss-kinds.js';
-import { checkPolicySettings, checkTokens, TOKEN_KEYS, type TokenOptions } from './validate.js';
+import { checkPolicySettings, checkTokens, TOKEN_KEYS, type DeviceTokenOptions, type TokenOptions } from './validate.js';
 
 export type { PolicyLossType } from './loss-kinds.js';
 
-export interface PolicyLossOptions extends TokenOptions {
+/** policyLoss's own settings, the same for host and device tokens: per-token inputs are host arrays either way. */
+export interface PolicySettingsOptions {
   /** One per sequence, or one per token (the labels' size). Float64Array or Float32Array. */
   advantages: Float64Array | Float32Array;
   /** Which of the two advantages is (by default, its length says; needed only when the two coincide). */
@@ -39,8 +38,17 @@ export interface PolicyLossOptions extends TokenOptions {
   maxCompletionLength?: number;
   /** dapo's divisor (TRL's num_items_in_batch: the completion tokens of the whole generation batch); default this call's. */
   numItemsInBatch?: number;
+}
+
+export interface PolicyLossOptions extends TokenOptions, PolicySettingsOptions {
   /** true: a new array · 'inplace': over the logits · false: none · a tensor to fill. Default true. */
   grad?: boolean | 'inplace' | Tensor;
+}
+
+/** Device logits: the gradient stays on the GPU; logps, tokenGrad and the metrics come back to the host. */
+export interface DevicePolicyLossOptions extends DeviceTokenOptions, PolicySettingsOptions {
+  /** true: a new DeviceTensor · 'inplace': over the logits · false: none · a DeviceTensor to fill. Default true. */
+  grad?: boolean | 'inplace' | DeviceTensor;
 }
 
 /** TRL's GRPO metrics, over this call's completion tokens. */
@@ -58,16 +66,17 @@ export interface PolicyMetrics {
   num_tokens: number;
 }
 
-export interface PolicyLossResult {
+/** G: the gradient's type, a host tensor for host logits, a DeviceTensor for device logits (see policyLoss's overloads). */
+export interface PolicyLossResult<G extends Tensor | DeviceTensor = Tensor> {
   loss: number;
   /** Per-token log-probs (the labels' size, 0 where ignored): the next step's oldLogps. */
   logps: Float64Array;
   /** ∂loss/∂logp per token (the labels' size, 0 where ignored): the surrogate's and the KL's, weights included. */
   tokenGrad: Float64Array;
-  /** ∂loss/∂logits, in the logits' dtype and shape, or null when grad: false. */
-  grad: Tensor | null;
+  /** ∂loss/∂logits, in the logits' dtype and shape, or null when grad: false. A DeviceTensor when the logits are one. */
+  grad: G | null;
   metrics: PolicyMetrics;
-  /** The first scored row holding an inf, NaN or beyond-±1.7e38 logit (the loss is then NaN or inf), or null. */
+  /** The first scored row holding an inf, NaN or beyond-±1.7e38 logit (the loss is then NaN or inf), or null (row null for DeviceTensor logits). */
   nonFinite: NonFiniteRow | null;
 }
 
@@ -90,19 +99,20 @@ const POLICY_KEYS = [
   'grad',
 ] as const;
 
-interface PreparedPolicy {
+type AnyPolicyLossOptions = PolicyLossOptions | DevicePolicyLossOptions;
+type AnyPolicyLossResult = PolicyLossResult<Tensor | DeviceTensor>;
+
+interface PreparedPolicy extends HeldTensors {
   args: NativePolicyArgs;
-  tensors: readonly unknown[];
   buffers: CallBuffers;
-  finish(): PolicyLossResult;
+  finish(): AnyPolicyLossResult;
 }
 
-function preparePolicyLoss(options: PolicyLossOptions, where: string): PreparedPolicy {
+function preparePolicyLoss(options: AnyPolicyLossOptions, where: string): PreparedPolicy {
   const o = snapshotOptions(where, options, POLICY_KEYS);
-  if (o.logits instanceof DeviceTensor) throw invalidArgument('logits', `a host tensor (${where} takes no DeviceTensor yet)`, o.logits.toString(), TypeError);
   const tokens = checkTokens(o);
   const settings = checkPolicySettings(o, tokens);
-  const grad = gradData(o.grad as PolicyLossOptions['grad'], tokens) as Float32Array | Uint16Array | null;
+  const grad = gradData(o.grad as AnyPolicyLossOptions['grad'], tokens);
   const args: NativePolicyArgs = {
     ...tokenArgs(tokens),
     lossType: POLICY_LOSS_TYPES[settings.lossType],
@@ -119,11 +129,11 @@ function preparePolicyLoss(options: PolicyLossOptions, where: string): PreparedP
     logps: new Float64Array(tokens.rows),
     tokenGrad: new Float64Array(tokens.rows),
     stats: new Float64Array(POLICY_STAT.count),
-    grad: grad === null ? null : (bufferOf(grad) as Float32Array | Uint16Array),
+    grad: grad === null ? null : bufferOf(grad),
   };
   return {
     args,
-    tensors: [tokens.data, tokens.labels, tokens.cuSeqlens, o.grad === undefined || o.grad === true ? null : grad],
+    ...callTensors(tokens, o.grad, grad),
     buffers: { reads: tokenReads(tokens), writes: [['grad', grad]] },
     finish() {
       const s = args.stats;
@@ -138,7 +148,7 @@ function preparePolicyLoss(options: PolicyLossOptions, where: string): PreparedP
         loss: s[POLICY_STAT.loss]!,
         logps: args.logps,
         tokenGrad: args.tokenGrad,
-        grad: grad === null ? null : { data: grad, shape: tokens.shape, dtype: tokens.dtype },
+        grad: grad === null || grad instanceof DeviceTensor ? grad : { data: grad, shape: tokens.shape, dtype: tokens.dtype },
         metrics: {
           'clip_ratio/low_mean': s[POLICY_STAT.lowClipped]! / count,
           'clip_ratio/high_mean': s[POLICY_STAT.highClipped]! / count,
@@ -154,16 +164,22 @@ function preparePolicyLoss(options: PolicyLossOptions, where: string): PreparedP
 }
 
 /** The GRPO-family policy loss, its per-token log-probs, TRL's metrics and its gradient with respect to the logits. */
-export function policyLoss(options: PolicyLossOptions): PolicyLossResult {
+export function policyLoss(options: PolicyLossOptions): PolicyLossResult;
+export function policyLoss(options: DevicePolicyLossOptions): PolicyLossResult<DeviceTensor>;
+export function policyLoss(options: AnyPolicyLossOptions): AnyPolicyLossResult {
   const prepared = preparePolicyLoss(options, 'policyLoss');
-  checkNotInFlight(prepared.buffers);
-  native().policyLoss(prepared.args);
+  runReleasingOnError(prepared, () => {
+    checkNotInFlight(prepared.buffers);
+    native().policyLoss(prepared.args);
+  });
   return prepared.finish();
 }
 
 /** policyLoss on the libuv thread pool; the event loop stays free. Same bits as policyLoss. */
-export async function policyLossAsync(options: PolicyLossOptions): Promise<PolicyLossResult> {
+export function policyLossAsync(options: PolicyLossOptions): Promise<PolicyLossResult>;
+export function policyLossAsync(options: DevicePolicyLossOptions): Promise<PolicyLossResult<DeviceTensor>>;
+export async function policyLossAsync(options: AnyPolicyLossOptions): Promise<AnyPolicyLossResult> {
   const prepared = preparePolicyLoss(options, 'policyLossAsync');
-  await whileInFlight(prepared.buffers, () => holdingTensors(prepared.tensors, () => native().policyLossAsync(prepared.args)));
+  await runHeldAsync(prepared, () => native().policyLossAsync(prepared.args));
   return prepared.finish();
 }
