@@ -6,6 +6,8 @@
         "csrc/binding/addon.cpp",
         "csrc/binding/gradient_buffer.cpp",
         "csrc/core/cpu_backend.cpp",
+        "csrc/core/cpu_kto.cpp",
+        "csrc/core/kto_checks.cpp",
         "csrc/core/cpu_policy.cpp",
         "csrc/core/cpu_ceilings.cpp",
         "csrc/core/cpu_simd_dispatch.cpp",

@@ -63,6 +63,30 @@ export interface NativeLossArgs extends NativeTokens {
   rowScale: Float32Array | DeviceBuffer | null;
 }
 
+export interface NativeKtoArgs extends NativeTokens {
+  /** fdpo_kto_loss_type: KTO_LOSS_TYPES's code. */
+  lossType: number;
+  beta: number;
+  desirableWeight: number;
+  undesirableWeight: number;
+  scale: number;
+  desirable: Uint8Array;
+  refLogps: Float64Array;
+  /** The KL batch's policy and reference sums (null for apo_zero_unpaired). */
+  klLogps: Float64Array | null;
+  klRefLogps: Float64Array | null;
+  seqLogps: Float64Array;
+  seqCounts: Int32Array;
+  seqGrad: Float64Array;
+  seqLosses: Float64Array;
+  rewards: Float64Array;
+  stats: Float64Array;
+  /** 1: z0. */
+  kl: Float64Array;
+  grad: Float32Array | Uint16Array | DeviceBuffer | null;
+  rowScale: Float32Array | DeviceBuffer | null;
+}
+
 /** policyLoss's arguments (csrc/binding/addon.cpp fills fdpo_policy_config and fdpo_policy_outputs). */
 export interface NativePolicyArgs extends NativeTokens {
   /** fdpo_policy_loss_type (POLICY_LOSS_TYPES in lib/validate.ts). */
@@ -98,6 +122,8 @@ export interface NativeAddon {
   dpoLoss(args: NativeLossArgs): void;
   dpoLossAsync(args: NativeLossArgs): Promise<void>;
   dpoLossUnfused(args: NativeLossArgs): void;
+  ktoLoss(args: NativeKtoArgs): void;
+  ktoLossAsync(args: NativeKtoArgs): Promise<void>;
   policyLoss(args: NativePolicyArgs): void;
   policyLossAsync(args: NativePolicyArgs): Promise<void>;
   /**

@@ -11,7 +11,7 @@ export interface Hyperparameter {
   /** What validation accepts, as the error message says it. */
   readonly rule: string;
   readonly ok: (value: number) => boolean;
-  /** TRL's name for it (DPOConfig, or CPOConfig for simpo_gamma), or null where TRL has none. */
+  /** TRL's name for it (DPOConfig, or CPOConfig for simpo_gamma and alpha), or null where TRL has none. */
   readonly trl: string | null;
   readonly doc: string;
 }
@@ -65,8 +65,16 @@ export const HYPERPARAMETERS = {
     trl: null,
     doc: "R-DPO's λ: u = βΔ + λ·(N_c − N_r)",
   },
-  unlikelihoodAlpha: {
+  alpha: {
     code: 6,
+    default: 0,
+    rule: 'a finite number',
+    ok: () => true,
+    trl: 'alpha',
+    doc: "AlphaPO's α of simpo: rewards (1 − p̄^(−α))/α of the length-normalised probability p̄ (0: SimPO)",
+  },
+  unlikelihoodAlpha: {
+    code: 7,
     default: 1,
     rule: 'a finite number >= 0',
     ok: (v: number) => v >= 0,
@@ -163,7 +171,7 @@ export const LOSS_KINDS = {
     pairTerm: true,
     chosenNll: false,
     margin: false,
-    reads: ['beta', 'labelSmoothing', 'simpoGamma'],
+    reads: ['beta', 'labelSmoothing', 'simpoGamma', 'alpha'],
   },
   orpo: {
     code: 16,
@@ -208,3 +216,92 @@ export const HYPERPARAMETER_NAMES = (Object.keys(HYPERPARAMETERS) as Hyperparame
 export const LOSS_DEFAULTS = Object.fromEntries(HYPERPARAMETER_NAMES.map((n) => [n, HYPERPARAMETERS[n].default])) as {
   readonly [K in HyperparameterName]: (typeof HYPERPARAMETERS)[K]['default'];
 };
+
+/** A loss type of a call with its own config struct: its ABI code, and what it computes (the header's comment). */
+export interface CallLossType {
+  code: number;
+  doc: string;
+}
+
+/** The C enum a table of call loss types becomes in fused_dpo_kinds.h (scripts/loss-kinds-header.ts). */
+export interface CallLossEnum {
+  /** The typedef's name. */
+  type: string;
+  /** The constants' prefix; the count's name. */
+  prefix: string;
+  count: string;
+  doc: string;
+  table: Readonly<Record<string, CallLossType>>;
+}
+
+// { name: code } of a table of call loss types: the code maps the calls look values up in.
+function codesOf<T extends Record<string, CallLossType>>(table: T): { readonly [K in keyof T]: T[K]['code'] } {
+  return Object.fromEntries(Object.entries(table).map(([name, t]) => [name, t.code])) as { readonly [K in keyof T]: T[K]['code'] };
+}
+
+/** policyLoss's loss types (TRL's GRPOConfig.loss_type), the token weights w_t each applies. */
+export const POLICY_LOSSES = {
+  grpo: { code: 0, doc: 'w_t = 1 / (S * max(N_s, 1)): the mean over sequences of token means' },
+  bnpo: { code: 1, doc: 'w_t = 1 / max(N, 1): the token mean over the batch (N = completion tokens)' },
+  dr_grpo: { code: 2, doc: 'w_t = 1 / (S * max_completion_length)' },
+  dapo: { code: 3, doc: 'w_t = 1 / num_items_in_batch (max(N, 1) when 0)' },
+} as const satisfies Record<string, CallLossType>;
+
+/** TRL's GRPO loss_type values and their codes (fdpo_policy_loss_type). */
+export const POLICY_LOSS_TYPES = codesOf(POLICY_LOSSES);
+
+export type PolicyLossType = keyof typeof POLICY_LOSS_TYPES;
+
+/**
+ * ktoLoss's loss types (TRL's KTOConfig.loss_type) with their ABI codes (fdpo_kto_loss_type), and
+ * its hyperparameters (TRL's KTOConfig names and defaults). They travel in fdpo_kto_config's own
+ * fields, not in fdpo_loss_config.params: code is null.
+ */
+export const KTO_LOSSES = {
+  kto: { code: 0, doc: 'reference point z0 from the KL batch' },
+  apo_zero_unpaired: { code: 1, doc: 'z0 = 0, no KL batch' },
+} as const satisfies Record<string, CallLossType>;
+
+export const KTO_LOSS_TYPES = codesOf(KTO_LOSSES);
+
+export type KtoLossType = keyof typeof KTO_LOSS_TYPES;
+
+/** The calls' loss-type enums of the C ABI, in the order the header states them. */
+export const CALL_LOSS_ENUMS: readonly CallLossEnum[] = [
+  {
+    type: 'fdpo_policy_loss_type',
+    prefix: 'FDPO_POLICY_',
+    count: 'FDPO_POLICY_LOSS_TYPE_COUNT',
+    doc: "fdpo_policy_config.loss_type: TRL's GRPO loss_type, the token weights w_t",
+    table: POLICY_LOSSES,
+  },
+  {
+    type: 'fdpo_kto_loss_type',
+    prefix: 'FDPO_KTO_LOSS_',
+    count: 'FDPO_KTO_LOSS_COUNT',
+    doc: "fdpo_kto_config.loss_type: TRL's KTOConfig loss_type",
+    table: KTO_LOSSES,
+  },
+];
+
+export const KTO_HYPERPARAMETERS = {
+  beta: { ...HYPERPARAMETERS.beta, code: null, doc: 'β, the reward scale of the log-ratios' },
+  desirableWeight: {
+    code: null,
+    default: 1,
+    rule: 'a finite number >= 0',
+    ok: (v: number) => v >= 0,
+    trl: 'desirable_weight',
+    doc: "λ_D, the weight of a desirable sequence's loss",
+  },
+  undesirableWeight: {
+    code: null,
+    default: 1,
+    rule: 'a finite number >= 0',
+    ok: (v: number) => v >= 0,
+    trl: 'undesirable_weight',
+    doc: "λ_U, the weight of an undesirable sequence's loss",
+  },
+} as const;
+
+export type KtoHyperparameterName = keyof typeof KTO_HYPERPARAMETERS;

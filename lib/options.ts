@@ -20,6 +20,11 @@ const TRL_UNSUPPORTED: Record<string, string> = {
   epsilon_low: "policyLoss's epsilon is TRL's epsilon (the lower clip, 1 - epsilon); epsilonHigh the upper",
 };
 
+// Options of another call of this library, with which call reads them: named as such, not as typos.
+const OTHER_CALLS: Record<string, string> = {
+  ldAlpha: "dpoLoss's and sequenceLogps' (LD-DPO's weights pair chosen and rejected sequences)",
+};
+
 const snakeCase = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 // TRL's names for options fused-dpo has under another name than TRL's in camelCase.
@@ -64,6 +69,8 @@ export function suggestKey(key: string, known: readonly string[]): string | null
 function unknownOption(where: string, key: string, known: readonly string[]) {
   const trl = TRL_UNSUPPORTED[key] ?? TRL_UNSUPPORTED[snakeCase(key)];
   if (trl) return fusedDpoError(`${where}: option '${key}' is not supported: ${trl}`, 'ERR_FDPO_UNSUPPORTED_OPTION', TypeError);
+  const other = Object.hasOwn(OTHER_CALLS, key) ? OTHER_CALLS[key] : undefined;
+  if (other) return fusedDpoError(`${where}: option '${key}' is not read by ${where}: it is ${other}`, 'ERR_FDPO_UNKNOWN_OPTION', TypeError);
   const suggestion = suggestKey(key, known);
   const hint = suggestion ? `did you mean '${suggestion}'?` : `the options are ${known.join(', ')}`;
   return fusedDpoError(`${where}: unknown option '${key}': ${hint}`, 'ERR_FDPO_UNKNOWN_OPTION', TypeError);

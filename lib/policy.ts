@@ -9,17 +9,10 @@ import { native } from './native.js';
 import { firstNonFinite, type NonFiniteRow } from './non-finite.js';
 import { snapshotOptions } from './options.js';
 import type { Tensor } from './types.js';
-import {
-  checkPolicySettings,
-  checkTokens,
-  POLICY_LOSS_TYPES,
-  TOKEN_KEYS,
-  type DeviceTokenOptions,
-  type PolicyLossType,
-  type TokenOptions,
-} from './validate.js';
+import { POLICY_LOSS_TYPES, type PolicyLossType } from './loss-kinds.js';
+import { checkPolicySettings, checkTokens, TOKEN_KEYS, type DeviceTokenOptions, type TokenOptions } from './validate.js';
 
-export type { PolicyLossType } from './validate.js';
+export type { PolicyLossType } from './loss-kinds.js';
 
 /** policyLoss's own settings, the same for host and device tokens: per-token inputs are host arrays either way. */
 export interface PolicySettingsOptions {

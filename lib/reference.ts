@@ -2,7 +2,7 @@
  * Float64 reference implementation of SPEC.md. Written for reading, not for speed: every
  * backend is checked against this file, so each formula appears once, in the SPEC's terms.
  */
-import { LOSS_KINDS, type HyperparameterName, type LossType } from './loss-kinds.js';
+import { LOSS_KINDS, type HyperparameterName, type LossType, type PolicyLossType } from './loss-kinds.js';
 import type { DpoMetrics } from './types.js';
 
 /** The model-head transforms (SPEC.md "Model-head transforms"); 0 or absent: off. */
@@ -113,6 +113,12 @@ function smoothedLogisticPrime(u: number, eps: number): number {
 }
 
 /** log(1 − e^x) for x ≤ 0 */
+/** AlphaPO's reward of an averaged log-prob x and its slope (SPEC.md, "AlphaPO"). */
+export function alphaReward(alpha: number, x: number): { value: number; slope: number } {
+  if (alpha === 0) return { value: x, slope: 1 };
+  return { value: (1 - Math.exp(-alpha * x)) / alpha, slope: Math.exp(-alpha * x) };
+}
+
 function log1mexp(x: number): number {
   return x > -Math.LN2 ? Math.log(-Math.expm1(x)) : Math.log1p(-Math.exp(x));
 }
@@ -268,7 +274,7 @@ function checkCuSeqlens(cuSeqlens: Int32Array, rows: number): number {
 }
 
 /** π_s = Σ logp over the non-ignored rows of s, in row order; N_s = their count. */
-function sumBySequence(
+export function sumBySequence(
   logp: Float64Array,
   labels: Int32Array,
   cuSeqlens: Int32Array,
@@ -593,12 +599,15 @@ function lossTerm(
       break;
 
     case 'simpo':
+      // AlphaPO (TRL's CPO alpha): r(x̄) = (1 − p̄^(−α))/α, p̄ = e^x̄, r'(x̄) = p̄^(−α); α = 0: r(x̄) = x̄ (SimPO).
       for (let i = 0; i < B; i++) {
-        const v = beta * (piC(i) / nC(i) - piR(i) / nR(i)) - cfg.simpoGamma;
+        const rc = alphaReward(cfg.alpha, piC(i) / nC(i));
+        const rr = alphaReward(cfg.alpha, piR(i) / nR(i));
+        const v = beta * (rc.value - rr.value) - cfg.simpoGamma;
         l[i] = smoothedLogistic(v, eps);
         const dV = smoothedLogisticPrime(v, eps);
-        gc[i] = (beta * dV) / nC(i);
-        gr[i] = (-beta * dV) / nR(i);
+        gc[i] = (beta * dV * rc.slope) / nC(i);
+        gr[i] = (-beta * dV * rr.slope) / nR(i);
       }
       break;
 
@@ -752,6 +761,7 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
 
   // Rewards and logps as TRL reports them: averaged when simpo/orpo is in the list.
   const averaged = input.lossTypes.some((t) => LOSS_KINDS[t].reportsAveraged);
+  const alphaRewards = input.alpha !== 0 && input.lossTypes.includes('simpo');
   const chosenLogps = new Float64Array(B);
   const rejectedLogps = new Float64Array(B);
   const chosenRewards = new Float64Array(B);
@@ -765,6 +775,11 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     rejectedLogps[i] = seqLogps[B + i]! / dr;
     chosenRewards[i] = (beta * ratioC) / dc;
     rejectedRewards[i] = (beta * ratioR) / dr;
+    if (alphaRewards) {
+      // TRL's CPOTrainer logs β·r(x̄) when alpha ≠ 0
+      chosenRewards[i] = beta * alphaReward(input.alpha, seqLogps[i]! / Math.max(seqCounts[i]!, 1)).value;
+      rejectedRewards[i] = beta * alphaReward(input.alpha, seqLogps[B + i]! / Math.max(seqCounts[B + i]!, 1)).value;
+    }
   }
 
   const mean = (xs: ArrayLike<number>) => {
@@ -826,8 +841,8 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
 // ---------------------------------------------------------------------------------------------
 // Online RL: the GRPO family's per-token policy loss (SPEC.md "Policy loss")
 
-/** TRL's GRPO loss_type values: how the per-token terms are weighted into the loss. */
-export type PolicyLossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
+/** TRL's GRPO loss_type values (lib/loss-kinds.ts): how the per-token terms are weighted into the loss. */
+export type { PolicyLossType };
 
 export interface PolicyReferenceInput extends HeadTransformInput {
   logits: Float64Array; // R*V, decoded to float64

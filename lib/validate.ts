@@ -12,6 +12,11 @@ import { typedArrayFacts, type TypedArrayFacts } from './intrinsics.js';
 import {
   F_DIVERGENCES,
   HYPERPARAMETERS,
+  KTO_HYPERPARAMETERS,
+  KTO_LOSS_TYPES,
+  POLICY_LOSS_TYPES,
+  type PolicyLossType,
+  type KtoLossType,
   HYPERPARAMETER_NAMES,
   LOSS_KINDS,
   LOSS_TYPES,
@@ -328,14 +333,15 @@ export interface LossSettings {
 
 // A copy of the reference sums, each entry read once: a number array or a typed array of numbers
 // (its length through the intrinsic getter: a detached one has none).
-function checkRefSide(name: string, value: unknown, numPairs: number): Float64Array {
+// (numPairs null: any length; per names what one entry is for.)
+function checkRefSide(name: string, value: unknown, numPairs: number | null, per = 'pair'): Float64Array {
   const facts = typedArrayFacts(value);
   const isNumberArray = Array.isArray(value) || (facts !== null && facts.kind !== 'BigInt64Array' && facts.kind !== 'BigUint64Array');
-  if (!isNumberArray) throw invalidArgument(name, `a Float64Array (or number array) of ${numPairs} reference log-prob sums`, value, TypeError);
+  if (!isNumberArray) throw invalidArgument(name, `a Float64Array (or number array) of ${numPairs ?? 'the'} log-prob sums`, value, TypeError);
   const length = facts ? facts.length : (value as unknown[]).length;
-  if (length !== numPairs) throw invalidArgument(name, `${numPairs} entries (one per pair)`, `${length} entries`);
-  const out = new Float64Array(numPairs);
-  for (let i = 0; i < numPairs; i++) {
+  if (numPairs !== null && length !== numPairs) throw invalidArgument(name, `${numPairs} entries (one per ${per})`, `${length} entries`);
+  const out = new Float64Array(length);
+  for (let i = 0; i < length; i++) {
     const x = (value as ArrayLike<unknown>)[i];
     if (typeof x !== 'number' || !Number.isFinite(x)) throw invalidArgument(`${name}[${i}]`, 'a finite number', x);
     out[i] = x;
@@ -398,7 +404,7 @@ function checkHyperparameters(options: Record<string, unknown>, lossTypes: LossT
     values[name] = options[name] === undefined ? p.default : checkFinite(name, options[name], p.rule, p.ok);
   }
   const unread = (name: HyperparameterName) => options[name] !== undefined && values[name] !== HYPERPARAMETERS[name].default;
-  for (const name of ['lengthPenalty', 'fAlphaDivergenceCoef'] as const) {
+  for (const name of ['lengthPenalty', 'fAlphaDivergenceCoef', 'alpha'] as const) {
     if (unread(name) && !lossTypes.some((t) => (LOSS_KINDS[t].reads as readonly string[]).includes(name))) {
       throw invalidArgument(name, `left out: no lossType in [${lossTypes.join(', ')}] reads it (${readersOf(name).join(', ')} do)`, values[name]);
     }
@@ -536,12 +542,103 @@ export function checkGradTarget(grad: unknown, tokens: CheckedTokens): GradTarge
   return { kind: 'given', data: target.data };
 }
 
+/** ktoLoss's settings, checked against its S sequences. */
+export interface CheckedKtoSettings {
+  lossType: KtoLossType;
+  beta: number;
+  desirableWeight: number;
+  undesirableWeight: number;
+  scale: number;
+  /** 1 desirable, 0 not, per sequence. */
+  desirable: Uint8Array;
+  ref: Float64Array;
+  /** The KL batch: its policy sums, or its tensors for a forward pass (the raw options, checked by sequenceLogps); null for apo_zero_unpaired. */
+  kl: { policy: Float64Array } | { logits: unknown; labels: unknown; cuSeqlens?: Int32Array; ignoreIndex?: number } | null;
+  /** The KL batch's reference sums. */
+  klRef: Float64Array | null;
+}
+
+// dpoLoss's per-token reference ({ tokenLogps }), named as such: ktoLoss reads sums per sequence.
+function refusePerTokenRef(name: string, value: unknown) {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value) && typedArrayFacts(value) === null && 'tokenLogps' in value) {
+    throw invalidArgument(`${name}.tokenLogps`, `left out: ktoLoss takes ${name} as reference sums, one per sequence (per-token reference log-probs are dpoLoss's)`, 'per-token log-probs', TypeError);
+  }
+}
+
+// One flag per sequence, each read once: booleans or 0/1.
+function checkDesirable(value: unknown, numSeqs: number): Uint8Array {
+  const facts = typedArrayFacts(value);
+  if (!Array.isArray(value) && (facts === null || facts.kind === 'BigInt64Array' || facts.kind === 'BigUint64Array')) {
+    throw invalidArgument('desirable', `an array of ${numSeqs} booleans (or 0/1), one per sequence (TRL's label)`, value, TypeError);
+  }
+  const length = facts ? facts.length : (value as unknown[]).length;
+  if (length !== numSeqs) throw invalidArgument('desirable', `${numSeqs} entries (one per sequence)`, `${length} entries`);
+  const out = new Uint8Array(numSeqs);
+  for (let s = 0; s < numSeqs; s++) {
+    const x = (value as ArrayLike<unknown>)[s];
+    if (x !== true && x !== false && x !== 0 && x !== 1) throw invalidArgument(`desirable[${s}]`, 'true, false, 1 or 0', x);
+    out[s] = x === true || x === 1 ? 1 : 0;
+  }
+  return out;
+}
+
+export function checkKtoSettings(options: Record<string, unknown>, numSeqs: number): CheckedKtoSettings {
+  const lossType = options.lossType === undefined ? 'kto' : options.lossType;
+  if (typeof lossType !== 'string' || !Object.hasOwn(KTO_LOSS_TYPES, lossType)) {
+    throw invalidArgument('lossType', `one of ${Object.keys(KTO_LOSS_TYPES).join(', ')} (ktoLoss's; the paired ones are dpoLoss's)`, lossType);
+  }
+  const value = (name: keyof typeof KTO_HYPERPARAMETERS) => {
+    const p = KTO_HYPERPARAMETERS[name];
+    return options[name] === undefined ? p.default : checkFinite(name, options[name], p.rule, p.ok);
+  };
+  const reduction = options.reduction === undefined ? 'mean' : options.reduction;
+  if (reduction !== 'mean' && reduction !== 'sum') throw invalidArgument('reduction', "'mean' or 'sum'", reduction);
+  let scale = reduction === 'mean' ? 1 / numSeqs : 1;
+  if (options.normalizer !== undefined) scale = 1 / checkFinite('normalizer', options.normalizer, 'a finite number > 0', (v) => v > 0);
+  const desirable = checkDesirable(options.desirable, numSeqs);
+  if (options.ref === undefined) {
+    throw invalidArgument('ref', `${numSeqs} reference log-prob sums, one per sequence (sequenceLogps on the reference model)`, options.ref, TypeError);
+  }
+  refusePerTokenRef('ref', options.ref);
+  const ref = checkRefSide('ref', options.ref, numSeqs, 'sequence');
+  let kl: CheckedKtoSettings['kl'] = null;
+  let klRef: Float64Array | null = null;
+  if (lossType === 'apo_zero_unpaired') {
+    if (options.kl !== undefined) throw invalidArgument('kl', "left out: lossType 'apo_zero_unpaired' has no KL term (TRL computes none)", 'a KL batch', TypeError);
+  } else {
+    if (options.kl === undefined) {
+      throw invalidArgument('kl', "the KL batch for lossType 'kto': { policy, ref } log-prob sums, or { logits, labels, cuSeqlens?, ignoreIndex?, ref }", options.kl, TypeError);
+    }
+    const raw = options.kl as Record<string, unknown>;
+    const byLogits = typeof raw === 'object' && raw !== null && 'logits' in raw;
+    const k = snapshotOptions('kl', raw, byLogits ? ['logits', 'labels', 'cuSeqlens', 'ignoreIndex', 'ref'] : ['policy', 'ref'], 'kl');
+    refusePerTokenRef('kl.ref', k.ref);
+    if (byLogits) {
+      kl = { logits: k.logits, labels: k.labels, ...(k.cuSeqlens === undefined ? {} : { cuSeqlens: k.cuSeqlens as Int32Array }), ...(k.ignoreIndex === undefined ? {} : { ignoreIndex: k.ignoreIndex as number }) };
+      klRef = checkRefSide('kl.ref', k.ref, null, 'KL sequence');
+    } else {
+      const policy = checkRefSide('kl.policy', k.policy, null, 'KL sequence');
+      klRef = checkRefSide('kl.ref', k.ref, policy.length, 'KL sequence');
+      kl = { policy };
+    }
+    if (klRef.length < 1) throw invalidArgument('kl.ref', 'at least 1 entry (TRL takes the mean over the KL batch)', '0 entries');
+  }
+  return {
+    lossType: lossType as KtoLossType,
+    beta: value('beta'),
+    desirableWeight: value('desirableWeight'),
+    undesirableWeight: value('undesirableWeight'),
+    scale,
+    desirable,
+    ref,
+    kl,
+    klRef,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // policyLoss (lib/policy.ts): the GRPO family's settings
 
-/** TRL's GRPO loss_type values and their codes (fdpo_policy_loss_type in csrc/core/fused_dpo.h). */
-export const POLICY_LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
-export type PolicyLossType = keyof typeof POLICY_LOSS_TYPES;
 
 export interface PolicySettings {
   advantages: Float64Array;

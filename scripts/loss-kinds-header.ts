@@ -1,5 +1,5 @@
 // The C header the loss-kind table gives (scripts/generate-loss-kinds.ts writes it).
-import { HYPERPARAMETERS, HYPERPARAMETER_NAMES, LOSS_KINDS, LOSS_TYPES, type LossKind } from '../lib/loss-kinds.js';
+import { CALL_LOSS_ENUMS, HYPERPARAMETERS, HYPERPARAMETER_NAMES, LOSS_KINDS, LOSS_TYPES, type LossKind } from '../lib/loss-kinds.js';
 
 const FLAGS: [keyof LossKind, string, string][] = [
   ['needsRef', 'NEEDS_REF', 'reads ref_chosen and ref_rejected'],
@@ -19,7 +19,8 @@ export function kindsHeader(): string {
   const add = (...more: string[]) => lines.push(...more);
   add(
     '/*',
-    ' * fused-dpo: the loss kinds and their hyperparameters, part of the C ABI (fused_dpo.h includes it).',
+    ' * fused-dpo: the loss kinds and their hyperparameters, and the loss types of fdpo_policy_loss and',
+    ' * fdpo_kto_loss; part of the C ABI (fused_dpo.h includes it).',
     ' * Generated from lib/loss-kinds.ts by `npm run generate`: do not edit, change the table instead.',
     ' * Codes and indexes are ABI: they are only ever appended.',
     ' */',
@@ -36,6 +37,12 @@ export function kindsHeader(): string {
     add(`  ${paramConstant(name)} = ${p.code}, /* ${p.doc}; TRL's ${p.trl} */`);
   }
   add(`  FDPO_PARAM_COUNT = ${HYPERPARAMETER_NAMES.length}`, '} fdpo_loss_param;', '');
+  for (const e of CALL_LOSS_ENUMS) {
+    const names = Object.keys(e.table).sort((a, b) => e.table[a]!.code - e.table[b]!.code);
+    add(`/* ${e.doc}. */`, 'typedef enum {');
+    for (const name of names) add(`  ${e.prefix}${name.toUpperCase()} = ${e.table[name]!.code}, /* ${e.table[name]!.doc} */`);
+    add(`  ${e.count} = ${names.length}`, `} ${e.type};`, '');
+  }
   add('/* A kind\'s properties, as bits. */');
   FLAGS.forEach(([, flag, doc], i) => add(`#define FDPO_KIND_${flag} ${1 << i}u /* ${doc} */`));
   add(

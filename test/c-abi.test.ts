@@ -9,6 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { referenceDpo, referencePolicyLoss } from '../lib/reference.js';
+import { referenceKto } from '../lib/reference-kto.js';
 import { LOSS_DEFAULTS } from '../lib/loss-kinds.js';
 import { paddedCuSeqlens } from '../lib/validate.js';
 import { makeRng, testSeed } from './helpers/random.js';
@@ -48,7 +49,16 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
     lossWeights: [1],
     scale: 1 / B,
   });
-  assert.is(lines.length, 2 + seqs + 2 * rows * V);
+  assert.is(lines.length, 4 + seqs + 2 * rows * V);
+  // KTO: odd sequences desirable, z0 = mean(1, 0.5) = 0.75 (check_loss.c)
+  const kto = referenceKto({
+    logits: Float64Array.from(logits), rows, vocab: V, labels, cuSeqlens: cu, ignoreIndex: -100,
+    desirable: Array.from({ length: seqs }, (_, s) => s % 2), ref, lossType: 'kto', beta: 0.1, desirableWeight: 1, undesirableWeight: 1,
+    kl: { policy: Float64Array.of(ref[0]! + 1, ref[1]! + 0.5), ref: Float64Array.of(ref[0]!, ref[1]!) }, scale: 1 / seqs,
+  });
+  const [ktoLoss, z0] = lines.slice(1 + seqs + rows * V);
+  assert.ok(Math.abs(ktoLoss! - kto.loss) <= 1e-6 * Math.abs(kto.loss), `kto loss ${ktoLoss} vs ${kto.loss} (seed=${SEED})`);
+  assert.ok(Math.abs(z0! - 0.75) <= 1e-12, `z0 ${z0}`);
   assert.ok(Math.abs(lines[0]! - want.loss) <= 1e-6 * Math.abs(want.loss), `loss ${lines[0]} vs ${want.loss} (seed=${SEED})`);
   for (let s = 0; s < seqs; s++) {
     assert.ok(Math.abs(lines[1 + s]! - want.seqLogps[s]!) <= 1e-5 * Math.abs(want.seqLogps[s]!) + 1e-6, `π_${s} (seed=${SEED})`);
@@ -67,7 +77,7 @@ test('a C program linked against libfused_dpo gets the reference loss and gradie
     oldLogps: null, refLogps: null, beta: 0, epsilon: 0.2, epsilonHigh: 0.2, entropyCoef: 0.1,
     lossType: 'grpo', maxCompletionLength: 0, numItemsInBatch: 0,
   });
-  const at = 1 + seqs + rows * V;
+  const at = 3 + seqs + rows * V; // after the KTO loss and z0
   assert.ok(Math.abs(lines[at]! - policy.loss) <= 1e-5 * (1 + Math.abs(policy.loss)), `policy loss ${lines[at]} vs ${policy.loss} (seed=${SEED})`);
   num = 0;
   den = 0;

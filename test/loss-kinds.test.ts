@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 
 import { ERROR_CODES } from '../lib/errors.js';
 import { native } from '../lib/native.js';
-import { HYPERPARAMETERS, HYPERPARAMETER_NAMES, LOSS_DEFAULTS, LOSS_KINDS, LOSS_TYPES } from '../lib/loss-kinds.js';
+import { CALL_LOSS_ENUMS, HYPERPARAMETERS, HYPERPARAMETER_NAMES, LOSS_DEFAULTS, LOSS_KINDS, LOSS_TYPES } from '../lib/loss-kinds.js';
 import { kindsHeader } from '../scripts/loss-kinds-header.js';
 
 const root = new URL('..', import.meta.url);
@@ -54,6 +54,22 @@ test("the README's and SPEC.md's loss tables name every kind, and the README eve
     assert.ok(new RegExp(`^\\| ${type} \\|`, 'm').test(spec), `SPEC.md's loss table lacks ${type}`);
   }
   for (const name of HYPERPARAMETER_NAMES) assert.ok(readme.includes(`| \`${name}\` |`), `README's options table lacks ${name}`);
+});
+
+test("policyLoss's and ktoLoss's loss types: codes 0..n-1, named in README and SPEC.md, the same in the Python binding", () => {
+  const readme = read('README.md'), spec = read('SPEC.md'), abi = read('python/fused_dpo/_abi.py');
+  for (const e of CALL_LOSS_ENUMS) {
+    const names = Object.keys(e.table);
+    assert.equal(names.map((n) => e.table[n]!.code), names.map((_, i) => i), `${e.type}: codes in table order`);
+    for (const name of names) {
+      const named = new RegExp(`\`'?${name}'?\``);
+      assert.ok(named.test(readme), `README does not name ${e.type}'s ${name}`);
+      assert.ok(named.test(spec), `SPEC.md does not name ${e.type}'s ${name}`);
+    }
+    // _abi.py states the codes as a dict literal: { "name": code, ... } (the binding has no way to ask the library)
+    const python = `{${names.map((n) => `"${n}": ${e.table[n]!.code}`).join(', ')}}`;
+    assert.ok(abi.includes(python), `python/fused_dpo/_abi.py lacks ${python} for ${e.type}`);
+  }
 });
 
 test("the README's Errors table explains every error code", () => {

@@ -322,6 +322,56 @@ struct UnfusedLossCall : LossCall {
   }
 };
 
+// ktoLoss: unpaired sequences, each desirable or not (the core checks the flags and the KL batch).
+struct KtoCall {
+  Placement placement;
+  fdpo_tokens tokens;
+  fdpo_kto_config config;
+  fdpo_kto_outputs outputs;
+  int32_t threads;
+
+  explicit KtoCall(const Napi::Object& args) : placement(args) {
+    Napi::Env env = args.Env();
+    fdpo_kto_config_init(&config);
+    fdpo_kto_outputs_init(&outputs);
+    tokens = readTokens(args, placement);
+    threads = (int32_t)integer(args, "threads", 0, 4096);
+    if (tokens.num_seqs < 1) invalid(env, "cuSeqlens must describe at least one sequence");
+    const size_t seqs = (size_t)tokens.num_seqs;
+    config.loss_type = (int32_t)integer(args, "lossType", 0, FDPO_KTO_LOSS_COUNT - 1);
+    config.beta = number(args, "beta");
+    config.desirable_weight = number(args, "desirableWeight");
+    config.undesirable_weight = number(args, "undesirableWeight");
+    config.scale = number(args, "scale");
+    config.desirable = checkedData<uint8_t>(args, "desirable", napi_uint8_array, seqs);
+    config.ref_logps = checkedData<double>(args, "refLogps", napi_float64_array, seqs);
+    if (!args.Get("klLogps").IsNull()) {
+      const size_t kl = typedArray(args, "klLogps", napi_float64_array).ElementLength();
+      config.kl_logps = checkedData<double>(args, "klLogps", napi_float64_array, kl);
+      config.kl_ref_logps = checkedData<double>(args, "klRefLogps", napi_float64_array, kl);
+      config.kl_count = (int64_t)kl;
+    }
+    outputs.seq_logps = checkedData<double>(args, "seqLogps", napi_float64_array, seqs);
+    outputs.seq_counts = checkedData<int32_t>(args, "seqCounts", napi_int32_array, seqs);
+    outputs.seq_grad = checkedData<double>(args, "seqGrad", napi_float64_array, seqs);
+    outputs.seq_losses = checkedData<double>(args, "seqLosses", napi_float64_array, seqs);
+    outputs.rewards = checkedData<double>(args, "rewards", napi_float64_array, seqs);
+    outputs.stats = checkedData<double>(args, "stats", napi_float64_array, FDPO_STAT_COUNT);
+    outputs.kl = checkedData<double>(args, "kl", napi_float64_array, 1);
+    if (!args.Get("grad").IsNull()) {
+      outputs.grad = bufferData(args, "grad", logitsArrayType(tokens.dtype), (size_t)(tokens.rows * tokens.vocab),
+                                logitsElementBytes(tokens.dtype), placement);
+    }
+    if (!args.Get("rowScale").IsNull()) {
+      outputs.row_scale = (float*)bufferData(args, "rowScale", napi_float32_array, (size_t)tokens.rows, 4, placement);
+    }
+  }
+  int32_t run(char* error, size_t size) {
+    if (placement.cuda) return fdpo_cuda_kto_loss(&tokens, &config, &outputs, &placement.launch, error, size);
+    return fdpo_kto_loss(&tokens, &config, &outputs, threads, error, size);
+  }
+};
+
 template <class Call>
 Napi::Value runSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -579,6 +629,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sequenceLogpsAsync", Napi::Function::New(env, runAsync<SequenceCall>));
   exports.Set("dpoLoss", Napi::Function::New(env, runSync<LossCall>));
   exports.Set("dpoLossAsync", Napi::Function::New(env, runAsync<LossCall>));
+  exports.Set("ktoLoss", Napi::Function::New(env, runSync<KtoCall>));
+  exports.Set("ktoLossAsync", Napi::Function::New(env, runAsync<KtoCall>));
   exports.Set("dpoLossUnfused", Napi::Function::New(env, runSync<UnfusedLossCall>));
   exports.Set("policyLoss", Napi::Function::New(env, runSync<PolicyCall>));
   exports.Set("policyLossAsync", Napi::Function::New(env, runAsync<PolicyCall>));

@@ -25,32 +25,10 @@ size_t writableSize(uint32_t structSize, size_t abi2Size, size_t ownSize) {
 
 namespace {
 
-// A buffer of the call: its name, first byte, byte count, and whether the call writes it.
-struct Extent {
-  const char* name;
-  const void* begin;
-  size_t bytes;
-  bool written;
-};
-
 bool overlap(const Extent& a, const Extent& b) {
   if (!a.begin || !b.begin || a.bytes == 0 || b.bytes == 0) return false;
   const uintptr_t a0 = (uintptr_t)a.begin, b0 = (uintptr_t)b.begin;
   return a0 < b0 + b.bytes && b0 < a0 + a.bytes;
-}
-
-int32_t checkExtents(const Extent* extents, size_t n, char* error, size_t size) {
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t j = i + 1; j < n; ++j) {
-      if ((extents[i].written || extents[j].written) && overlap(extents[i], extents[j])) {
-        return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
-                    "%s and %s overlap in memory: an output may share memory with no other buffer (only an exact "
-                    "in-place gradient, grad == logits, may)",
-                    extents[i].name, extents[j].name);
-      }
-    }
-  }
-  return FDPO_OK;
 }
 
 // Every output against every other buffer: an output that overlaps anything would be read after
@@ -82,6 +60,20 @@ int32_t checkOverlaps(const TokenSnapshot& snapshot, const fdpo_loss_config& c, 
 }
 
 }  // namespace
+
+int32_t checkExtents(const Extent* extents, size_t n, char* error, size_t size) {
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = i + 1; j < n; ++j) {
+      if ((extents[i].written || extents[j].written) && overlap(extents[i], extents[j])) {
+        return fail(error, size, FDPO_ERR_INVALID_ARGUMENT,
+                    "%s and %s overlap in memory: an output may share memory with no other buffer (only an exact "
+                    "in-place gradient, grad == logits, may)",
+                    extents[i].name, extents[j].name);
+      }
+    }
+  }
+  return FDPO_OK;
+}
 
 int32_t LossSnapshot::take(const TokenSnapshot& snapshot, const fdpo_loss_config* c, const fdpo_loss_outputs* o,
                            char* error, size_t size) {

@@ -34,7 +34,21 @@ constexpr size_t kConfigAbi2Size = FDPO_END_OF(fdpo_loss_config, ref_rejected);
 constexpr size_t kOutputsAbi2Size = FDPO_END_OF(fdpo_loss_outputs, row_scale);
 constexpr size_t kLaunchAbi2Size = FDPO_END_OF(fdpo_cuda_launch, timings_ms);
 constexpr size_t kCudaStatusAbi2Size = FDPO_END_OF(fdpo_cuda_status, reason);
+constexpr size_t kKtoConfigSize = FDPO_END_OF(fdpo_kto_config, kl_count);
+constexpr size_t kKtoOutputsSize = FDPO_END_OF(fdpo_kto_outputs, row_scale);
 constexpr size_t kDeviceInfoAbi2Size = FDPO_END_OF(fdpo_cuda_device_info, multiprocessors);
+
+// A buffer of a call: its name, first byte, byte count, and whether the call writes it.
+struct Extent {
+  const char* name;
+  const void* begin;
+  size_t bytes;
+  bool written;
+};
+
+// Every written extent against every other: FDPO_ERR_INVALID_ARGUMENT naming the first two that
+// overlap (an output that overlaps anything would be read after, or while, it is written).
+int32_t checkExtents(const Extent* extents, size_t n, char* error, size_t size);
 
 // The labels and offsets the kernels index with, copied before they are checked: a caller that
 // mutates its arrays while an async call runs cannot turn a checked index into a bad one.

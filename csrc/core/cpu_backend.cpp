@@ -10,31 +10,10 @@
 #include "fused_dpo.h"
 #include "reduce.h"
 #include "row_kernels.h"
-#include "thread_pool.h"
 #include "unfused_passes.h"
 
 namespace fdpo {
 namespace {
-
-// Pass A and pass B of the fused path: the SIMD row kernels.
-struct FusedPasses {
-  static constexpr bool kHasRowOptions = true;
-  const RowKernels& kernels;
-  void forward(const fdpo_tokens& t, const RowOptions& o, RowForward* rows, int threads) {
-    forwardPass(kernels, t, o, rows, threads);
-  }
-  void forwardDeferred(const fdpo_tokens& t, const RowOptions& o, RowForward* rows, void* grad, int threads) {
-    ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
-      kernels.forwardDeferred(t.logits, grad, t.dtype, t.vocab, t.labels, t.ignore_index, o, b, e, rows);
-    });
-  }
-  void backward(const fdpo_tokens& t, const RowOptions& o, const float* rowScale, const RowForward* rows, void* grad,
-                int threads) {
-    ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
-      kernels.backward(t.logits, grad, t.dtype, t.vocab, t.labels, o, rowScale, rows, b, e);
-    });
-  }
-};
 
 // The unfused baseline knows no row options (it is for the benchmark's plain call).
 struct UnfusedRun {
@@ -109,14 +88,8 @@ int32_t runDpoLoss(Passes& passes, const fdpo_tokens* tokens, const fdpo_loss_co
 
     // Per-row scale for pass B: G of the row's sequence (times the row's LD-DPO weight, plus the
     // plain-sum terms), 0 for ignored rows (written as zeros).
-    std::vector<float> rowScale(t.rows, 0.0f);
-    for (int64_t s = 0; s < t.num_seqs; ++s) {
-      for (int64_t r = t.cu_seqlens[s]; r < t.cu_seqlens[s + 1]; ++r) {
-        if (t.labels[r] != t.ignore_index) {
-          rowScale[r] = rowScaleOf(seqGrad[s], ld ? plainGrad.data() : nullptr, s, ld && rear[r], tokenWeighting.alpha);
-        }
-      }
-    }
+    std::vector<float> rowScale = rowScales(t, seqGrad.data(), ld ? plainGrad.data() : nullptr,
+                                            ld ? rear.data() : nullptr, tokenWeighting.alpha);
     if (deferred) {
       std::copy(rowScale.begin(), rowScale.end(), outputs->row_scale);
     } else {

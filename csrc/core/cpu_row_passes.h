@@ -1,11 +1,14 @@
-// How the CPU backend splits rows among its threads, and pass A over every row: shared by the
-// DPO loss (cpu_backend.cpp) and the policy loss (cpu_policy.cpp).
+// How the CPU backend splits rows among its threads, pass A and pass B over every row, and pass
+// B's row scales: shared by the DPO loss (cpu_backend.cpp), the KTO loss (cpu_kto.cpp) and the
+// policy loss (cpu_policy.cpp).
 #ifndef FUSED_DPO_CPU_ROW_PASSES_H
 #define FUSED_DPO_CPU_ROW_PASSES_H
 
 #include <algorithm>
+#include <vector>
 
 #include "fused_dpo.h"
+#include "reduce_math.h"
 #include "row_kernels.h"
 #include "thread_pool.h"
 
@@ -24,6 +27,39 @@ inline void forwardPass(const RowKernels& k, const fdpo_tokens& t, const RowOpti
   ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
     k.forward(t.logits, t.dtype, t.vocab, t.labels, t.ignore_index, o, b, e, rows);
   });
+}
+
+// Pass A and pass B of the fused path: the SIMD row kernels.
+struct FusedPasses {
+  static constexpr bool kHasRowOptions = true;
+  const RowKernels& kernels;
+  void forward(const fdpo_tokens& t, const RowOptions& o, RowForward* rows, int threads) {
+    forwardPass(kernels, t, o, rows, threads);
+  }
+  void forwardDeferred(const fdpo_tokens& t, const RowOptions& o, RowForward* rows, void* grad, int threads) {
+    ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
+      kernels.forwardDeferred(t.logits, grad, t.dtype, t.vocab, t.labels, t.ignore_index, o, b, e, rows);
+    });
+  }
+  void backward(const fdpo_tokens& t, const RowOptions& o, const float* rowScale, const RowForward* rows, void* grad,
+                int threads) {
+    ThreadPool::instance().parallelFor(t.rows, rowGrain(t.rows, t.vocab, threads), threads, [&](int64_t b, int64_t e) {
+      kernels.backward(t.logits, grad, t.dtype, t.vocab, t.labels, o, rowScale, rows, b, e);
+    });
+  }
+};
+
+// Per-row scale for pass B: rowScaleOf (reduce_math.h) of the row's sequence, 0 for ignored rows
+// (written as zeros). NULL plainGrad and rear: plain G_s (no LD-DPO weights).
+inline std::vector<float> rowScales(const fdpo_tokens& t, const double* seqGrad, const double* plainGrad,
+                                    const uint8_t* rear, double alpha) {
+  std::vector<float> rowScale(t.rows, 0.0f);
+  for (int64_t s = 0; s < t.num_seqs; ++s) {
+    for (int64_t r = t.cu_seqlens[s]; r < t.cu_seqlens[s + 1]; ++r) {
+      if (t.labels[r] != t.ignore_index) rowScale[r] = rowScaleOf(seqGrad[s], plainGrad, s, rear && rear[r], alpha);
+    }
+  }
+  return rowScale;
 }
 
 }  // namespace fdpo

@@ -1,6 +1,6 @@
-// How every CUDA call of the C ABI starts and ends (cuda_backend.cu, cuda_policy.cu): its device
-// made current, its stream and workspace, the tokens checked and on the device, the passes'
-// timers, and C++ exceptions turned into status codes.
+// How every CUDA call of the C ABI starts and ends (cuda_backend.cu, cuda_kto.cu, cuda_policy.cu):
+// its device made current, its stream and workspace, the tokens checked and on the device, the
+// passes' timers, and C++ exceptions turned into status codes.
 #ifndef FUSED_DPO_CUDA_CALL_H
 #define FUSED_DPO_CUDA_CALL_H
 

@@ -59,6 +59,11 @@ int32_t fdpo_cuda_dpo_loss(const fdpo_tokens*, const fdpo_loss_config*, fdpo_los
   return notCompiled(error, error_size);
 }
 
+int32_t fdpo_cuda_kto_loss(const fdpo_tokens*, const fdpo_kto_config*, fdpo_kto_outputs*, const fdpo_cuda_launch*,
+                           char* error, size_t error_size) {
+  return notCompiled(error, error_size);
+}
+
 int32_t fdpo_cuda_policy_loss(const fdpo_tokens*, const fdpo_policy_config*, fdpo_policy_outputs*, const fdpo_cuda_launch*,
                               char* error, size_t error_size) {
   return notCompiled(error, error_size);

@@ -183,13 +183,7 @@ typedef struct {
  * and loss = sum_t w_t l_t with TRL's loss_type weights w_t (below). old_logps NULL: on-policy
  * (old_t = logp_t detached: r_t = 1, its gradient kept).
  */
-typedef enum {
-  FDPO_POLICY_GRPO = 0,    /* w_t = 1 / (S * max(N_s, 1)): the mean over sequences of token means */
-  FDPO_POLICY_BNPO = 1,    /* w_t = 1 / max(N, 1): the token mean over the batch (N = completion tokens) */
-  FDPO_POLICY_DR_GRPO = 2, /* w_t = 1 / (S * max_completion_length) */
-  FDPO_POLICY_DAPO = 3,    /* w_t = 1 / num_items_in_batch (max(N, 1) when 0) */
-  FDPO_POLICY_LOSS_TYPE_COUNT
-} fdpo_policy_loss_type;
+/* fdpo_policy_loss_type (FDPO_POLICY_GRPO, _BNPO, _DR_GRPO, _DAPO): fused_dpo_kinds.h. */
 
 typedef struct {
   uint32_t struct_size;             /* sizeof(fdpo_policy_config) */
@@ -401,6 +395,69 @@ static inline void fdpo_cuda_launch_init(fdpo_cuda_launch* l) {
 FDPO_API int32_t fdpo_loss_kind_info(int32_t kind, const char** name, uint32_t* flags, uint32_t* reads);
 /* The hyperparameters this library knows: name and default; FDPO_ERR_INVALID_ARGUMENT past the last. */
 FDPO_API int32_t fdpo_loss_param_info(int32_t param, const char** name, double* default_value);
+
+/*
+ * KTO (TRL's KTOTrainer; SPEC.md, "KTO"): unpaired sequences, each desirable or not. Sequence s
+ * (any num_seqs >= 1) has the log-ratio x_s = pi_s - ref_logps[s] and, for loss_type
+ * FDPO_KTO_LOSS_KTO, the loss desirable_weight*(1 - sig(beta*(x_s - z0))) when desirable, else
+ * undesirable_weight*(1 - sig(beta*(z0 - x_s))), with the detached reference point
+ * z0 = max(0, mean over the KL batch of (kl_logps[j] - kl_ref_logps[j])); for
+ * FDPO_KTO_LOSS_APO_ZERO_UNPAIRED, desirable_weight*(1 - sig(beta*x_s)) or
+ * undesirable_weight*sig(beta*x_s), and no KL batch (z0 = 0). The loss is scale times the sum over
+ * sequences (TRL's mean over desirable and undesirable together: scale = 1/num_seqs).
+ */
+/* fdpo_kto_loss_type (FDPO_KTO_LOSS_KTO, _APO_ZERO_UNPAIRED): fused_dpo_kinds.h. */
+
+typedef struct {
+  uint32_t struct_size;        /* sizeof(fdpo_kto_config) */
+  int32_t loss_type;           /* fdpo_kto_loss_type */
+  double beta;                 /* finite, > 0 (TRL's default 0.1) */
+  double desirable_weight;     /* finite, >= 0 (TRL's default 1) */
+  double undesirable_weight;   /* finite, >= 0 (TRL's default 1) */
+  double scale;                /* 1/num_seqs (mean), 1 (sum) or 1/normalizer */
+  const uint8_t* desirable;    /* num_seqs flags, each 0 or 1 (TRL's label) */
+  const double* ref_logps;     /* num_seqs reference sums */
+  const double* kl_logps;      /* kl_count policy sums over the KL batch (detached), NULL for apo_zero_unpaired */
+  const double* kl_ref_logps;  /* kl_count reference sums over the KL batch */
+  int64_t kl_count;            /* >= 1 for kto, 0 for apo_zero_unpaired */
+} fdpo_kto_config;
+
+typedef struct {
+  uint32_t struct_size;  /* sizeof(fdpo_kto_outputs) */
+  double* seq_logps;     /* num_seqs: pi_s */
+  int32_t* seq_counts;   /* num_seqs: N_s */
+  double* seq_grad;      /* num_seqs: G_s = dloss/dpi_s, or NULL */
+  double* seq_losses;    /* num_seqs: each sequence's weighted loss (before scale) */
+  double* rewards;       /* num_seqs: beta * x_s */
+  double* stats;         /* FDPO_STAT_COUNT, as fdpo_dpo_loss's with chosen = desirable, rejected = undesirable */
+  double* kl;            /* 1: the reference point z0 used (0 for apo_zero_unpaired) */
+  void* grad;            /* as fdpo_loss_outputs.grad */
+  float* row_scale;      /* as fdpo_loss_outputs.row_scale (the deferred scale) */
+} fdpo_kto_outputs;
+
+/* The KTO loss, its metrics and (when outputs->grad is not NULL) its gradient: the same passes as
+ * fdpo_dpo_loss (model-head transforms included), another reduce. */
+FDPO_API int32_t fdpo_kto_loss(const fdpo_tokens* tokens, const fdpo_kto_config* config, fdpo_kto_outputs* outputs,
+                               int32_t threads, char* error, size_t error_size);
+FDPO_API int32_t fdpo_cuda_kto_loss(const fdpo_tokens* tokens, const fdpo_kto_config* config,
+                                    fdpo_kto_outputs* outputs, const fdpo_cuda_launch* launch, char* error,
+                                    size_t error_size);
+
+/* TRL's defaults: kto, beta 0.1, both weights 1, scale 1. */
+static inline void fdpo_kto_config_init(fdpo_kto_config* c) {
+  memset(c, 0, sizeof *c);
+  c->struct_size = (uint32_t)sizeof *c;
+  c->loss_type = FDPO_KTO_LOSS_KTO;
+  c->beta = 0.1;
+  c->desirable_weight = 1.0;
+  c->undesirable_weight = 1.0;
+  c->scale = 1.0;
+}
+
+static inline void fdpo_kto_outputs_init(fdpo_kto_outputs* o) {
+  memset(o, 0, sizeof *o);
+  o->struct_size = (uint32_t)sizeof *o;
+}
 
 #ifdef __cplusplus
 }

@@ -81,6 +81,17 @@ FDPO_HD Margin fMargin(int divergence, double alpha, double x, double y) {
   return m;
 }
 
+// AlphaPO's reward of an averaged log-prob x, (1 - p^(-alpha))/alpha with p = e^x, and its slope
+// e^(-alpha x); alpha = 0 is x itself (SimPO).
+struct Reward {
+  double value, slope;
+};
+
+FDPO_HD Reward alphaReward(double alpha, double x) {
+  if (alpha == 0.0) return {x, 1.0};
+  return {-expm1(-alpha * x) / alpha, exp(-alpha * x)};
+}
+
 // The label-smoothed logistic loss -(1-eps)*log sig(u) - eps*log sig(-u) and d/du.
 struct UnaryTerm {
   double loss;
@@ -233,12 +244,16 @@ FDPO_HD PairTerm pairLoss(int kind, const double* params, int divergence, const 
       break;
     }
     case FDPO_LOSS_SIMPO: {
-      const double v = beta * (s.piChosen / s.nChosen - s.piRejected / s.nRejected) - params[FDPO_PARAM_SIMPO_GAMMA];
+      // AlphaPO (TRL's CPO alpha): the scores r(x) = (1 - e^(-alpha x))/alpha of the averaged log-probs
+      // x; r(x) = x at alpha = 0 (SimPO exactly).
+      const Reward rc = alphaReward(params[FDPO_PARAM_ALPHA], s.piChosen / s.nChosen);
+      const Reward rr = alphaReward(params[FDPO_PARAM_ALPHA], s.piRejected / s.nRejected);
+      const double v = beta * (rc.value - rr.value) - params[FDPO_PARAM_SIMPO_GAMMA];
       const UnaryTerm l = smoothedLogistic(v, eps);
       t.loss = l.loss;
       ofU = false;
-      t.dChosen = beta * l.dU / s.nChosen;
-      t.dRejected = -beta * l.dU / s.nRejected;
+      t.dChosen = beta * l.dU * rc.slope / s.nChosen;
+      t.dRejected = -beta * l.dU * rr.slope / s.nRejected;
       break;
     }
     case FDPO_LOSS_UNLIKELIHOOD: {

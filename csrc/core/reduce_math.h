@@ -344,9 +344,11 @@ struct AlignedStep {
   }
 };
 
+// alphaRewards: AlphaPO's, beta*r(averaged log-prob), as TRL's CPOTrainer logs them with alpha != 0.
 struct RewardsStep {
   const Batch& b;
   bool reportAveraged;
+  bool alphaRewards;
   FDPO_HD void operator()(int64_t i) const {
     const int64_t B = b.numPairs;
     const double nc = reportAveraged ? b.clampedCount(i) : 1.0;
@@ -354,6 +356,11 @@ struct RewardsStep {
     const double beta = b.config.params[FDPO_PARAM_BETA];
     b.chosenRewards[i] = beta * b.ratioChosen(i) / nc;
     b.rejectedRewards[i] = beta * b.ratioRejected(i) / nr;
+    if (alphaRewards) {
+      const double alpha = b.config.params[FDPO_PARAM_ALPHA];
+      b.chosenRewards[i] = beta * alphaReward(alpha, b.logps[i] / b.clampedCount(i)).value;
+      b.rejectedRewards[i] = beta * alphaReward(alpha, b.logps[B + i] / b.clampedCount(B + i)).value;
+    }
   }
 };
 
@@ -379,9 +386,10 @@ template <class Exec>
 FDPO_HD void reduceBatch(const Batch& b, Exec& exec) {
   const int64_t B = b.numPairs;
   exec.each(B, ZeroStep{b});
-  bool reportAveraged = false;
+  bool reportAveraged = false, alphaRewards = false;
   for (int k = 0; k < b.config.num_losses; ++k) {
     const int kind = b.config.kinds[k];
+    if (kind == FDPO_LOSS_SIMPO && b.config.params[FDPO_PARAM_ALPHA] != 0.0) alphaRewards = true;
     const double weight = b.config.weights[k];
     const uint32_t flags = lossKindFlags(kind);
     if (flags & FDPO_KIND_REPORTS_AVERAGED) reportAveraged = true;
@@ -397,7 +405,7 @@ FDPO_HD void reduceBatch(const Batch& b, Exec& exec) {
       exec.each(B, SftStep{b, weight});
     }
   }
-  exec.each(B, RewardsStep{b, reportAveraged});
+  exec.each(B, RewardsStep{b, reportAveraged, alphaRewards});
   exec.once(TotalStep{b});
 }
 

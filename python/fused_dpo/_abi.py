@@ -74,9 +74,11 @@ class Tokens(ctypes.Structure):
         ("cu_seqlens", ctypes.c_void_p),
         ("num_seqs", ctypes.c_int64),
         ("ignore_index", ctypes.c_int32),
+        # model-head transforms (0 = off): z*logit_scale, softcap*tanh(z/softcap), z/temperature
         ("logit_scale", ctypes.c_double),
         ("softcap", ctypes.c_double),
         ("temperature", ctypes.c_double),
+        # LD-DPO (0 = off): weight ld_alpha on the tokens past the shorter sequence of the pair
         ("ld_alpha", ctypes.c_double),
         ("ld_weighting", ctypes.c_int32),
     ]
@@ -94,6 +96,7 @@ class LossConfig(ctypes.Structure):
         ("ref_chosen", ctypes.c_void_p),
         ("ref_rejected", ctypes.c_void_p),
         ("f_divergence", ctypes.c_int32),
+        ("use_weighting", ctypes.c_int32),
     ]
 
 
@@ -111,6 +114,41 @@ class LossOutputs(ctypes.Structure):
         ("chosen_rewards", ctypes.c_void_p),
         ("rejected_rewards", ctypes.c_void_p),
         ("stats", ctypes.c_void_p),
+        ("grad", ctypes.c_void_p),
+        ("row_scale", ctypes.c_void_p),
+    ]
+
+
+# fdpo_kto_loss_type: TRL's KTOConfig.loss_type values, by their ABI codes.
+KTO_LOSS_TYPES = {"kto": 0, "apo_zero_unpaired": 1}
+
+
+class KtoConfig(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("loss_type", ctypes.c_int32),
+        ("beta", ctypes.c_double),
+        ("desirable_weight", ctypes.c_double),
+        ("undesirable_weight", ctypes.c_double),
+        ("scale", ctypes.c_double),
+        ("desirable", ctypes.c_void_p),
+        ("ref_logps", ctypes.c_void_p),
+        ("kl_logps", ctypes.c_void_p),
+        ("kl_ref_logps", ctypes.c_void_p),
+        ("kl_count", ctypes.c_int64),
+    ]
+
+
+class KtoOutputs(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("seq_logps", ctypes.c_void_p),
+        ("seq_counts", ctypes.c_void_p),
+        ("seq_grad", ctypes.c_void_p),
+        ("seq_losses", ctypes.c_void_p),
+        ("rewards", ctypes.c_void_p),
+        ("stats", ctypes.c_void_p),
+        ("kl", ctypes.c_void_p),
         ("grad", ctypes.c_void_p),
         ("row_scale", ctypes.c_void_p),
     ]
@@ -191,6 +229,8 @@ def _signatures(lib):
         "fdpo_cuda_get_status": (c.c_int32, [P(CudaStatus)]),
         "fdpo_cuda_sequence_logps": (c.c_int32, [P(Tokens), c.c_int32, c.c_void_p, c.c_void_p, P(CudaLaunch)] + err),
         "fdpo_cuda_dpo_loss": (c.c_int32, [P(Tokens), P(LossConfig), P(LossOutputs), P(CudaLaunch)] + err),
+        "fdpo_kto_loss": (c.c_int32, [P(Tokens), P(KtoConfig), P(KtoOutputs), c.c_int32] + err),
+        "fdpo_cuda_kto_loss": (c.c_int32, [P(Tokens), P(KtoConfig), P(KtoOutputs), P(CudaLaunch)] + err),
         "fdpo_policy_loss": (c.c_int32, [P(Tokens), P(PolicyConfig), P(PolicyOutputs), c.c_int32] + err),
         "fdpo_cuda_policy_loss": (c.c_int32, [P(Tokens), P(PolicyConfig), P(PolicyOutputs), P(CudaLaunch)] + err),
     }

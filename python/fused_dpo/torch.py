@@ -39,6 +39,9 @@ from ._abi import (
     PolicyConfig,
     PolicyOutputs,
     FusedDpoUnavailable,
+    KTO_LOSS_TYPES,
+    KtoConfig,
+    KtoOutputs,
     LossConfig,
     LossOutputs,
     Tokens,
@@ -46,7 +49,7 @@ from ._abi import (
     new_struct,
 )
 
-__all__ = ["dpo_loss", "policy_loss", "sequence_logps", "loss_types", "hyperparameters"]
+__all__ = ["dpo_loss", "kto_loss", "policy_loss", "sequence_logps", "loss_types", "hyperparameters"]
 
 _DTYPE_CODES = {torch.float32: FLOAT32, torch.bfloat16: BFLOAT16, torch.float16: FLOAT16}
 
@@ -91,7 +94,16 @@ def _cu_seqlens(cu_seqlens, where):
     return torch.tensor(values, dtype=torch.int32)
 
 
-def _tokens(logits, labels, cu_seqlens, ignore_index, where):
+def _head(logit_scale, softcap, temperature, where):
+    """The model-head transforms as fdpo_tokens takes them: 0 = off; each given one finite and > 0."""
+    values = {"logit_scale": logit_scale, "softcap": softcap, "temperature": temperature}
+    for name, value in values.items():
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{where}: {name} must be a finite number > 0 (or None for none), got {value!r}")
+    return {name: float(value or 0.0) for name, value in values.items()}
+
+
+def _tokens(logits, labels, cu_seqlens, ignore_index, where, head=None):
     """The fdpo_tokens for these tensors, and the tensors it points into (keep them alive)."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{where}: logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -124,6 +136,8 @@ def _tokens(logits, labels, cu_seqlens, ignore_index, where):
     tokens.cu_seqlens = cu.data_ptr()
     tokens.num_seqs = seqs
     tokens.ignore_index = ignore_index
+    for name, value in (head or {}).items():
+        setattr(tokens, name, value)
     return tokens, (data, labels32, cu)
 
 
@@ -276,6 +290,11 @@ def dpo_loss(
     f_divergence_type="reverse_kl",
     f_alpha_divergence_coef=0.5,
     length_penalty=0.0,
+    alpha=0.0,
+    use_weighting=False,
+    logit_scale=None,
+    softcap=None,
+    temperature=None,
     ld_alpha=None,
     unlikelihood_alpha=1.0,
     ignore_index=-100,
@@ -299,13 +318,15 @@ def dpo_loss(
     computed when the logits require grad and grad mode is on. inplace=True writes the gradient
     over the logits' own memory (contiguous logits only): no [2B, T, V] buffer is allocated, and
     the logits' values are gone, so use it only when nothing else reads them (logits straight out
-    of the lm_head matmul). threads: CPU threads, default torch.get_num_threads(). ld_alpha: LD-DPO
-    (TRL's ld_alpha, in [0, 1]; None: off): per pair, the completion tokens past the shorter
-    completion weigh ld_alpha in the policy's scores (SPEC.md, "LD-DPO"); pass reference sums from
-    sequence_logps without it (TRL) or with it (the paper).
+    of the lm_head matmul). threads: CPU threads, default torch.get_num_threads().
+    alpha: AlphaPO's alpha of simpo (TRL CPOConfig's alpha). use_weighting: WPO (TRL's). logit_scale,
+    softcap, temperature: the model-head transforms, applied in that order (TRL's) inside the kernels.
+    ld_alpha: LD-DPO (TRL's ld_alpha, in [0, 1]; None: off): per pair, the completion tokens past the
+    shorter completion weigh ld_alpha in the policy's scores (SPEC.md, "LD-DPO"); pass reference sums
+    from sequence_logps without it (TRL) or with it (the paper).
     """
     where = "dpo_loss"
-    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
+    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where, _head(logit_scale, softcap, temperature, where))
     _set_ld_alpha(tokens, ld_alpha, where)
     num_seqs = tokens.num_seqs
     if num_seqs < 2 or num_seqs % 2 != 0:
@@ -318,8 +339,13 @@ def dpo_loss(
         "discopop_tau": discopop_tau,
         "f_alpha_divergence_coef": f_alpha_divergence_coef,
         "length_penalty": length_penalty,
+        "alpha": alpha,
         "unlikelihood_alpha": unlikelihood_alpha,
     }
+    if not isinstance(use_weighting, bool):
+        raise TypeError(f"{where}: use_weighting must be a bool, got {use_weighting!r}")
+    if alpha != 0 and "simpo" not in ([loss_type] if isinstance(loss_type, str) else list(loss_type)):
+        raise ValueError(f"{where}: alpha (AlphaPO) is read by loss_type 'simpo' only; leave it 0 for {loss_type!r}")
     if f_divergence_type not in F_DIVERGENCES:
         raise ValueError(f"{where}: f_divergence_type must be one of {', '.join(F_DIVERGENCES)}, got {f_divergence_type!r}")
     missing = set(library().hyperparameters) - set(values)
@@ -329,6 +355,7 @@ def dpo_loss(
         loss_type, loss_weights, values, num_pairs, reduction, normalizer, ref_chosen_logps, ref_rejected_logps
     )
     config.f_divergence = F_DIVERGENCES[f_divergence_type]
+    config.use_weighting = 1 if use_weighting else 0
 
     data = keep[0]
     wants_grad = torch.is_grad_enabled() and logits.requires_grad
@@ -367,6 +394,123 @@ def dpo_loss(
 
     loss_value = stats[STAT_LOSS].item()
     metrics = _metrics(stats, seq_logps, seq_counts, chosen_rewards, rejected_rewards, num_pairs, averaged)
+    if grad is None:
+        return torch.tensor(loss_value, dtype=torch.float32, device=logits.device), metrics
+    return _PrecomputedGradient.apply(logits, grad, loss_value), metrics
+
+
+def kto_loss(
+    logits,
+    labels,
+    desirable,
+    ref_logps,
+    kl_logps=None,
+    ref_kl_logps=None,
+    *,
+    beta=0.1,
+    loss_type="kto",
+    desirable_weight=1.0,
+    undesirable_weight=1.0,
+    logit_scale=None,
+    softcap=None,
+    temperature=None,
+    ignore_index=-100,
+    reduction="mean",
+    normalizer=None,
+    cu_seqlens=None,
+    inplace=False,
+    threads=None,
+):
+    """TRL's KTO loss (KTOTrainer.kto_loss) over S unpaired sequences, and TRL's metrics.
+
+    logits: [S, T, V] (or [N, V] with cu_seqlens); desirable: S bools (TRL's label); ref_logps: the
+    reference model's S sequence sums; kl_logps, ref_kl_logps: the KL batch's policy and reference
+    sums (detached; loss_type 'kto' needs them, 'apo_zero_unpaired' takes none), from which
+    z0 = max(0, mean(kl_logps - ref_kl_logps)). The loss is TRL's mean over all S sequences
+    (reduction='sum' or normalizer as dpo_loss). Returns (loss, metrics) as dpo_loss does.
+    """
+    where = "kto_loss"
+    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where, _head(logit_scale, softcap, temperature, where))
+    seqs = tokens.num_seqs
+    if seqs < 1:
+        raise ValueError(f"{where}: the logits must hold at least one sequence")
+    if loss_type not in KTO_LOSS_TYPES:
+        raise ValueError(f"{where}: loss_type must be one of {', '.join(KTO_LOSS_TYPES)}, got {loss_type!r}")
+    config = new_struct(KtoConfig)
+    config.loss_type = KTO_LOSS_TYPES[loss_type]
+    for name, value, ok in (("beta", beta, lambda v: v > 0), ("desirable_weight", desirable_weight, lambda v: v >= 0),
+                            ("undesirable_weight", undesirable_weight, lambda v: v >= 0)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and ok(value)):
+            raise ValueError(f"{where}: {name} must be a finite number {'> 0' if name == 'beta' else '>= 0'}, got {value!r}")
+        setattr(config, name, float(value))
+    if normalizer is not None:
+        if not (math.isfinite(normalizer) and normalizer > 0):
+            raise ValueError(f"{where}: normalizer must be a finite number > 0, got {normalizer!r}")
+        config.scale = 1.0 / normalizer
+    elif reduction in ("mean", "sum"):
+        config.scale = 1.0 / seqs if reduction == "mean" else 1.0
+    else:
+        raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}")
+
+    def doubles(name, value, count=None):
+        t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value, dtype=torch.float64).cpu().contiguous()
+        if t.dim() != 1 or (count is not None and t.numel() != count):
+            raise ValueError(f"{where}: {name} must hold {count if count is not None else 'the'} values (shape [n]), got shape {list(t.shape)}")
+        return t
+
+    flags = torch.as_tensor(desirable.detach() if isinstance(desirable, torch.Tensor) else desirable).cpu()
+    if flags.dim() != 1 or flags.numel() != seqs or not bool(((flags == 0) | (flags == 1)).all()):
+        raise ValueError(f"{where}: desirable must be {seqs} bools (one per sequence, TRL's label), got {desirable!r}")
+    flags = flags.to(torch.uint8).contiguous()
+    ref = doubles("ref_logps", ref_logps, seqs)
+    kept = [flags, ref]
+    config.desirable, config.ref_logps = flags.data_ptr(), ref.data_ptr()
+    if loss_type == "kto":
+        if kl_logps is None or ref_kl_logps is None:
+            raise TypeError(f"{where}: loss_type 'kto' needs kl_logps and ref_kl_logps (the KL batch's sums)")
+        kl_policy = doubles("kl_logps", kl_logps)
+        kl_ref = doubles("ref_kl_logps", ref_kl_logps, kl_policy.numel())
+        if kl_policy.numel() < 1:
+            raise ValueError(f"{where}: kl_logps must hold at least one value")
+        kept += [kl_policy, kl_ref]
+        config.kl_logps, config.kl_ref_logps, config.kl_count = kl_policy.data_ptr(), kl_ref.data_ptr(), kl_policy.numel()
+    elif kl_logps is not None or ref_kl_logps is not None:
+        raise ValueError(f"{where}: loss_type 'apo_zero_unpaired' has no KL term: leave kl_logps and ref_kl_logps out")
+
+    data = keep[0]
+    wants_grad = torch.is_grad_enabled() and logits.requires_grad
+    if inplace and not logits.is_contiguous():
+        raise ValueError(f"{where}: inplace=True needs contiguous logits (these would be copied first, so nothing is saved)")
+    grad = (data if inplace else torch.empty_like(data)) if wants_grad else None
+    seq_logps, seq_grad, seq_losses, rewards = (torch.zeros(seqs, dtype=torch.float64) for _ in range(4))
+    seq_counts = torch.zeros(seqs, dtype=torch.int32)
+    stats, kl = torch.zeros(STAT_COUNT, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    outputs = new_struct(KtoOutputs)
+    for field, tensor in (("seq_logps", seq_logps), ("seq_counts", seq_counts), ("seq_grad", seq_grad),
+                          ("seq_losses", seq_losses), ("rewards", rewards), ("stats", stats), ("kl", kl)):
+        setattr(outputs, field, tensor.data_ptr())
+    outputs.grad = grad.data_ptr() if grad is not None else None
+    lib = library()
+    if data.is_cuda:
+        lib.call(where, lib.lib.fdpo_cuda_kto_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs),
+                 ctypes.byref(_cuda_launch(data.device)))
+    else:
+        lib.call(where, lib.lib.fdpo_kto_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), _threads(threads))
+    del kept, keep
+
+    # TRL's metrics: sums per side (nansum), the keys of a side only when the batch has it.
+    s = stats.tolist()
+    metrics = {"kl": kl.item()}
+    for side, flag, logit_stat in (("chosen", 1, STAT_CHOSEN_LOGIT_SUM), ("rejected", 0, STAT_REJECTED_LOGIT_SUM)):
+        picked = flags == flag
+        count = int(picked.sum().item())
+        if count == 0:
+            continue
+        metrics[f"rewards/{side}_sum"] = rewards[picked].nansum().item()
+        metrics[f"logps/{side}_sum"] = seq_logps[picked].nansum().item()
+        metrics[f"logits/{side}_sum"] = s[logit_stat] * tokens.vocab
+        metrics[f"count/{side}"] = float(count)
+    loss_value = s[STAT_LOSS]
     if grad is None:
         return torch.tensor(loss_value, dtype=torch.float32, device=logits.device), metrics
     return _PrecomputedGradient.apply(logits, grad, loss_value), metrics

@@ -15,7 +15,7 @@ import torch
 
 from cases import batch
 from fused_dpo import FusedDpoError, FusedDpoInvalidArgument, FusedDpoUnavailable, library
-from fused_dpo.torch import _cuda_launch, dpo_loss, hyperparameters, sequence_logps
+from fused_dpo.torch import _cuda_launch, dpo_loss, hyperparameters, kto_loss, sequence_logps
 
 
 class CApiMessages(unittest.TestCase):
@@ -74,6 +74,32 @@ class CApiMessages(unittest.TestCase):
             with self.subTest(message=message):
                 with self.assertRaisesRegex(error, message):
                     call()
+
+    def test_kto_and_the_new_keywords_name_the_argument(self):
+        x, y, c, r = self.logits, self.labels, self.ref_c, self.ref_r
+        ref, flags, kl = torch.cat([c, r]), [True, False] * 4, torch.tensor([-3.0, -2.0])
+        cases = [
+            (TypeError, "unexpected keyword argument 'ld_alpha'", lambda: kto_loss(x, y, flags, ref, kl, kl, ld_alpha=0.5)),
+            (ValueError, "desirable must be 8 bools", lambda: kto_loss(x, y, flags[:5], ref, kl, kl)),
+            (ValueError, "desirable must be 8 bools", lambda: kto_loss(x, y, [2] * 8, ref, kl, kl)),
+            (ValueError, "ref_logps must hold 8 values", lambda: kto_loss(x, y, flags, ref[:7], kl, kl)),
+            (TypeError, "needs kl_logps and ref_kl_logps", lambda: kto_loss(x, y, flags, ref)),
+            (ValueError, "ref_kl_logps must hold 2 values", lambda: kto_loss(x, y, flags, ref, kl, kl[:1])),
+            (ValueError, "has no KL term", lambda: kto_loss(x, y, flags, ref, kl, kl, loss_type="apo_zero_unpaired")),
+            (ValueError, "loss_type must be one of kto, apo_zero_unpaired", lambda: kto_loss(x, y, flags, ref, kl, kl, loss_type="sigmoid")),
+            (ValueError, "desirable_weight must be a finite number >= 0", lambda: kto_loss(x, y, flags, ref, kl, kl, desirable_weight=-1)),
+            (ValueError, "softcap must be a finite number > 0", lambda: dpo_loss(x, y, c, r, softcap=0)),
+            (TypeError, "use_weighting must be a bool", lambda: dpo_loss(x, y, c, r, use_weighting=1)),
+            (ValueError, "alpha must be a finite number", lambda: dpo_loss(x, y, loss_type="simpo", alpha=float("inf"))),
+            (ValueError, "read by loss_type 'simpo' only", lambda: dpo_loss(x, y, c, r, alpha=0.5)),
+        ]
+        for error, message, call in cases:
+            with self.subTest(message=message):
+                with self.assertRaisesRegex(error, message):
+                    call()
+        # one-sided batches are fine (TRL logs only the side present)
+        _, metrics = kto_loss(x, y, [True] * 8, ref, kl, kl)
+        self.assertNotIn("count/rejected", metrics)
 
     def test_the_keywords_are_the_libraries_hyperparameters_with_its_defaults(self):
         signature = inspect.signature(dpo_loss).parameters

@@ -9,7 +9,7 @@ import torch
 
 import trl_reference
 from cases import SEED, batch
-from fused_dpo.torch import dpo_loss, loss_types, sequence_logps
+from fused_dpo.torch import dpo_loss, kto_loss, loss_types, sequence_logps
 
 # Relative L2 error of the gradient, by dtype: the kernels compute in fp32 and round the gradient
 # to the logits' dtype (bf16 keeps 8 bits, fp16 11).
@@ -94,6 +94,80 @@ class MatchesTrl(unittest.TestCase):
         # TRL's MPO style: several losses with weights.
         self.check(["sigmoid", "sft"], torch.float32, loss_weights=[0.8, 0.2])
         self.check(["sigmoid", "bco_pair", "sft"], torch.bfloat16, loss_weights=[1.0, 0.5, 0.25], beta=0.3)
+
+
+class MatchesTrlOptions(unittest.TestCase):
+    """DPOConfig's other options, CPOConfig's alpha and the model-head transforms, alone and combined."""
+
+    HEAD = {"logit_scale": 1.5, "softcap": 4.0, "temperature": 0.8}
+    check = MatchesTrl.check
+
+    def test_f_divergences(self):
+        for divergence, coef in (("js_divergence", None), ("alpha_divergence", 0.3), ("alpha_divergence", 0.5), ("forward_kl", None)):
+            extra = {} if coef is None else {"f_alpha_divergence_coef": coef}
+            # TRL's discopop forms exp(-u) * sigmoid(u / tau), NaN (inf * 0) once the exponential
+            # margins make u large: compared under js_divergence only (fused-dpo's is in log space).
+            kinds = ("sigmoid", "ipo", "hinge", "sigmoid_norm") + (("discopop",) if divergence == "js_divergence" else ())
+            for kind in kinds:
+                with self.subTest(divergence=divergence, coef=coef, kind=kind):
+                    self.check([kind], torch.float32, f_divergence_type=divergence, **extra, **SETTINGS.get(kind, {}))
+
+    def test_use_weighting(self):
+        self.check(["sigmoid"], torch.float32, use_weighting=True)
+        self.check(["sigmoid", "sft"], torch.bfloat16, loss_weights=[1.0, 0.5], use_weighting=True)
+        self.check(["aot", "ipo"], torch.float32, use_weighting=True, beta=0.5)
+
+    def test_head_transforms_alone_and_composed(self):
+        for transforms in ({"logit_scale": 2.5}, {"softcap": 3.0}, {"temperature": 0.7}, self.HEAD):
+            with self.subTest(**transforms):
+                self.check(["sigmoid"], torch.float32, **transforms)
+        self.check(["simpo"], torch.float16, **self.HEAD, **SETTINGS["simpo"])
+
+    def test_length_penalty_and_alpha(self):
+        self.check(["sigmoid"], torch.float32, length_penalty=0.05)
+        self.check(["hinge"], torch.float32, length_penalty=-0.1, beta=0.5)
+        for alpha in (-0.5, 0.25, 1.0):
+            with self.subTest(alpha=alpha):
+                self.check(["simpo"], torch.float32, alpha=alpha, **SETTINGS["simpo"])
+
+    def test_combined(self):
+        self.check(["sigmoid", "sft"], torch.float32, loss_weights=[1.0, 0.3], f_divergence_type="js_divergence",
+                   use_weighting=True, length_penalty=0.02, label_smoothing=0.1, **self.HEAD)
+        self.check(["simpo", "sft"], torch.bfloat16, alpha=0.5, use_weighting=True, logit_scale=0.5, softcap=6.0, beta=2.0)
+
+
+class MatchesTrlKto(unittest.TestCase):
+    def check(self, dtype, desirable, **options):
+        logits, labels, ref_c, ref_r = batch(dtype=dtype)
+        ref = torch.cat([ref_c, ref_r])
+        g = torch.Generator().manual_seed(SEED + 7)
+        kl_logps = -15 + 3 * torch.randn(5, generator=g, dtype=torch.float64)
+        ref_kl = kl_logps - 1.0 - torch.randn(5, generator=g, dtype=torch.float64)
+        kl = {} if options.get("loss_type") == "apo_zero_unpaired" else {"kl_logps": kl_logps, "ref_kl_logps": ref_kl}
+        x = logits.clone().requires_grad_(True)
+        loss, metrics = kto_loss(x, labels, desirable, ref, **kl, **options)
+        loss.backward()
+        y = logits.double().requires_grad_(True)
+        want, want_metrics = trl_reference.kto_loss(y, labels, desirable, ref, kl_logps, ref_kl, **options)
+        want.backward()
+        what = f"kto {options} {dtype} seed={SEED}"
+        self.assertLessEqual(abs(loss.item() - want.item()), 2e-6 * abs(want.item()) + 1e-7, what)
+        self.assertLessEqual(relative_l2(x.grad, y.grad), GRAD_TOLERANCE[dtype], what)
+        self.assertEqual(set(metrics), set(want_metrics), what)
+        for key, value in want_metrics.items():
+            self.assertLessEqual(abs(metrics[key] - value), 1e-5 * abs(value) + 1e-5, f"{key}: {what}")
+
+    def test_both_loss_types_weights_and_the_kl_term(self):
+        desirable = [True, False, True, True, False, False, True, False]
+        for loss_type in ("kto", "apo_zero_unpaired"):
+            with self.subTest(loss_type=loss_type):
+                self.check(torch.float32, desirable, loss_type=loss_type)
+                self.check(torch.float32, desirable, loss_type=loss_type, beta=0.5, desirable_weight=1.33, undesirable_weight=0.7)
+        self.check(torch.bfloat16, desirable, beta=0.3, **MatchesTrlOptions.HEAD)
+
+    def test_one_sided_batches(self):
+        self.check(torch.float32, [True] * 8, beta=0.5)
+        self.check(torch.float16, [False] * 8, desirable_weight=2.0)
 
 
 class AutogradContract(unittest.TestCase):

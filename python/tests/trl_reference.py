@@ -1,12 +1,28 @@
 """TRL's way, in plain PyTorch autograd: the selective log-softmax (log_softmax then gather), masked
-sums over the completion tokens, and DPOTrainer's (CPOTrainer's for simpo, ORPOTrainer's for orpo)
-loss formulas, as SPEC.md states them; unlikelihood, which TRL lacks, as SPEC.md states it. What
-fused-dpo's results are checked against."""
+sums over the completion tokens, and DPOTrainer's (CPOTrainer's for simpo, ORPOTrainer's for orpo,
+KTOTrainer's for kto) loss formulas, as SPEC.md states them; DPOTrainer's f_divergence_type (its
+cap_exp), use_weighting (WPO: policy_weights, clamped at 1, detached), CPOTrainer's alpha (AlphaPO),
+and the model head's transforms in the order a model applies them before TRL sees the logits (Cohere's
+logit_scale, Gemma's final_logit_softcapping, then TRL's temperature). Where fused-dpo goes beyond
+TRL (forward_kl, R-DPO's length_penalty) the formula is fused-dpo's, marked so; unlikelihood, which
+TRL lacks, as SPEC.md states it. What fused-dpo's results are checked against."""
 
 import math
 
 import torch
 import torch.nn.functional as F
+
+
+def head(logits, logit_scale=None, softcap=None, temperature=None):
+    """The model head's transforms, in the order the logits meet them: Cohere's logits * logit_scale,
+    Gemma's final_logit_softcapping (logits / cap, tanh, * cap), then TRL's logits / temperature."""
+    if logit_scale is not None:
+        logits = logits * logit_scale
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    if temperature is not None:
+        logits = logits / temperature
+    return logits
 
 
 def sequence_sums(logits, labels, ignore_index=-100):
@@ -15,6 +31,43 @@ def sequence_sums(logits, labels, ignore_index=-100):
     safe = torch.where(mask, labels, torch.zeros_like(labels))
     per_token = torch.gather(logits.log_softmax(-1), -1, safe.unsqueeze(-1)).squeeze(-1)
     return (per_token * mask).sum(-1), mask.sum(-1)
+
+
+def wpo_weights(logits, labels, pairs, ignore_index=-100):
+    """DPOTrainer's use_weighting (WPO eq. 2), under no_grad: per sequence the mean over completion
+    tokens of logp - logsumexp(2 * log_softmax), exp of the chosen + rejected sum, clamped at 1."""
+    with torch.no_grad():
+        mask = labels != ignore_index
+        safe = torch.where(mask, labels, torch.zeros_like(labels))
+        logprobs = logits.log_softmax(-1)
+        per_token = torch.gather(logprobs, -1, safe.unsqueeze(-1)).squeeze(-1)
+        adjustment = torch.logsumexp(2 * logprobs, dim=-1)
+        weights = ((per_token - adjustment) * mask).sum(-1) / mask.sum(-1)
+        return torch.clamp(torch.exp(weights[:pairs] + weights[pairs:]), max=1)
+
+
+def get_exp_cap(value, decimal=4):
+    # TRL's trl.trainer.utils.get_exp_cap: log of the dtype's largest value, floored to 4 decimals.
+    log_max = math.log(torch.finfo(value.dtype).max)
+    return math.floor(log_max * 10**decimal) / 10**decimal
+
+
+def cap_exp(value, cap=-1):
+    # TRL's trl.trainer.utils.cap_exp (fused-dpo caps at float32's 88.7228, TRL's for its float32
+    # log-probs; these float64 tests stay far below either cap).
+    cap = get_exp_cap(value) if cap < 0 else cap
+    return torch.exp(torch.clamp(value, max=cap))
+
+
+def margin(chosen_logratios, rejected_logratios, f_divergence_type, alpha_coef):
+    """DPOTrainer.dpo_loss's `logits` from the log-ratios (forward_kl: fused-dpo's, alpha_divergence at 1)."""
+    if f_divergence_type in ("alpha_divergence", "forward_kl"):
+        coef = 1.0 if f_divergence_type == "forward_kl" else alpha_coef
+        return (cap_exp(rejected_logratios * -coef) - cap_exp(chosen_logratios * -coef)) / coef
+    logits = chosen_logratios - rejected_logratios
+    if f_divergence_type == "js_divergence":
+        logits = logits - (F.softplus(chosen_logratios) - F.softplus(rejected_logratios))
+    return logits
 
 
 def ld_sequence_sums(logits, labels, ld_alpha, ignore_index=-100):
@@ -40,16 +93,26 @@ def _sigmoid_family(u, eps):
     return -(1 - eps) * F.logsigmoid(u) - eps * F.logsigmoid(-u)
 
 
-def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau, plain_c=None, alpha=1.0):
+def alpha_reward(avg_logps, alpha):
+    # CPOTrainer with alpha != 0 (AlphaPO): (1 - p^(-alpha)) / alpha of p = exp(average log-prob)
+    probs = torch.exp(avg_logps)
+    return (1 - probs.pow(-alpha)) / alpha
+
+
+def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau, f_divergence_type="reverse_kl",
+                f_alpha_divergence_coef=0.5, length_penalty=0.0, alpha=0.0, plain_c=None,
+                unlikelihood_alpha=1.0):
     """Per-pair losses of one kind: pi the policy's sequence sums, n the token counts, ref the
     reference sums (zeros for the reference-free kinds); plain_c the unweighted chosen sums that
     TRL's nll_loss reads (pi_c unless ld_alpha weighs pi)."""
     plain_c = pi_c if plain_c is None else plain_c
     a, b = pi_c - ref_c, pi_r - ref_r
-    delta = a - b
     avg_c, avg_r = n_c.clamp(min=1).to(pi_c.dtype), n_r.clamp(min=1).to(pi_c.dtype)
-    delta_avg = a / avg_c - b / avg_r
-    u = beta * delta
+    delta = margin(a, b, f_divergence_type, f_alpha_divergence_coef)
+    # ipo and sigmoid_norm: TRL averages the log-probs (policy and reference) before dpo_loss
+    delta_avg = margin(a / avg_c, b / avg_r, f_divergence_type, f_alpha_divergence_coef)
+    # R-DPO (beyond TRL): the length difference explains part of the preference
+    u = beta * delta + length_penalty * (n_c - n_r).to(pi_c.dtype)
     if kind == "sigmoid":
         return _sigmoid_family(u, eps)
     if kind == "hinge":
@@ -87,7 +150,11 @@ def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau,
     if kind == "sft":
         return (-plain_c.sum() / n_c.sum().clamp(min=1)).expand_as(pi_c)
     if kind == "simpo":
-        return _sigmoid_family(beta * (pi_c / avg_c - pi_r / avg_r) - gamma, eps)
+        x_c, x_r = pi_c / avg_c, pi_r / avg_r
+        if alpha != 0.0:
+            x_c, x_r = alpha_reward(x_c, alpha), alpha_reward(x_r, alpha)
+        # CPOTrainer: logits = chosen - rejected; logits - simpo_gamma / beta, times beta
+        return _sigmoid_family(beta * ((x_c - x_r) - gamma / beta), eps)
     if kind == "orpo":
         def log_odds(x):
             x = x.clamp(max=-1e-15)
@@ -98,7 +165,7 @@ def pair_losses(kind, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, eps, gamma, tau,
     if kind == "unlikelihood":
         # not in TRL: the likelihood of the chosen, the unlikelihood of the rejected (token means)
         x_r = (pi_r / avg_r).clamp(max=-1e-15)
-        return -pi_c / avg_c - alpha * torch.log1p(-torch.exp(x_r))
+        return -pi_c / avg_c - unlikelihood_alpha * torch.log1p(-torch.exp(x_r))
     raise KeyError(kind)
 
 
@@ -112,8 +179,12 @@ REPORTS_AVERAGED = {"simpo", "orpo"}
 
 
 def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=None, beta=0.1,
-             label_smoothing=0.0, simpo_gamma=0.5, discopop_tau=0.05, unlikelihood_alpha=1.0, ignore_index=-100, ld_alpha=None):
+             label_smoothing=0.0, simpo_gamma=0.5, discopop_tau=0.05, ignore_index=-100,
+             f_divergence_type="reverse_kl", f_alpha_divergence_coef=0.5, length_penalty=0.0, alpha=0.0,
+             use_weighting=False, logit_scale=None, softcap=None, temperature=None, ld_alpha=None,
+             unlikelihood_alpha=1.0):
     """TRL's loss (mean over pairs) and metrics of [2B, T, V] logits, differentiable in them."""
+    logits = head(logits, logit_scale, softcap, temperature)
     plain, counts = sequence_sums(logits, labels, ignore_index)
     sums = plain if ld_alpha is None else ld_sequence_sums(logits, labels, ld_alpha, ignore_index)
     pairs = logits.shape[0] // 2
@@ -123,9 +194,13 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
     ref_r = zeros if ref_rejected is None else ref_rejected.to(sums.dtype)
     weights = loss_weights or [1.0] * len(loss_types)
     losses = sum(
-        w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau, plain[:pairs], unlikelihood_alpha)
+        w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau,
+                        f_divergence_type, f_alpha_divergence_coef, length_penalty, alpha, plain[:pairs],
+                        unlikelihood_alpha)
         for k, w in zip(loss_types, weights)
     )
+    if use_weighting:
+        losses = losses * wpo_weights(logits, labels, pairs, ignore_index)
     loss = losses.mean()
 
     with torch.no_grad():
@@ -133,6 +208,8 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
         if averaged:
             chosen_logps, rejected_logps = pi_c / n_c.clamp(min=1), pi_r / n_r.clamp(min=1)
             chosen_rewards, rejected_rewards = beta * chosen_logps, beta * rejected_logps
+            if alpha != 0.0 and "simpo" in loss_types:
+                chosen_rewards, rejected_rewards = beta * alpha_reward(chosen_logps, alpha), beta * alpha_reward(rejected_logps, alpha)
         else:
             chosen_logps, rejected_logps = pi_c, pi_r
             chosen_rewards, rejected_rewards = beta * (pi_c - ref_c), beta * (pi_r - ref_r)
@@ -154,6 +231,48 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
             "mean_token_accuracy": (correct[:pairs].sum() / mask[:pairs].sum()).item(),
             "num_tokens": float(mask.sum().item()),
         }
+    return loss, metrics
+
+
+def kto_loss(logits, labels, desirable, ref_logps, kl_logps, ref_kl_logps, loss_type="kto", beta=0.1,
+             desirable_weight=1.0, undesirable_weight=1.0, ignore_index=-100, logit_scale=None, softcap=None,
+             temperature=None):
+    """KTOTrainer.kto_loss and get_batch_loss_metrics on [S, T, V] logits: the KL term
+    (policy_KL_logps - reference_KL_logps).mean().detach().clamp(min=0) (none for
+    apo_zero_unpaired), the chosen and rejected losses concatenated with their weights, and
+    losses.nanmean(); TRL's metric keys (a side's only when the batch has it)."""
+    logits = head(logits, logit_scale, softcap, temperature)
+    sums, counts = sequence_sums(logits, labels, ignore_index)
+    desirable = torch.as_tensor(desirable, dtype=torch.bool)
+    if loss_type == "kto":
+        kl = (kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
+    else:
+        kl = torch.zeros(1, dtype=sums.dtype)
+    policy_chosen, policy_rejected = sums[desirable], sums[~desirable]
+    ref_chosen, ref_rejected = ref_logps[desirable], ref_logps[~desirable]
+    chosen_logratios = policy_chosen - ref_chosen
+    rejected_logratios = policy_rejected - ref_rejected
+    if loss_type == "kto":
+        chosen_losses = 1 - F.sigmoid(beta * (chosen_logratios - kl))
+        rejected_losses = 1 - F.sigmoid(beta * (kl - rejected_logratios))
+    else:  # apo_zero_unpaired
+        chosen_losses = 1 - F.sigmoid(beta * chosen_logratios)
+        rejected_losses = F.sigmoid(beta * rejected_logratios)
+    chosen_rewards, rejected_rewards = beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+    losses = torch.cat((desirable_weight * chosen_losses, undesirable_weight * rejected_losses), 0)
+    loss = losses.nanmean()
+    with torch.no_grad():
+        mask = labels != ignore_index
+        # TRL sums the logits at every position; fused-dpo at the completion tokens (the only rows it reads)
+        completion_logits = logits * mask.unsqueeze(-1)
+        metrics = {"kl": kl.item()}
+        for side, picked, rewards in (("chosen", desirable, chosen_rewards), ("rejected", ~desirable, rejected_rewards)):
+            if int(picked.sum()) == 0:
+                continue
+            metrics[f"rewards/{side}_sum"] = rewards.nansum().item()
+            metrics[f"logps/{side}_sum"] = sums[picked].nansum().item()
+            metrics[f"logits/{side}_sum"] = completion_logits[picked].nansum().item()
+            metrics[f"count/{side}"] = float(picked.sum().item())
     return loss, metrics
 
 

@@ -98,6 +98,36 @@ int main(int argc, char** argv) {
   for (int64_t s = 0; s < seqs; ++s) printf("%.17g\n", seqLogps[s]);
   for (int64_t i = 0; i < rows * vocab; ++i) printf("%.9g\n", grad[i]);
 
+  /* KTO on the same sequences, unpaired: odd sequences desirable, the ref sums per sequence, a KL
+   * batch of two whose mean log-ratio is 0.75 (z0). Prints the loss and z0. */
+  uint8_t* desirable = calloc((size_t)seqs, 1);
+  for (int64_t s = 0; s < seqs; ++s) desirable[s] = (uint8_t)(s % 2);
+  const double klPolicy[2] = {ref[0] + 1.0, ref[1] + 0.5}, klRef[2] = {ref[0], ref[1]};
+  fdpo_kto_config kto;
+  fdpo_kto_config_init(&kto);
+  kto.scale = 1.0 / (double)seqs;
+  kto.desirable = desirable;
+  kto.ref_logps = ref;
+  kto.kl_logps = klPolicy;
+  kto.kl_ref_logps = klRef;
+  kto.kl_count = 2;
+  double* seqLosses = calloc((size_t)seqs, sizeof(double));
+  double* rewards = calloc((size_t)seqs, sizeof(double));
+  double z0 = 0.0;
+  fdpo_kto_outputs ktoOut;
+  fdpo_kto_outputs_init(&ktoOut);
+  ktoOut.seq_logps = seqLogps;
+  ktoOut.seq_counts = seqCounts;
+  ktoOut.seq_losses = seqLosses;
+  ktoOut.rewards = rewards;
+  ktoOut.stats = stats;
+  ktoOut.kl = &z0;
+  if (fdpo_kto_loss(&tokens, &kto, &ktoOut, 0, error, sizeof error) != FDPO_OK) {
+    fprintf(stderr, "fdpo_kto_loss: %s\n", error);
+    return 1;
+  }
+  printf("%.17g\n%.17g\n", stats[FDPO_STAT_LOSS], z0);
+
   /* The policy loss on the same tokens. */
   double* advantages = calloc((size_t)seqs, sizeof(double));
   for (int64_t q = 0; q < seqs; ++q) advantages[q] = 0.5 * (double)q - 1.0;
@@ -160,6 +190,26 @@ int main(int argc, char** argv) {
     fprintf(stderr, "num_params 0 did not give the defaults' loss\n");
     failures++;
   }
+
+  fdpo_kto_config badKto = kto;
+  badKto.kl_count = 0;
+  failures += expectInvalid("kto without its KL batch", fdpo_kto_loss(&tokens, &badKto, &ktoOut, 0, error, sizeof error));
+  badKto = kto;
+  badKto.struct_size = 0;
+  failures += expectInvalid("kto struct_size 0", fdpo_kto_loss(&tokens, &badKto, &ktoOut, 0, error, sizeof error));
+  desirable[1] = 2;
+  failures += expectInvalid("a desirable flag of 2", fdpo_kto_loss(&tokens, &kto, &ktoOut, 0, error, sizeof error));
+  desirable[1] = 1;
+  badKto = kto;
+  badKto.loss_type = FDPO_KTO_LOSS_APO_ZERO_UNPAIRED;
+  failures += expectInvalid("apo_zero_unpaired with a KL batch", fdpo_kto_loss(&tokens, &badKto, &ktoOut, 0, error, sizeof error));
+  ktoOut.kl = seqLosses; /* overlaps an output */
+  failures += expectInvalid("kl overlapping seq_losses", fdpo_kto_loss(&tokens, &kto, &ktoOut, 0, error, sizeof error));
+  ktoOut.kl = &z0;
+  fdpo_tokens ldTokens = tokens;
+  ldTokens.ld_weighting = 1; /* LD-DPO pairs sequences: KTO's are unpaired */
+  ldTokens.ld_alpha = 0.5;
+  failures += expectInvalid("kto with ld_weighting", fdpo_kto_loss(&ldTokens, &kto, &ktoOut, 0, error, sizeof error));
 
   /* Callers from before LD-DPO and per-token references: structs that end before those fields,
    * with garbage after them, which the library must neither read nor write. */

@@ -10,5 +10,5 @@ cd "$(dirname "$0")/../.."
 npx cmake-js rebuild --out build-emulated --CDFDPO_CUDA_EMULATION=ON >/dev/null
 echo "emulated CUDA build: build-emulated/Release/fused_dpo.node"
 export FUSED_DPO_NATIVE="$PWD/build-emulated/Release/fused_dpo.node" FUSED_DPO_BACKEND=cuda
-export FDPO_TEST_PATTERN='^(native-vs-reference|head-weighting|device|orpo-confident|deferred|guards|errors|binding-checks|ld-dpo|policy-loss)\.test\.ts$'
+export FDPO_TEST_PATTERN='^(native-vs-reference|head-weighting|device|orpo-confident|deferred|guards|errors|binding-checks|kto|alphapo|ld-dpo|policy-loss)\.test\.ts$'
 node --import tsx test/run.ts

@@ -9,6 +9,7 @@ import { decodeToFloat64, fromBfloat16, fromFloat16, toBfloat16, toFloat16 } fro
 import { backendInfo, dpoLoss, sequenceLogps } from '../../lib/index.js';
 import type { DpoLossOptions, DpoLossResult, SequenceLogpsResult } from '../../lib/loss.js';
 import {
+  alphaReward,
   referenceDpo,
   referencePairLoss,
   referenceSequenceLogps,
@@ -394,8 +395,11 @@ function checkForward(
   for (let i = 0; i < B; i++) {
     const rc = input.ref && 'chosen' in input.ref ? input.ref.chosen[i]! : 0;
     const rr = input.ref && 'rejected' in input.ref ? input.ref.rejected[i]! : 0;
-    const wc = (beta * (seq.logps[i]! - rc)) / div(i);
-    const wr = (beta * (seq.logps[B + i]! - rr)) / div(B + i);
+    // AlphaPO's rewards when simpo reads an alpha (TRL's CPOTrainer logs β·r(x̄))
+    const alphaRewards = input.alpha !== 0 && input.lossTypes.includes('simpo');
+    const count = (s: number) => Math.max(seq.counts[s]!, 1);
+    const wc = alphaRewards ? beta * alphaReward(input.alpha, seq.logps[i]! / count(i)).value : (beta * (seq.logps[i]! - rc)) / div(i);
+    const wr = alphaRewards ? beta * alphaReward(input.alpha, seq.logps[B + i]! / count(B + i)).value : (beta * (seq.logps[B + i]! - rr)) / div(B + i);
     near(`chosenRewards[${i}]`, got.chosenRewards[i]!, wc, 1e-14 * (Math.abs(wc) + beta * Math.abs(rc)), ctx);
     near(`rejectedRewards[${i}]`, got.rejectedRewards[i]!, wr, 1e-14 * (Math.abs(wr) + beta * Math.abs(rr)), ctx);
   }
@@ -417,6 +421,11 @@ function checkForward(
   };
   const tolC = (i: number) => budget[i]! / div(i);
   const tolR = (i: number) => budget[B + i]! / div(B + i);
+  // AlphaPO's rewards β·r(x̄) move by r'(x̄) = e^{−αx̄} per unit of x̄ (1 without it)
+  const withAlpha = input.alpha !== 0 && input.lossTypes.includes('simpo');
+  const slope = (s: number) => (withAlpha ? alphaReward(input.alpha, want.seqLogps[s]! / Math.max(want.seqCounts[s]!, 1)).slope * 2 : 1);
+  const rewardTolC = (i: number) => (withAlpha ? (budget[i]! / Math.max(want.seqCounts[i]!, 1)) * slope(i) : tolC(i));
+  const rewardTolR = (i: number) => (withAlpha ? (budget[B + i]! / Math.max(want.seqCounts[B + i]!, 1)) * slope(B + i) : tolR(i));
   let maxAbs = 0;
   for (let r = 0; r < c.rows; r++) {
     if (c.labels.data[r] === input.ignoreIndex) continue;
@@ -426,9 +435,9 @@ function checkForward(
   const tolerance: Record<string, number> = {
     'logps/chosen': mean(tolC),
     'logps/rejected': mean(tolR),
-    'rewards/chosen': beta * mean(tolC),
-    'rewards/rejected': beta * mean(tolR),
-    'rewards/margins': beta * mean((i) => tolC(i) + tolR(i)),
+    'rewards/chosen': beta * mean(rewardTolC),
+    'rewards/rejected': beta * mean(rewardTolR),
+    'rewards/margins': beta * mean((i) => rewardTolC(i) + rewardTolR(i)),
     'logits/chosen': U * (lanesAdds + 2) * maxAbs,
     'logits/rejected': U * (lanesAdds + 2) * maxAbs,
     entropy: U * (lanesAdds + 8) * (2 * Math.log(c.vocab) + 2),
@@ -438,7 +447,7 @@ function checkForward(
   };
   // a pair whose reward margin is within the budget may flip: allow 1/B for each
   for (let i = 0; i < B; i++) {
-    if (Math.abs(want.chosenRewards[i]! - want.rejectedRewards[i]!) <= beta * (tolC(i) + tolR(i))) tolerance['rewards/accuracies'] += 1 / B;
+    if (Math.abs(want.chosenRewards[i]! - want.rejectedRewards[i]!) <= beta * (rewardTolC(i) + rewardTolR(i))) tolerance['rewards/accuracies'] += 1 / B;
   }
   for (const name of Object.keys(w)) {
     near(`metrics['${name}']`, m[name]!, w[name]!, LOSS_RTOL * Math.abs(w[name]!) + tolerance[name]! + 1e-15, ctx);
