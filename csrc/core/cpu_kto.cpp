@@ -9,20 +9,10 @@
 #include "fused_dpo.h"
 #include "kto_checks.h"
 #include "kto_math.h"
+#include "serial_exec.h"
 
 namespace fdpo {
 namespace {
-
-struct SerialExec {
-  template <class Step>
-  void each(int64_t n, const Step& step) {
-    for (int64_t i = 0; i < n; ++i) step(i);
-  }
-  template <class Step>
-  void once(const Step& step) {
-    step();
-  }
-};
 
 int32_t runKtoLoss(const fdpo_tokens* tokens, const fdpo_kto_config* config, fdpo_kto_outputs* outputs, int32_t threads,
                    char* error, size_t error_size) {

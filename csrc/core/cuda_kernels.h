@@ -88,6 +88,21 @@ __device__ inline int64_t sequenceOf(const int32_t* cuSeqlens, int64_t numSeqs, 
   return lo;
 }
 
+// Runs a shared reduce's phases (reduceBatch, reduceKto) across one block; the barrier after each
+// makes its global-memory writes visible to the next phase's threads. (The CPU's twin: serial_exec.h.)
+struct BlockExec {
+  template <class Step>
+  __device__ void each(int64_t n, const Step& step) {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) step(i);
+    __syncthreads();
+  }
+  template <class Step>
+  __device__ void once(const Step& step) {
+    if (threadIdx.x == 0) step();
+    __syncthreads();
+  }
+};
+
 }  // namespace fdpo
 
 #endif

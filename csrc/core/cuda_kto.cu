@@ -20,21 +20,8 @@ namespace {
 
 constexpr int kKtoThreads = 256;
 
-struct KtoBlockExec {
-  template <class Step>
-  __device__ void each(int64_t n, const Step& step) {
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) step(i);
-    __syncthreads();
-  }
-  template <class Step>
-  __device__ void once(const Step& step) {
-    if (threadIdx.x == 0) step();
-    __syncthreads();
-  }
-};
-
 __global__ void __launch_bounds__(kKtoThreads) ktoBatchKernel(KtoBatch batch) {
-  KtoBlockExec exec;
+  BlockExec exec;
   reduceKto(batch, exec);
 }
 

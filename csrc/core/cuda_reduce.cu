@@ -97,21 +97,6 @@ __global__ void sequenceResultsKernel(const SequenceSums* sums, const WeightedSu
   logps[s] = average ? score / (sums[s].count > 0 ? sums[s].count : 1) : score;
 }
 
-// Runs reduceBatch's phases across the block; the barrier after each makes its global-memory
-// writes visible to the next phase's threads.
-struct BlockExec {
-  template <class Step>
-  __device__ void each(int64_t n, const Step& step) {
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) step(i);
-    __syncthreads();
-  }
-  template <class Step>
-  __device__ void once(const Step& step) {
-    if (threadIdx.x == 0) step();
-    __syncthreads();
-  }
-};
-
 __global__ void __launch_bounds__(kBatchThreads) batchKernel(const SequenceSums* sums, const WeightedSums* weighted,
                                                               TokenWeighting weighting, Batch batch) {
   const int64_t numSeqs = 2 * batch.numPairs;

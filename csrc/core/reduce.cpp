@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "reduce_math.h"
+#include "serial_exec.h"
 
 namespace fdpo {
 
@@ -33,21 +34,6 @@ void weighSequences(const fdpo_tokens& tokens, const RowForward* rows, const Tok
     if (refScores) refScores[s] = scores.ref;
   }
 }
-
-namespace {
-
-struct SerialExec {
-  template <class Step>
-  void each(int64_t n, const Step& step) {
-    for (int64_t i = 0; i < n; ++i) step(i);
-  }
-  template <class Step>
-  void once(const Step& step) {
-    step();
-  }
-};
-
-}  // namespace
 
 void pairLosses(const fdpo_loss_config& config, int64_t numPairs, const double* logps, const int32_t* counts,
                 const double* weightMeans, double* pairLoss, double* chosenRewards, double* rejectedRewards,
