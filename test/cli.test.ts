@@ -35,9 +35,14 @@ const BAD_FLAGS: [string[], RegExp][] = [
   [['--methods', 'dpo,ppo'], /^fused-dpo train: --methods takes one or more of dpo, ppo-gt, preferred-ft, unlikelihood, each once, got 'dpo,ppo'$/],
 ];
 
+// An empty --out of their own: a run folder left by `npm run demo` in the checkout must not answer
+// before a flag does.
+const badFlagsOut = mkdtempSync(join(tmpdir(), 'fdpo-cli-flags-'));
+test.after(() => rmSync(badFlagsOut, { recursive: true, force: true }));
+
 for (const [args, want] of BAD_FLAGS) {
   test(`train ${args.join(' ')}: one line naming the flag, exit code 2`, () => {
-    const run = fusedDpo(['train', '--quiet', ...args]);
+    const run = fusedDpo(['train', '--quiet', '--out', badFlagsOut, ...args]);
     assert.is(run.status, 2, run.stderr);
     const lines = run.stderr.split('\n').filter((line) => line !== '');
     assert.is(lines.length, 1, run.stderr);
