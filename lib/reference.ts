@@ -116,7 +116,8 @@ function smoothedLogisticPrime(u: number, eps: number): number {
 /** AlphaPO's reward of an averaged log-prob x and its slope (SPEC.md, "AlphaPO"). */
 export function alphaReward(alpha: number, x: number): { value: number; slope: number } {
   if (alpha === 0) return { value: x, slope: 1 };
-  return { value: (1 - Math.exp(-alpha * x)) / alpha, slope: Math.exp(-alpha * x) };
+  // −expm1: 1 − e^(−αx) cancels for small αx, and the reference must not lose the digits the kernels keep.
+  return { value: -Math.expm1(-alpha * x) / alpha, slope: Math.exp(-alpha * x) };
 }
 
 function log1mexp(x: number): number {
