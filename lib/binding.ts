@@ -89,7 +89,7 @@ export interface NativeKtoArgs extends NativeTokens {
 
 /** policyLoss's arguments (csrc/binding/addon.cpp fills fdpo_policy_config and fdpo_policy_outputs). */
 export interface NativePolicyArgs extends NativeTokens {
-  /** fdpo_policy_loss_type (POLICY_LOSS_TYPES in lib/validate.ts). */
+  /** fdpo_policy_loss_type (POLICY_LOSSES in lib/loss-kinds.ts). */
   lossType: number;
   advantages: Float64Array;
   advantagesPerToken: boolean;
