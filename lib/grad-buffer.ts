@@ -1,8 +1,8 @@
 // New gradient arrays (grad: true), for every entry point that allocates one. Large ones come from
 // the addon's pool of warm memory (csrc/binding/gradient_buffer.cpp: a block is lent again only
-// after V8 has freed the array that held it, so nothing the caller can reach is ever reused);
-// otherwise a plain array. A fresh multi-hundred-MB array pays a page fault per 4 KB on first
-// write, more than the loss call itself.
+// after V8 has collected the array that held it, also in a loop that never yields, so nothing the
+// caller can reach is ever reused); otherwise a plain array. A fresh multi-hundred-MB array pays a
+// page fault per 4 KB on first write, more than the loss call itself.
 import { fusedDpoError } from './errors.js';
 import { native } from './native.js';
 import type { DType } from './types.js';

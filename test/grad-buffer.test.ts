@@ -1,6 +1,7 @@
 // New gradient arrays (grad: true, lib/grad-buffer.ts): large ones come from the addon's pool of
 // warm memory. They hold the preallocated call's bits in every dtype, a block is lent again after
-// the array holding it was collected, and never while the caller still holds that array.
+// the array holding it was collected (also in a loop that never yields), and never while the caller
+// still holds that array.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { suite } from 'uvu';
@@ -52,24 +53,61 @@ test('grad: true gives the bits of a preallocated gradient, every dtype, sync an
 test('a released gradient block is lent again (warm), a held one never', async () => {
   await collect();
   const bytes = 6 << 20;
-  const first = native().gradientBuffer(bytes);
-  assert.ok(first instanceof ArrayBuffer && first.byteLength === bytes, 'the pool lends a 6 MB buffer');
-  new Uint8Array(first!).fill(7);
-  let second = native().gradientBuffer(bytes);
-  assert.ok(second instanceof ArrayBuffer, 'a second block while the first is held');
-  new Uint8Array(second!).fill(9);
-  assert.ok(new Uint8Array(first!).every((b) => b === 7), 'lending the second changed the first');
-  // Two are out: the pool gives none (the caller falls back to a plain array), however often asked.
-  assert.is(native().gradientBuffer(bytes), null, 'a third block while two are held');
+  const held: ArrayBuffer[] = [];
+  // (Buffers are touched only in functions of their own: a dead local of this frame could keep one alive.)
+  const lendInto = (list: ArrayBuffer[], k: number) => {
+    const lent = native().gradientBuffer(bytes);
+    assert.ok(lent instanceof ArrayBuffer && lent.byteLength === bytes, `the pool lends block ${k} while ${k} are held`);
+    new Uint8Array(lent!).fill(7 + k);
+    list.push(lent!);
+  };
+  for (let k = 0; k < 3; k++) lendInto(held, k);
+  assert.ok(held.every((b, k) => new Uint8Array(b).every((x) => x === 7 + k)), 'lending a block changed a held one');
+  // Three are out: the pool gives none (the caller falls back to a plain array), however often asked.
+  assert.is(native().gradientBuffer(bytes), null, 'a fourth block while three are held');
   const plain = newGradient('float32', bytes / 4);
   assert.ok(plain.every((v) => v === 0), 'the fallback is a plain zeroed array');
-  // Release the second: after a collection its block comes back, with its old contents.
-  second = null;
+  // Release the last: after a collection its block comes back, with its old contents.
+  held.pop();
   await collect();
   const again = native().gradientBuffer(bytes);
   assert.ok(again instanceof ArrayBuffer, 'a block after the release');
   assert.ok(new Uint8Array(again!).every((b) => b === 9), 'the released block is lent again, unzeroed');
-  assert.ok(new Uint8Array(first!).every((b) => b === 7), 'the held block is untouched');
+  assert.ok(held.every((b, k) => new Uint8Array(b).every((x) => x === 7 + k)), 'the held blocks are untouched');
+});
+
+test('in a loop that never yields, the block of a collected gradient comes back at the next call; a held one never', async () => {
+  await collect();
+  const bytes = 6 << 20;
+  // No await from here on: no finalizer can run, only the collection's weak references say what is free.
+  // (Buffers are touched only in functions of their own: a dead local of this frame could keep one alive.)
+  const held: ArrayBuffer[] = [];
+  const lendInto = (list: ArrayBuffer[], k: number) => {
+    const lent = native().gradientBuffer(bytes);
+    assert.ok(lent instanceof ArrayBuffer, `block ${k}`);
+    new Uint8Array(lent!).fill(k + 1);
+    list.push(lent!);
+  };
+  for (let k = 0; k < 3; k++) lendInto(held, k);
+  assert.is(native().gradientBuffer(bytes), null, 'three are out: none to lend');
+  held.pop();
+  gc();
+  lendInto(held, 5);
+  assert.ok(held.every((b, k) => new Uint8Array(b).every((x) => x === (k === 2 ? 6 : k + 1))), 'a held block changed');
+  // And the same through the loss: a sync loop that drops each gradient keeps reusing blocks
+  // (the three above released, so the pool is not at its cap).
+  held.length = 0;
+  const c = bigCase(SEED + 2, 'float32');
+  const options = { ...tokenOptions(c), ref: c.ref, beta: 0.2 };
+  const first = dpoLoss(options).grad!.data;
+  const firstCopy = first.slice();
+  for (let k = 0; k < 8; k++) {
+    gc();
+    const g = dpoLoss(options).grad!.data;
+    assert.ok(g.buffer !== first.buffer && sameBytes(g, first), `call ${k} (seed=${SEED})`);
+    assert.ok(sameBytes(first, firstCopy), `call ${k} changed the held first gradient`);
+  }
+  await collect();
 });
 
 test('transfers cannot make a pooled block alias: postMessage and structuredClone copy it, ArrayBuffer.prototype.transfer keeps it lent', async () => {

@@ -1,19 +1,25 @@
 // New gradient arrays (grad: true) from a small pool of warm memory.
 //
-// A fresh ArrayBuffer of hundreds of MB costs a page fault per 4 KB on first write, and on a VM
-// that is several times the loss call itself. So large gradients live in blocks this file maps
-// (2 MB aligned, MADV_HUGEPAGE) and lends out as external ArrayBuffers. A block comes back only
-// through the buffer's finalizer, which Node runs once V8 has freed the buffer's backing store
-// (a transfer moves the backing store, so it cannot outlive the finalizer), or, when an
-// environment ends, after detaching the buffer: nothing the caller can still reach is ever handed
-// out again. Finalizers run on the event loop, so a loop that never yields gets no block back; at
-// most kMaxLent blocks are out at once, and past that (or where external buffers are refused, or
-// mapping fails) lib/grad-buffer.ts makes a plain array. (Not advised to use huge pages: on this
-// project's VMs, fresh huge pages cost up to seconds when the host must compact memory first,
-// several times the 4 KB faults, measured under load.)
+// A fresh ArrayBuffer of hundreds of MB costs a page fault per 4 KB on first write, on this
+// project's VMs 2-10 times the loss call itself. So large gradients live in blocks this file maps
+// (2 MB aligned, MADV_HUGEPAGE: a fault per 2 MB, about a quarter of the 4 KB faults' time for the
+// same bytes, measured) and lends out as external ArrayBuffers, and a block is lent again once
+// the buffer that held it is gone. Two signals say that:
+//  - the buffer's finalizer, which Node runs on the event loop once V8 has freed the backing store
+//    (or, when an environment ends, after detaching the buffer). Always safe, but a loop that never
+//    yields never sees it.
+//  - a weak reference to the buffer, which V8 clears in the garbage collection that finds it
+//    unreachable, synchronously, in the middle of a loop that never yields. The memory can outlive
+//    the JS object only if the buffer was moved (a transfer: postMessage, structuredClone,
+//    ArrayBuffer.prototype.transfer), which detaches the original first. So this signal is used
+//    only where the runtime refuses to move an external buffer (probed once: transferSafe), and a
+//    lent buffer seen detached is left to its finalizer.
+// At most kMaxLent blocks are out at once; past that (or where external buffers are refused, or
+// mapping fails) lib/grad-buffer.ts makes a plain array.
 #include "gradient_buffer.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 #include <mutex>
@@ -24,18 +30,18 @@ namespace {
 // Below this a plain ArrayBuffer: the allocator's heap serves it, usually from warm memory.
 constexpr size_t kPoolMinBytes = (size_t)4 << 20;
 constexpr size_t kHugePage = (size_t)2 << 20;
-// Lent blocks at once: two let a loop alternate between the array it holds and the one the GC
-// freed; more would pile up unreturned in a loop that never yields.
-constexpr int kMaxLent = 2;
+// Lent blocks at once: a loop holds the array of the call before while the next call runs (two),
+// plus one whose buffer the collector has not reached yet; more would pile up in a loop that
+// keeps its gradients.
+constexpr int kMaxLent = 3;
 // Returned blocks kept for reuse (of the size the pool last mapped); others are unmapped.
-constexpr int kMaxFree = 2;
+constexpr int kMaxFree = 3;
 
 struct Block {
-  void* base = nullptr;    // the mapping
-  size_t mapped = 0;       // its length
-  void* data = nullptr;    // 2 MB aligned, inside the mapping
-  size_t capacity = 0;     // usable bytes from data
-  size_t lentBytes = 0;    // the lent buffer's byteLength (reported to V8 as external memory)
+  void* base = nullptr;  // the mapping
+  size_t mapped = 0;     // its length
+  void* data = nullptr;  // 2 MB aligned, inside the mapping
+  size_t capacity = 0;   // usable bytes from data
 };
 
 void unmap(const Block& b) { munmap(b.base, b.mapped); }
@@ -55,23 +61,74 @@ Block mapBlock(size_t bytes) {
   return b;
 }
 
+// One lending of a block: the finalizer's hint, alive until the finalizer has run.
+struct Lending {
+  Block block;
+  size_t bytes = 0;          // the buffer's byteLength (reported to V8 as external memory)
+  napi_env env = nullptr;    // where the buffer and `weak` live
+  napi_ref weak = nullptr;   // cleared by the collection that frees the buffer
+  bool returned = false;     // the block is back in the pool (by either signal)
+  bool finalizerOnly = false;  // seen detached: only the finalizer may return it
+};
+
 struct Pool {
   std::mutex mutex;
   std::vector<Block> free;
-  int lent = 0;
+  std::vector<Lending*> lent;  // not yet returned
   size_t workingCapacity = 0;  // the capacity of the block mapped last
+
+  void keepOrUnmap(const Block& b) {
+    if ((int)free.size() < kMaxFree && b.capacity == workingCapacity) {
+      free.push_back(b);
+    } else {
+      unmap(b);
+    }
+  }
+
+  void markReturned(Lending* l) {
+    l->returned = true;
+    for (size_t i = 0; i < lent.size(); ++i) {
+      if (lent[i] == l) {
+        lent.erase(lent.begin() + (long)i);
+        break;
+      }
+    }
+    keepOrUnmap(l->block);
+  }
+
+  // This environment's lent blocks whose buffers the collector has freed come back (the bytes
+  // they held are returned, to report to V8); a buffer still alive but detached (moved, or
+  // detached by native code) is left to its finalizer.
+  size_t reclaimCollected(napi_env env) {
+    size_t bytes = 0;
+    for (size_t i = lent.size(); i-- > 0;) {
+      Lending* l = lent[i];
+      if (l->env != env || l->finalizerOnly) continue;
+      napi_value buffer = nullptr;
+      if (napi_get_reference_value(env, l->weak, &buffer) != napi_ok) {
+        l->finalizerOnly = true;
+        continue;
+      }
+      bool detached = false;
+      if (buffer == nullptr) {
+        bytes += l->bytes;
+        markReturned(l);
+      } else if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached) {
+        l->finalizerOnly = true;
+      }
+    }
+    return bytes;
+  }
 
   // A block for `bytes`: a returned one that fits, or a fresh one; base == nullptr when kMaxLent
   // are out or the mapping fails.
   Block take(size_t bytes) {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (lent >= kMaxLent) return Block{};
+    if ((int)lent.size() >= kMaxLent) return Block{};
     const size_t capacity = roundUp(bytes, kHugePage);
     for (size_t i = 0; i < free.size(); ++i) {
       if (free[i].capacity == capacity) {
         Block b = free[i];
         free.erase(free.begin() + (long)i);
-        ++lent;
         return b;
       }
     }
@@ -79,28 +136,8 @@ struct Pool {
     for (const Block& b : free) unmap(b);
     free.clear();
     Block b = mapBlock(bytes);
-    if (b.base) {
-      ++lent;
-      workingCapacity = b.capacity;
-    }
+    if (b.base) workingCapacity = b.capacity;
     return b;
-  }
-
-  // A block that was not lent after all (the ArrayBuffer could not be made).
-  void untake(const Block& b) {
-    std::lock_guard<std::mutex> lock(mutex);
-    --lent;
-    unmap(b);
-  }
-
-  void giveBack(const Block& b) {
-    std::lock_guard<std::mutex> lock(mutex);
-    --lent;
-    if ((int)free.size() < kMaxFree && b.capacity == workingCapacity) {
-      free.push_back(b);
-    } else {
-      unmap(b);
-    }
   }
 };
 
@@ -110,27 +147,115 @@ Pool& pool() {
   return *p;
 }
 
-void returnBlock(napi_env env, void* /*data*/, void* hint) {
-  Block* b = static_cast<Block*>(hint);
+void finalizeLending(napi_env env, void* /*data*/, void* hint) {
+  Lending* l = static_cast<Lending*>(hint);
+  bool wasLent = false;
+  {
+    std::lock_guard<std::mutex> lock(pool().mutex);
+    if (!l->returned) {
+      wasLent = true;
+      pool().markReturned(l);
+    }
+  }
+  // (V8 calls outside the lock: a collection they start must not find it held.)
   int64_t ignored;
-  napi_adjust_external_memory(env, -(int64_t)b->lentBytes, &ignored);
-  pool().giveBack(*b);
-  delete b;
+  if (wasLent) napi_adjust_external_memory(env, -(int64_t)l->bytes, &ignored);
+  if (l->weak) napi_delete_reference(env, l->weak);
+  delete l;
+}
+
+void freeProbe(napi_env, void* data, void*) { free(data); }
+
+// Whether this runtime refuses to move an external ArrayBuffer: one is offered to
+// ArrayBuffer.prototype.transfer and to structuredClone's transfer list, and must come back still
+// attached (Node copies such buffers instead of moving them, or throws).
+bool probeTransferSafe(napi_env env) {
+  void* data = malloc(64);
+  if (!data) return false;
+  napi_value buffer, global, ctor, proto, transfer, clone;
+  if (napi_create_external_arraybuffer(env, data, 64, freeProbe, nullptr, &buffer) != napi_ok) {
+    free(data);
+    return false;
+  }
+  bool detached = false;
+  napi_valuetype type;
+  bool ok = napi_get_global(env, &global) == napi_ok;
+  // ArrayBuffer.prototype.transfer, where it exists.
+  ok = ok && napi_get_named_property(env, global, "ArrayBuffer", &ctor) == napi_ok &&
+       napi_get_named_property(env, ctor, "prototype", &proto) == napi_ok &&
+       napi_get_named_property(env, proto, "transfer", &transfer) == napi_ok &&
+       napi_typeof(env, transfer, &type) == napi_ok;
+  if (ok && type == napi_function) {
+    napi_value result;
+    const bool moved = napi_call_function(env, buffer, transfer, 0, nullptr, &result) == napi_ok;
+    napi_value error;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &error);
+    if (moved) return false;
+  }
+  // structuredClone(buffer, { transfer: [buffer] }) (postMessage transfers the same way).
+  ok = ok && napi_get_named_property(env, global, "structuredClone", &clone) == napi_ok &&
+       napi_typeof(env, clone, &type) == napi_ok;
+  if (ok && type == napi_function) {
+    napi_value options, list, args[2], result;
+    ok = napi_create_object(env, &options) == napi_ok && napi_create_array_with_length(env, 1, &list) == napi_ok &&
+         napi_set_element(env, list, 0, buffer) == napi_ok &&
+         napi_set_named_property(env, options, "transfer", list) == napi_ok;
+    if (ok) {
+      args[0] = buffer;
+      args[1] = options;
+      napi_call_function(env, global, clone, 2, args, &result);
+      napi_value error;
+      bool pending = false;
+      if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &error);
+    }
+  }
+  return ok && napi_is_detached_arraybuffer(env, buffer, &detached) == napi_ok && !detached;
+}
+
+// Probed once per process: every environment runs the same engine.
+bool transferSafe(napi_env env) {
+  static int verdict = -1;
+  if (verdict < 0) verdict = probeTransferSafe(env) ? 1 : 0;
+  return verdict == 1;
 }
 
 napi_value pooledBuffer(napi_env env, size_t bytes) {
-  Block b = pool().take(bytes);
-  if (!b.base) return nullptr;
-  b.lentBytes = bytes;
-  Block* hint = new Block(b);
-  napi_value buffer;
-  if (napi_create_external_arraybuffer(env, b.data, bytes, returnBlock, hint, &buffer) != napi_ok) {
-    // (V8's sandbox refuses external buffers; the finalizer was not registered.)
-    delete hint;
-    pool().untake(b);
-    return nullptr;
+  const bool weakReuse = transferSafe(env);
+  Pool& p = pool();
+  size_t reclaimed = 0;
+  Block b;
+  {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    if (weakReuse) reclaimed = p.reclaimCollected(env);
+    b = p.take(bytes);
   }
   int64_t ignored;
+  if (reclaimed) napi_adjust_external_memory(env, -(int64_t)reclaimed, &ignored);
+  if (!b.base) return nullptr;
+  Lending* l = new Lending;
+  l->block = b;
+  l->bytes = bytes;
+  l->env = env;
+  l->finalizerOnly = !weakReuse;
+  napi_value buffer;
+  if (napi_create_external_arraybuffer(env, b.data, bytes, finalizeLending, l, &buffer) != napi_ok) {
+    // (V8's sandbox refuses external buffers; the finalizer was not registered.)
+    delete l;
+    std::lock_guard<std::mutex> lock(p.mutex);
+    p.keepOrUnmap(b);
+    return nullptr;
+  }
+  // The weak reference before the lending is listed, so a scan never meets it half made. Without
+  // one, only the finalizer returns the block.
+  if (weakReuse && napi_create_reference(env, buffer, 0, &l->weak) != napi_ok) {
+    l->weak = nullptr;
+    l->finalizerOnly = true;
+  }
+  {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    p.lent.push_back(l);
+  }
   napi_adjust_external_memory(env, (int64_t)bytes, &ignored);
   return buffer;
 }

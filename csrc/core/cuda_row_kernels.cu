@@ -60,6 +60,7 @@ struct DeviceOps {
   FDPO_HD static float min(float a, float b) { return a < b ? a : b; }
   FDPO_HD static float max(float a, float b) { return a > b ? a : b; }
   __device__ static float exp(float x) { return deviceExp(x); }
+  __device__ static float expBelowClamp(float x) { return deviceExp(x); }
   // 2^n for integral n in [-126, 127].
   __device__ static float exp2i(float n) { return __int_as_float((__float2int_rz(n) + 127) << 23); }
 };

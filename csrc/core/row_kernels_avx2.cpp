@@ -43,9 +43,9 @@ struct Avx2Ops {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
   }
-  static F pow2Shifted(F shifted) {
-    const __m256i e = _mm256_add_epi32(_mm256_castps_si256(shifted), _mm256_set1_epi32(127));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+  // (cvtps_epi32 gives 0x80000000 for NaN, which the shift makes 0: e keeps its NaN.)
+  static F scalePow2(F e, F n) {
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(e), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)));
   }
   static float hmax(F v) {
     __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -58,6 +58,7 @@ struct Avx2Ops {
     return eq ? __builtin_ctz((unsigned)eq) : -1;
   }
   static F exp(F x) { return expPortable<Avx2Ops>(x); }
+  static F expBelowClamp(F x) { return expPortable<Avx2Ops, false>(x); }
   static F setLane(F v, int lane, float value) {
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, v);

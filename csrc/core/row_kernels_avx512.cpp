@@ -51,6 +51,11 @@ struct Avx512Ops {
     const F n = expExponent<Avx512Ops>(x);
     return _mm512_maskz_scalef_ps((M)~below, expReduced<Avx512Ops>(x, n), n);
   }
+  static F expBelowClamp(F x) {
+    const M below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpFlushBelow), _CMP_LT_OQ);
+    const F n = expExponent<Avx512Ops>(x);
+    return _mm512_maskz_scalef_ps((M)~below, expReduced<Avx512Ops>(x, n), n);
+  }
   static F exp2i(F n) { return _mm512_scalef_ps(_mm512_set1_ps(1.0f), n); }
   static F setLane(F v, int lane, float value) { return _mm512_mask_mov_ps(v, (M)(1u << lane), _mm512_set1_ps(value)); }
   static void fence() { _mm_sfence(); }

@@ -12,8 +12,9 @@
 // would otherwise round once there and twice in the baseline).
 //
 // O provides: Tail (the scalar ops of row heads and tails, which round as O's lanes do), W (lanes), F (float vector), set1, add, sub, mul, div, fma (a*b+c), min, max, exp,
-// exp2i (2^n for integral n), pow2Shifted (2^n from n + kRoundMagic's low bits; any input, garbage
-// outside -126 <= n <= 127), hmax, firstEqual (first lane equal to a value, or -1), setLane,
+// expBelowClamp (exp for x <= kExpClamp or NaN: a softmax's z - max, without the upper clamp),
+// exp2i (2^n for integral n), scalePow2 (e*2^n by adding n to e's exponent field, for integral
+// n and a normal result; NaN n keeps e), hmax, firstEqual (first lane equal to a value, or -1), setLane,
 // fence, and load/store/stream per element type; levels whose exp is expPortable also M (lane
 // mask), lessThan and zeroWhere.
 //
@@ -38,16 +39,19 @@ inline typename O::F expReduced(typename O::F x, typename O::F n) {
   return O::fma(expRatio<O>(r), r, O::set1(1.0f));
 }
 
-// The portable exp: 2^n from the low bits of n + kRoundMagic (pow2Shifted). No lower clamp: below
-// kExpFlushBelow that 2^n is garbage and zeroed, and e^r is finite or NaN (x = -inf), also zeroed.
-template <class O>
+// The portable exp: e^r times 2^n by an integer add to e^r's exponent field (scalePow2), not a
+// multiply: the same bits (from kExpFlushBelow to kExpClamp the result is normal, so the multiply
+// was exact), and one operation fewer on the multiply-add ports, which bound this loop. No lower
+// clamp: below kExpFlushBelow the sum is garbage and zeroed, and e^r is finite or NaN (x = -inf),
+// also zeroed. Clamped: x is clamped above at kExpClamp, so n <= 127; without it (Clamped false,
+// for arguments that cannot exceed kExpClamp) one operation fewer again.
+template <class O, bool Clamped = true>
 inline typename O::F expPortable(typename O::F x) {
   const typename O::M below = O::lessThan(x, O::set1(kExpFlushBelow));
-  // The upper clamp keeps n <= 127 (x86 min returns its second operand for NaN: x stays NaN).
-  x = O::min(O::set1(kExpClamp), x);
-  const typename O::F shifted = expShifted<O>(x);
-  const typename O::F n = O::sub(shifted, O::set1(kRoundMagic));
-  return O::zeroWhere(below, O::mul(expReduced<O>(x, n), O::pow2Shifted(shifted)));
+  // (x86 min returns its second operand for NaN: x stays NaN.)
+  if (Clamped) x = O::min(O::set1(kExpClamp), x);
+  const typename O::F n = expExponent<O>(x);
+  return O::zeroWhere(below, O::scalePow2(expReduced<O>(x, n), n));
 }
 
 template <class O>
@@ -85,10 +89,12 @@ struct ScalarOpsOf {
     memcpy(&out, &bits, 4);
     return out;
   }
-  static F pow2Shifted(F shifted) {
+  static F scalePow2(F e, F n) {
+    // (Outside [-127, 127], NaN included, n comes only with results that are zeroed or NaN.)
+    const int32_t k = n >= -127.0f && n <= 127.0f ? (int32_t)n : 0;
     uint32_t bits;
-    memcpy(&bits, &shifted, 4);
-    bits = (bits + 127u) << 23;
+    memcpy(&bits, &e, 4);
+    bits += (uint32_t)k << 23;
     float out;
     memcpy(&out, &bits, 4);
     return out;
@@ -96,6 +102,7 @@ struct ScalarOpsOf {
   static float hmax(F v) { return v; }
   static int firstEqual(F z, float m) { return z == m ? 0 : -1; }
   static F exp(F x) { return expPortable<ScalarOpsOf>(x); }
+  static F expBelowClamp(F x) { return expPortable<ScalarOpsOf, false>(x); }
   static F setLane(F, int, float value) { return value; }
   static void fence() {}
   template <int DT>
@@ -160,13 +167,17 @@ struct LanesOf {
     for (int k = 0; k < N; ++k) x.part[k] = S::exp(x.part[k]);
     return x;
   }
+  static F expBelowClamp(F x) {
+    for (int k = 0; k < N; ++k) x.part[k] = S::expBelowClamp(x.part[k]);
+    return x;
+  }
   static F exp2i(F n) {
     for (int k = 0; k < N; ++k) n.part[k] = S::exp2i(n.part[k]);
     return n;
   }
-  static F pow2Shifted(F shifted) {
-    for (int k = 0; k < N; ++k) shifted.part[k] = S::pow2Shifted(shifted.part[k]);
-    return shifted;
+  static F scalePow2(F e, F n) {
+    for (int k = 0; k < N; ++k) e.part[k] = S::scalePow2(e.part[k], n.part[k]);
+    return e;
   }
   static float hmax(F v) {
     float m = S::hmax(v.part[0]);
@@ -311,7 +322,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, const HeadConstan
       const F t = headValue<Mode, O>(head, O::template load<DT>(row, i), Keep ? &slope : nullptr);
       if (kTransformed) sum = O::add(sum, t);
       const F x = O::sub(t, vm);
-      F e = vexp<O>(x);
+      F e = O::expBelowClamp(x);  // x = t - max <= 0
       if (Keep) O::template store<FDPO_FLOAT32>(kept, i, kTransformed ? O::mul(e, slope) : e);
       if (label >= i && label < i + O::W) e = O::setLane(e, (int)(label - i), 0.0f);
       chunkExp = O::add(chunkExp, e);
@@ -327,7 +338,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, const HeadConstan
       if (kTransformed) tSum += t;
       if (i == label) continue;
       const float x = t - mt;
-      const float e = vexp<S>(x);
+      const float e = S::expBelowClamp(x);
       if (Keep) kept[i] = kTransformed ? e * slope : e;
       tSumExp += e;
       tSumExpX = S::fma(e, x, tSumExpX);

@@ -127,7 +127,7 @@ FDPO_HD float unscaledLabelGradient(float logp) { return -expm1f(logp); }
 // The gradient of v != label, -scale*p_v = negScale*exp((z - m) - log(s)).
 template <class O>
 FDPO_HD typename O::F otherGradient(typename O::F negScale, typename O::F z, typename O::F m, typename O::F logSum) {
-  return O::mul(negScale, O::exp(O::sub(O::sub(z, m), logSum)));
+  return O::mul(negScale, O::expBelowClamp(O::sub(O::sub(z, m), logSum)));
 }
 
 // The entropy bonus's pass-B terms (policyLoss's entropyCoef): with E the row's entropy scale and
@@ -137,7 +137,7 @@ template <class O>
 FDPO_HD typename O::F otherGradientWithEntropy(typename O::F negScale, typename O::F entropyScale, typename O::F entropy,
                                                typename O::F z, typename O::F m, typename O::F logSum) {
   const typename O::F lp = O::sub(O::sub(z, m), logSum);
-  return O::mul(O::exp(lp), O::fma(entropyScale, O::add(lp, entropy), negScale));
+  return O::mul(O::expBelowClamp(lp), O::fma(entropyScale, O::add(lp, entropy), negScale));
 }
 
 // The label's: scale*(1 - p_y) + E*p_y*(logp + H).
