@@ -130,7 +130,7 @@ export interface NativeAddon {
    * A pooled ArrayBuffer of `bytes` for a new gradient (lib/grad-buffer.ts), or null where the pool
    * gives none (small sizes, too many lent, no external buffers, no memory). Its contents are stale.
    */
-  gradientBuffer(bytes: number): ArrayBuffer | null;
+  gradientBuffer(bytes: number, heapLimit?: number): ArrayBuffer | null;
   info(): { abiVersion: number; simd: string };
   /** The loss-kind table compiled into the binary (csrc/core/fused_dpo_kinds.h). */
   lossTable(): {

@@ -3,6 +3,8 @@
 // after V8 has collected the array that held it, also in a loop that never yields, so nothing the
 // caller can reach is ever reused); otherwise a plain array. A fresh multi-hundred-MB array pays a
 // page fault per 4 KB on first write, more than the loss call itself.
+import { getHeapStatistics } from 'node:v8';
+
 import { fusedDpoError } from './errors.js';
 import { native } from './native.js';
 import type { DType } from './types.js';
@@ -11,7 +13,8 @@ import type { DType } from './types.js';
 export function newGradient(dtype: DType, length: number): Float32Array | Uint16Array {
   const Kind = dtype === 'float32' ? Float32Array : Uint16Array;
   const bytes = length * Kind.BYTES_PER_ELEMENT;
-  const pooled = native().gradientBuffer(bytes);
+  // (The heap's limit lets the pool ask for a collection when every block is out: gradient_buffer.cpp.)
+  const pooled = native().gradientBuffer(bytes, heapLimit());
   // (Its contents are a previous gradient's: the call overwrites every element.)
   if (pooled !== null) return new Kind(pooled, 0, length);
   try {
@@ -19,4 +22,10 @@ export function newGradient(dtype: DType, length: number): Float32Array | Uint16
   } catch (error) {
     throw fusedDpoError(`cannot allocate the ${bytes}-byte gradient (${(error as Error).message}): pass grad: 'inplace', false or a tensor to fill`, 'ERR_FDPO_OUT_OF_MEMORY', RangeError);
   }
+}
+
+let limit: number | undefined;
+function heapLimit(): number {
+  limit ??= getHeapStatistics().heap_size_limit;
+  return limit;
 }

@@ -2,7 +2,7 @@
 // warm memory. They hold the preallocated call's bits in every dtype, a block is lent again after
 // the array holding it was collected (also in a loop that never yields), and never while the caller
 // still holds that array.
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -94,6 +94,18 @@ test('in a loop that never yields, the block of a collected gradient comes back 
   gc();
   lendInto(held, 5);
   assert.ok(held.every((b, k) => new Uint8Array(b).every((x) => x === (k === 2 ? 6 : k + 1))), 'a held block changed');
+  // Without gc(): given the heap's limit, a lending that leaves none for the next asks V8 for a
+  // collection itself, so a loop that drops each buffer never finds all three out.
+  held.length = 0;
+  gc();
+  const limit = getHeapStatistics().heap_size_limit;
+  const lendAndDrop = (k: number) => {
+    const lent = native().gradientBuffer(bytes, limit);
+    assert.ok(lent instanceof ArrayBuffer, `lending ${k} in a loop that drops each buffer found none to give`);
+    new Uint8Array(lent!).fill(k);
+  };
+  for (let k = 0; k < 12; k++) lendAndDrop(k);
+  assert.throws(() => native().gradientBuffer(bytes, -1), /out of range/);
   // And the same through the loss: a sync loop that drops each gradient keeps reusing blocks
   // (the three above released, so the pool is not at its cap).
   held.length = 0;

@@ -13,7 +13,9 @@
 //    the JS object only if the buffer was moved (a transfer: postMessage, structuredClone,
 //    ArrayBuffer.prototype.transfer), which detaches the original first. So this signal is used
 //    only where the runtime refuses to move an external buffer (probed once: transferSafe), and a
-//    lent buffer seen detached is left to its finalizer.
+//    lent buffer seen detached is left to its finalizer. When no returned block is left, a lending
+//    asks for a full collection (collectNow), which returns the blocks the caller dropped. When every block is out, a lending asks
+//    for a full collection first (collectNow), which returns the ones the caller dropped.
 // At most kMaxLent blocks are out at once; past that (or where external buffers are refused, or
 // mapping fails) lib/grad-buffer.ts makes a plain array.
 #include "gradient_buffer.h"
@@ -76,6 +78,7 @@ struct Pool {
   std::vector<Block> free;
   std::vector<Lending*> lent;  // not yet returned
   size_t workingCapacity = 0;  // the capacity of the block mapped last
+  int collectionsRest = 0;     // lendings left that do not ask for a collection (pooledBuffer)
 
   void keepOrUnmap(const Block& b) {
     if ((int)free.size() < kMaxFree && b.capacity == workingCapacity) {
@@ -87,6 +90,7 @@ struct Pool {
 
   void markReturned(Lending* l) {
     l->returned = true;
+    collectionsRest = 0;  // blocks come back: asking may pay again
     for (size_t i = 0; i < lent.size(); ++i) {
       if (lent[i] == l) {
         lent.erase(lent.begin() + (long)i);
@@ -100,6 +104,10 @@ struct Pool {
   // they held are returned, to report to V8); a buffer still alive but detached (moved, or
   // detached by native code) is left to its finalizer.
   size_t reclaimCollected(napi_env env) {
+    // A handle scope of its own: the handles the scan takes of live buffers would otherwise keep
+    // them alive through a collection later in the same call.
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) != napi_ok) return 0;
     size_t bytes = 0;
     for (size_t i = lent.size(); i-- > 0;) {
       Lending* l = lent[i];
@@ -117,6 +125,7 @@ struct Pool {
         l->finalizerOnly = true;
       }
     }
+    napi_close_handle_scope(env, scope);
     return bytes;
   }
 
@@ -220,15 +229,47 @@ bool transferSafe(napi_env env) {
   return verdict == 1;
 }
 
-napi_value pooledBuffer(napi_env env, size_t bytes) {
+// A full collection now, where V8 makes one for external memory past its hard limit (half the
+// old generation's size limit, so past the heap's size limit surely): reported for a moment and
+// withdrawn. In a loop that never yields, V8's own marking (driven by allocation and by event-loop
+// tasks) can take seconds to reach the released gradients, old objects by then.
+void collectNow(napi_env env, int64_t heapLimit) {
+  int64_t ignored;
+  if (napi_adjust_external_memory(env, heapLimit, &ignored) == napi_ok) napi_adjust_external_memory(env, -heapLimit, &ignored);
+}
+
+// After a collection that brought nothing back, the next kCollectionsRest lendings do not ask
+// again (until a block comes back some other way): a loop that keeps its gradients must not pay a
+// collection per call.
+constexpr int kCollectionsRest = 8;
+
+// heapLimit > 0: when this lending leaves no returned block for the next one and two or more are
+// out (with one, that is likely the array of the call before, which the caller still holds), a
+// collection now returns those the caller dropped.
+napi_value pooledBuffer(napi_env env, size_t bytes, int64_t heapLimit) {
   const bool weakReuse = transferSafe(env);
   Pool& p = pool();
   size_t reclaimed = 0;
   Block b;
+  bool noneLeft = false;
   {
     std::lock_guard<std::mutex> lock(p.mutex);
     if (weakReuse) reclaimed = p.reclaimCollected(env);
     b = p.take(bytes);
+    noneLeft = p.free.empty() && p.lent.size() >= 2;
+  }
+  bool ask = false;
+  if (weakReuse && heapLimit > 0 && noneLeft) {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    ask = p.collectionsRest == 0;
+    if (!ask) --p.collectionsRest;
+  }
+  if (ask) {
+    collectNow(env, heapLimit);
+    std::lock_guard<std::mutex> lock(p.mutex);
+    const size_t more = p.reclaimCollected(env);
+    if (more == 0) p.collectionsRest = kCollectionsRest;
+    reclaimed += more;
   }
   int64_t ignored;
   if (reclaimed) napi_adjust_external_memory(env, -(int64_t)reclaimed, &ignored);
@@ -262,17 +303,23 @@ napi_value pooledBuffer(napi_env env, size_t bytes) {
 
 }  // namespace
 
-// (bytes): a pooled ArrayBuffer of that length, or null where the pool has none to give (small
-// sizes, kMaxLent out, no external buffers, no memory): lib/grad-buffer.ts then makes a plain one.
+// (bytes, heapLimit?): a pooled ArrayBuffer of that length, or null where the pool has none to give
+// (small sizes, kMaxLent out, no external buffers, no memory): lib/grad-buffer.ts then makes a
+// plain one. heapLimit: the JS heap's size limit (v8.getHeapStatistics().heap_size_limit), which
+// lets a lending at the cap ask for a collection (collectNow); absent or 0, it does not.
 Napi::Value GradientBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "fused-dpo: expected a byte count");
-  const double d = info[0].As<Napi::Number>().DoubleValue();
-  if (!(d >= 0 && d <= 9007199254740991.0) || d != (double)(int64_t)d) {
-    throw Napi::RangeError::New(env, "fused-dpo: byte count is out of range");
-  }
-  const size_t bytes = (size_t)d;
-  napi_value buffer = bytes >= kPoolMinBytes ? pooledBuffer(env, bytes) : nullptr;
+  const auto count = [&](size_t at, double max) -> double {
+    if (!info[at].IsNumber()) throw Napi::TypeError::New(env, "fused-dpo: expected a byte count");
+    const double d = info[at].As<Napi::Number>().DoubleValue();
+    if (!(d >= 0 && d <= max) || d != (double)(int64_t)d) throw Napi::RangeError::New(env, "fused-dpo: byte count is out of range");
+    return d;
+  };
+  if (info.Length() < 1) throw Napi::TypeError::New(env, "fused-dpo: expected a byte count");
+  const size_t bytes = (size_t)count(0, 9007199254740991.0);
+  // (V8 refuses a change of 2^60 or more in external memory: far past any heap.)
+  const int64_t heapLimit = info.Length() >= 2 && !info[1].IsUndefined() ? (int64_t)count(1, 1125899906842624.0) : 0;
+  napi_value buffer = bytes >= kPoolMinBytes ? pooledBuffer(env, bytes, heapLimit) : nullptr;
   if (!buffer) return env.Null();
   return Napi::Value(env, buffer);
 }
