@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -224,9 +225,9 @@ bool probeTransferSafe(napi_env env) {
 
 // Probed once per process: every environment runs the same engine.
 bool transferSafe(napi_env env) {
-  static int verdict = -1;
-  if (verdict < 0) verdict = probeTransferSafe(env) ? 1 : 0;
-  return verdict == 1;
+  static std::atomic<int> verdict{-1};  // (workers' JS threads may probe at once: same answer)
+  if (verdict.load() < 0) verdict.store(probeTransferSafe(env) ? 1 : 0);
+  return verdict.load() == 1;
 }
 
 // A full collection now, where V8 makes one for external memory past its hard limit (half the
