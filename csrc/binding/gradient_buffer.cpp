@@ -13,9 +13,9 @@
 //    the JS object only if the buffer was moved (a transfer: postMessage, structuredClone,
 //    ArrayBuffer.prototype.transfer), which detaches the original first. So this signal is used
 //    only where the runtime refuses to move an external buffer (probed once: transferSafe), and a
-//    lent buffer seen detached is left to its finalizer. When no returned block is left, a lending
-//    asks for a full collection (collectNow), which returns the blocks the caller dropped. When every block is out, a lending asks
-//    for a full collection first (collectNow), which returns the ones the caller dropped.
+//    lent buffer seen detached is left to its finalizer. A lending that leaves no returned block
+//    for the next one asks V8 for a full collection (collectNow), which returns the blocks the
+//    caller dropped.
 // At most kMaxLent blocks are out at once; past that (or where external buffers are refused, or
 // mapping fails) lib/grad-buffer.ts makes a plain array.
 #include "gradient_buffer.h"
