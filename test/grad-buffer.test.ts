@@ -2,6 +2,7 @@
 // warm memory. They hold the preallocated call's bits in every dtype, a block is lent again after
 // the array holding it was collected (also in a loop that never yields), and never while the caller
 // still holds that array.
+import { execFileSync } from 'node:child_process';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { suite } from 'uvu';
@@ -143,6 +144,17 @@ test('transfers cannot make a pooled block alias: postMessage and structuredClon
     if (other) new Uint8Array(other).fill(8);
     assert.ok(new Uint8Array(moved).every((b) => b === 4), 'a transferred gradient was lent again while held');
   }
+});
+
+test('a replaced global the transfer probe reads (a throwing getter) neither crashes nor leaks its exception: the pool still lends', () => {
+  // (The probe runs once per process: in a process of its own.)
+  const native = new URL('../lib/native.ts', import.meta.url).href;
+  const code = `Object.defineProperty(globalThis, 'structuredClone', { get() { throw new Error('hostile'); }, configurable: true });
+const { native } = await import(${JSON.stringify(native)});
+const sizes = [0, 1].map(() => native().gradientBuffer(8 << 20, 1 << 30)?.byteLength);
+console.log(JSON.stringify(sizes));`;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
+  assert.equal(JSON.parse(out.trim().split('\n').pop()!), [8 << 20, 8 << 20]);
 });
 
 test('small gradients are plain arrays; zero length works', () => {

@@ -176,6 +176,13 @@ void finalizeLending(napi_env env, void* /*data*/, void* hint) {
 
 void freeProbe(napi_env, void* data, void*) { free(data); }
 
+// (What the probe's JS calls throw, a replaced global's getter included, is dropped here.)
+void clearPending(napi_env env) {
+  bool pending = false;
+  napi_value error;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &error);
+}
+
 // Whether this runtime refuses to move an external ArrayBuffer: one is offered to
 // ArrayBuffer.prototype.transfer and to structuredClone's transfer list, and must come back still
 // attached (Node copies such buffers instead of moving them, or throws).
@@ -198,9 +205,7 @@ bool probeTransferSafe(napi_env env) {
   if (ok && type == napi_function) {
     napi_value result;
     const bool moved = napi_call_function(env, buffer, transfer, 0, nullptr, &result) == napi_ok;
-    napi_value error;
-    bool pending = false;
-    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &error);
+    clearPending(env);
     if (moved) return false;
   }
   // structuredClone(buffer, { transfer: [buffer] }) (postMessage transfers the same way).
@@ -215,9 +220,7 @@ bool probeTransferSafe(napi_env env) {
       args[0] = buffer;
       args[1] = options;
       napi_call_function(env, global, clone, 2, args, &result);
-      napi_value error;
-      bool pending = false;
-      if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &error);
+      clearPending(env);
     }
   }
   return ok && napi_is_detached_arraybuffer(env, buffer, &detached) == napi_ok && !detached;
@@ -226,7 +229,11 @@ bool probeTransferSafe(napi_env env) {
 // Probed once per process: every environment runs the same engine.
 bool transferSafe(napi_env env) {
   static std::atomic<int> verdict{-1};  // (workers' JS threads may probe at once: same answer)
-  if (verdict.load() < 0) verdict.store(probeTransferSafe(env) ? 1 : 0);
+  if (verdict.load() < 0) {
+    const bool safe = probeTransferSafe(env);
+    clearPending(env);
+    verdict.store(safe ? 1 : 0);
+  }
   return verdict.load() == 1;
 }
 
