@@ -45,12 +45,8 @@ struct Avx512Ops {
   }
   // The portable exp with AVX-512's scaling: a zero-masked scalef for 2^n that also zeroes the
   // results below kExpFlushBelow (so no lower clamp is needed).
-  static F exp(F x) {
-    const M below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpFlushBelow), _CMP_LT_OQ);
-    x = _mm512_min_ps(_mm512_set1_ps(kExpClamp), x);  // second operand on NaN: keep x
-    const F n = expExponent<Avx512Ops>(x);
-    return _mm512_maskz_scalef_ps((M)~below, expReduced<Avx512Ops>(x, n), n);
-  }
+  // (The clamp leaves the flush's comparison as it was: kExpClamp is far above kExpFlushBelow.)
+  static F exp(F x) { return expBelowClamp(_mm512_min_ps(_mm512_set1_ps(kExpClamp), x)); }  // second operand on NaN: keep x
   static F expBelowClamp(F x) {
     const M below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpFlushBelow), _CMP_LT_OQ);
     const F n = expExponent<Avx512Ops>(x);
