@@ -67,16 +67,16 @@ struct Avx2Ops {
   }
   static void fence() { _mm_sfence(); }
 
-  static __m128i toBf16(F v) {
+  // fp32 to bf16 in the low half of each 32-bit lane: rounded to nearest even, NaN kept (quiet).
+  static __m256i bf16Lanes(F v) {
     const __m256i bits = _mm256_castps_si256(v);
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    const __m256i high = _mm256_srli_epi32(bits, 16);
+    const __m256i lsb = _mm256_and_si256(high, _mm256_set1_epi32(1));
     const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-    const __m256i quietNan = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+    const __m256i quietNan = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
     const F nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-    const __m256i out = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quietNan), nan));
-    return _mm_packus_epi32(_mm256_castsi256_si128(out), _mm256_extracti128_si256(out, 1));
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quietNan), nan));
   }
-  static __m128i toF16(F v) { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
   template <int DT>
   static F load(const void* p, int64_t i) {
@@ -85,16 +85,19 @@ struct Avx2Ops {
     if (DT == FDPO_BFLOAT16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     return _mm256_cvtph_ps(h);
   }
-  template <int DT>
-  static void store(void* p, int64_t i, F v) {
-    if (DT == FDPO_FLOAT32) return _mm256_storeu_ps((float*)p + i, v);
-    _mm_storeu_si128((__m128i*)((uint16_t*)p + i), DT == FDPO_BFLOAT16 ? toBf16(v) : toF16(v));
-  }
+  static void store(float* p, int64_t i, F v) { _mm256_storeu_ps(p + i, v); }
   // Non-temporal: the gradient is written once and not read back by us, so skip the cache.
+  static void stream(float* p, int64_t i, F v) { _mm256_stream_ps(p + i, v); }
+  // a's 8 values then b's, as 16-bit elements, in one store: packus interleaves 128-bit halves
+  // (a0-3 b0-3 a4-7 b4-7) and the permute puts a's before b's.
   template <int DT>
-  static void stream(void* p, int64_t i, F v) {
-    if (DT == FDPO_FLOAT32) return _mm256_stream_ps((float*)p + i, v);
-    _mm_stream_si128((__m128i*)((uint16_t*)p + i), DT == FDPO_BFLOAT16 ? toBf16(v) : toF16(v));
+  static void streamPair(void* p, int64_t i, F a, F b) {
+    const __m256i out =
+        DT == FDPO_BFLOAT16
+            ? _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16Lanes(a), bf16Lanes(b)), 0xd8)
+            : _mm256_set_m128i(_mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                               _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm256_stream_si256((__m256i*)((uint16_t*)p + i), out);
   }
 };
 
