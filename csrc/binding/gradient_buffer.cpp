@@ -13,9 +13,9 @@
 //    the JS object only if the buffer was moved (a transfer: postMessage, structuredClone,
 //    ArrayBuffer.prototype.transfer), which detaches the original first. So this signal is used
 //    only where the runtime refuses to move an external buffer (probed once: transferSafe), and a
-//    lent buffer seen detached is left to its finalizer. A lending that leaves no returned block
-//    for the next one asks V8 for a full collection (collectNow), which returns the blocks the
-//    caller dropped.
+//    lent buffer seen detached is left to its finalizer. A lending that finds no returned block
+//    asks V8 for a full collection (collectNow) before it maps a fresh one: the collection returns
+//    the blocks the caller dropped, and costs far less than a fresh block's first touch.
 // At most kMaxLent blocks are out at once; past that (or where external buffers are refused, or
 // mapping fails) lib/grad-buffer.ts makes a plain array.
 #include "gradient_buffer.h"
@@ -128,6 +128,14 @@ struct Pool {
     }
     napi_close_handle_scope(env, scope);
     return bytes;
+  }
+
+  // Whether a returned block fits `bytes`.
+  bool holds(size_t bytes) const {
+    for (const Block& b : free) {
+      if (b.capacity == roundUp(bytes, kHugePage)) return true;
+    }
+    return false;
   }
 
   // A block for `bytes`: a returned one that fits, or a fresh one; base == nullptr when kMaxLent
@@ -251,33 +259,33 @@ void collectNow(napi_env env, int64_t heapLimit) {
 // collection per call.
 constexpr int kCollectionsRest = 8;
 
-// heapLimit > 0: when this lending leaves no returned block for the next one and two or more are
-// out (with one, that is likely the array of the call before, which the caller still holds), a
-// collection now returns those the caller dropped.
+// heapLimit > 0: when no returned block fits and two or more are out (with one, that is likely the
+// array of the call before, which the caller still holds), a collection first returns those the
+// caller dropped. (Asked after the lending instead, for the next one, it came too late whenever
+// the array of the call before was the one to reclaim: a fresh 1 GB block, 1.6 s, every few calls.)
 napi_value pooledBuffer(napi_env env, size_t bytes, int64_t heapLimit) {
   const bool weakReuse = transferSafe(env);
   Pool& p = pool();
   size_t reclaimed = 0;
-  Block b;
-  bool noneLeft = false;
+  bool ask = false;
   {
     std::lock_guard<std::mutex> lock(p.mutex);
     if (weakReuse) reclaimed = p.reclaimCollected(env);
+    if (weakReuse && heapLimit > 0 && !p.holds(bytes) && p.lent.size() >= 2) {
+      ask = p.collectionsRest == 0;
+      if (!ask) --p.collectionsRest;
+    }
+  }
+  if (ask) collectNow(env, heapLimit);
+  Block b;
+  {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    if (ask) {
+      const size_t more = p.reclaimCollected(env);
+      if (more == 0) p.collectionsRest = kCollectionsRest;
+      reclaimed += more;
+    }
     b = p.take(bytes);
-    noneLeft = p.free.empty() && p.lent.size() >= 2;
-  }
-  bool ask = false;
-  if (weakReuse && heapLimit > 0 && noneLeft) {
-    std::lock_guard<std::mutex> lock(p.mutex);
-    ask = p.collectionsRest == 0;
-    if (!ask) --p.collectionsRest;
-  }
-  if (ask) {
-    collectNow(env, heapLimit);
-    std::lock_guard<std::mutex> lock(p.mutex);
-    const size_t more = p.reclaimCollected(env);
-    if (more == 0) p.collectionsRest = kCollectionsRest;
-    reclaimed += more;
   }
   int64_t ignored;
   if (reclaimed) napi_adjust_external_memory(env, -(int64_t)reclaimed, &ignored);
