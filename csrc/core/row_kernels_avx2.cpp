@@ -67,15 +67,18 @@ struct Avx2Ops {
   }
   static void fence() { _mm_sfence(); }
 
-  // fp32 to bf16 in the low half of each 32-bit lane: rounded to nearest even, NaN kept (quiet).
-  static __m256i bf16Lanes(F v) {
+  // fp32 to bf16 in the low half of each 32-bit lane, rounded to nearest even; NaN is not kept
+  // (its rounding may carry into the sign): bf16Lanes keeps it.
+  static __m256i bf16Rounded(F v) {
     const __m256i bits = _mm256_castps_si256(v);
-    const __m256i high = _mm256_srli_epi32(bits, 16);
-    const __m256i lsb = _mm256_and_si256(high, _mm256_set1_epi32(1));
-    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-    const __m256i quietNan = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    return _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  }
+  // The same with NaN kept (quiet).
+  static __m256i bf16Lanes(F v) {
+    const __m256i quietNan = _mm256_or_si256(_mm256_srli_epi32(_mm256_castps_si256(v), 16), _mm256_set1_epi32(0x40));
     const F nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quietNan), nan));
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bf16Rounded(v)), _mm256_castsi256_ps(quietNan), nan));
   }
 
   template <int DT>
@@ -92,11 +95,16 @@ struct Avx2Ops {
   // (a0-3 b0-3 a4-7 b4-7) and the permute puts a's before b's.
   template <int DT>
   static void streamPair(void* p, int64_t i, F a, F b) {
-    const __m256i out =
-        DT == FDPO_BFLOAT16
-            ? _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16Lanes(a), bf16Lanes(b)), 0xd8)
-            : _mm256_set_m128i(_mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                               _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i out;
+    if (DT == FDPO_FLOAT16) {
+      out = _mm256_set_m128i(_mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                             _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    } else if (_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q)) == 0) {
+      // (No NaN in a or b, the usual case: one comparison for both instead of a blend each.)
+      out = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16Rounded(a), bf16Rounded(b)), 0xd8);
+    } else {
+      out = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16Lanes(a), bf16Lanes(b)), 0xd8);
+    }
     _mm256_stream_si256((__m256i*)((uint16_t*)p + i), out);
   }
 };
