@@ -130,25 +130,23 @@ struct Pool {
     return bytes;
   }
 
-  // Whether a returned block fits `bytes`.
-  bool holds(size_t bytes) const {
-    for (const Block& b : free) {
-      if (b.capacity == roundUp(bytes, kHugePage)) return true;
-    }
-    return false;
+  // The returned block that fits `bytes`, or free.size() when none does.
+  size_t fitting(size_t bytes) const {
+    size_t i = 0;
+    while (i < free.size() && free[i].capacity != roundUp(bytes, kHugePage)) ++i;
+    return i;
   }
+  bool holds(size_t bytes) const { return fitting(bytes) < free.size(); }
 
   // A block for `bytes`: a returned one that fits, or a fresh one; base == nullptr when kMaxLent
   // are out or the mapping fails.
   Block take(size_t bytes) {
     if ((int)lent.size() >= kMaxLent) return Block{};
-    const size_t capacity = roundUp(bytes, kHugePage);
-    for (size_t i = 0; i < free.size(); ++i) {
-      if (free[i].capacity == capacity) {
-        Block b = free[i];
-        free.erase(free.begin() + (long)i);
-        return b;
-      }
+    const size_t i = fitting(bytes);
+    if (i < free.size()) {
+      Block b = free[i];
+      free.erase(free.begin() + (long)i);
+      return b;
     }
     // Another size now: the kept blocks would only hold memory.
     for (const Block& b : free) unmap(b);
