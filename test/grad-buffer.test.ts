@@ -157,24 +157,29 @@ console.log(JSON.stringify(sizes));`;
   assert.equal(JSON.parse(out.trim().split('\n').pop()!), [8 << 20, 8 << 20]);
 });
 
-test('a loop that drops each gradient maps two blocks, no more: a lending that finds none returned asks for the collection before it maps one', () => {
+test('a loop that drops each gradient maps three blocks up to 512 MB and two above: a lending that finds none returned asks for the collection before it maps one', () => {
   // (A fresh pool: in a process of its own. A fresh block reads as zeros, a reused one as the
-  // byte its last holder wrote. The two first are fresh: the second lending's only other block
-  // is the first's, likely still held.)
+  // byte its last holder wrote. Up to 512 MB a collection is asked once three are out, above once
+  // two are: csrc/binding/gradient_buffer.cpp's kThreeBlockMaxBytes. Each size in a fresh
+  // process; only the first byte is written: the 600 MB blocks touch one huge page each.)
   const native = new URL('../lib/native.ts', import.meta.url).href;
-  const code = `const { native } = await import(${JSON.stringify(native)});
+  const freshOf = (bytes: number) => {
+    const code = `const { native } = await import(${JSON.stringify(native)});
 const { getHeapStatistics } = await import('node:v8');
 const limit = getHeapStatistics().heap_size_limit;
 const fresh = [];
 const lendAndDrop = (k) => {
-  const view = new Uint8Array(native().gradientBuffer(8 << 20, limit));
+  const view = new Uint8Array(native().gradientBuffer(${bytes}, limit));
   if (view[0] === 0) fresh.push(k);
-  view.fill(k + 1);
+  view[0] = k + 1;
 };
 for (let k = 0; k < 16; k++) lendAndDrop(k);
 console.log(JSON.stringify(fresh));`;
-  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
-  assert.equal(JSON.parse(out.trim().split('\n').pop()!), [0, 1], 'the lendings that got fresh memory');
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
+    return JSON.parse(out.trim().split('\n').pop()!);
+  };
+  assert.equal(freshOf(8 << 20), [0, 1, 2], 'the 8 MB lendings that got fresh memory');
+  assert.equal(freshOf(600 << 20), [0, 1], 'the 600 MB lendings that got fresh memory');
 });
 
 test('small gradients are plain arrays; zero length works', () => {

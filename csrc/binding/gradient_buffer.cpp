@@ -37,6 +37,13 @@ constexpr size_t kHugePage = (size_t)2 << 20;
 // plus one whose buffer the collector has not reached yet; more would pile up in a loop that
 // keeps its gradients.
 constexpr int kMaxLent = 3;
+// Gradients up to this size rotate through three blocks, larger ones through two. A loop's frame
+// keeps its previous result in a register until the next call returns (V8 scans an interpreted
+// frame's registers whole, dead ones too), so a collection at a lending never returns the block
+// of the call before: with two blocks every call pays a collection (3-4 ms on this project's VMs,
+// 15% of a 25 ms call), with three every other call. Above this size a call takes long enough
+// that a collection is a few percent, and a third block would cost more memory than it saves time.
+constexpr size_t kThreeBlockMaxBytes = (size_t)512 << 20;
 // Returned blocks kept for reuse (of the size the pool last mapped); others are unmapped.
 constexpr int kMaxFree = 3;
 
@@ -67,7 +74,6 @@ Block mapBlock(size_t bytes) {
 // One lending of a block: the finalizer's hint, alive until the finalizer has run.
 struct Lending {
   Block block;
-  size_t bytes = 0;          // the buffer's byteLength (reported to V8 as external memory)
   napi_env env = nullptr;    // where the buffer and `weak` live
   napi_ref weak = nullptr;   // cleared by the collection that frees the buffer
   bool returned = false;     // the block is back in the pool (by either signal)
@@ -101,15 +107,15 @@ struct Pool {
     keepOrUnmap(l->block);
   }
 
-  // This environment's lent blocks whose buffers the collector has freed come back (the bytes
-  // they held are returned, to report to V8); a buffer still alive but detached (moved, or
-  // detached by native code) is left to its finalizer.
-  size_t reclaimCollected(napi_env env) {
+  // This environment's lent blocks whose buffers the collector has freed come back (how many is
+  // returned); a buffer still alive but detached (moved, or detached by native code) is left to
+  // its finalizer.
+  int reclaimCollected(napi_env env) {
     // A handle scope of its own: the handles the scan takes of live buffers would otherwise keep
     // them alive through a collection later in the same call.
     napi_handle_scope scope;
     if (napi_open_handle_scope(env, &scope) != napi_ok) return 0;
-    size_t bytes = 0;
+    int blocks = 0;
     for (size_t i = lent.size(); i-- > 0;) {
       Lending* l = lent[i];
       if (l->env != env || l->finalizerOnly) continue;
@@ -120,14 +126,14 @@ struct Pool {
       }
       bool detached = false;
       if (buffer == nullptr) {
-        bytes += l->bytes;
+        ++blocks;
         markReturned(l);
       } else if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached) {
         l->finalizerOnly = true;
       }
     }
     napi_close_handle_scope(env, scope);
-    return bytes;
+    return blocks;
   }
 
   // The returned block that fits `bytes`, or free.size() when none does.
@@ -165,17 +171,10 @@ Pool& pool() {
 
 void finalizeLending(napi_env env, void* /*data*/, void* hint) {
   Lending* l = static_cast<Lending*>(hint);
-  bool wasLent = false;
   {
     std::lock_guard<std::mutex> lock(pool().mutex);
-    if (!l->returned) {
-      wasLent = true;
-      pool().markReturned(l);
-    }
+    if (!l->returned) pool().markReturned(l);
   }
-  // (V8 calls outside the lock: a collection they start must not find it held.)
-  int64_t ignored;
-  if (wasLent) napi_adjust_external_memory(env, -(int64_t)l->bytes, &ignored);
   if (l->weak) napi_delete_reference(env, l->weak);
   delete l;
 }
@@ -257,19 +256,22 @@ void collectNow(napi_env env, int64_t heapLimit) {
 // collection per call.
 constexpr int kCollectionsRest = 8;
 
-// heapLimit > 0: when no returned block fits and two or more are out (with one, that is likely the
-// array of the call before, which the caller still holds), a collection first returns those the
-// caller dropped. (Asked after the lending instead, for the next one, it came too late whenever
+// Lendings out before a lending that finds no returned block asks for a collection: the blocks of
+// the rotation (kThreeBlockMaxBytes) but the one the call before holds.
+size_t lentBeforeAsking(size_t bytes) { return roundUp(bytes, kHugePage) <= kThreeBlockMaxBytes ? 3 : 2; }
+
+// heapLimit > 0: when no returned block fits and the rotation's blocks are out (lentBeforeAsking;
+// one of them the array of the call before, which the caller still holds), a collection first
+// returns those the caller dropped. (Asked after the lending instead, for the next one, it came too late whenever
 // the array of the call before was the one to reclaim: a fresh 1 GB block, 1.6 s, every few calls.)
 napi_value pooledBuffer(napi_env env, size_t bytes, int64_t heapLimit) {
   const bool weakReuse = transferSafe(env);
   Pool& p = pool();
-  size_t reclaimed = 0;
   bool ask = false;
   {
     std::lock_guard<std::mutex> lock(p.mutex);
-    if (weakReuse) reclaimed = p.reclaimCollected(env);
-    if (weakReuse && heapLimit > 0 && !p.holds(bytes) && p.lent.size() >= 2) {
+    if (weakReuse) p.reclaimCollected(env);
+    if (weakReuse && heapLimit > 0 && !p.holds(bytes) && p.lent.size() >= lentBeforeAsking(bytes)) {
       ask = p.collectionsRest == 0;
       if (!ask) --p.collectionsRest;
     }
@@ -278,19 +280,12 @@ napi_value pooledBuffer(napi_env env, size_t bytes, int64_t heapLimit) {
   Block b;
   {
     std::lock_guard<std::mutex> lock(p.mutex);
-    if (ask) {
-      const size_t more = p.reclaimCollected(env);
-      if (more == 0) p.collectionsRest = kCollectionsRest;
-      reclaimed += more;
-    }
+    if (ask && p.reclaimCollected(env) == 0) p.collectionsRest = kCollectionsRest;
     b = p.take(bytes);
   }
-  int64_t ignored;
-  if (reclaimed) napi_adjust_external_memory(env, -(int64_t)reclaimed, &ignored);
   if (!b.base) return nullptr;
   Lending* l = new Lending;
   l->block = b;
-  l->bytes = bytes;
   l->env = env;
   l->finalizerOnly = !weakReuse;
   napi_value buffer;
@@ -311,7 +306,8 @@ napi_value pooledBuffer(napi_env env, size_t bytes, int64_t heapLimit) {
     std::lock_guard<std::mutex> lock(p.mutex);
     p.lent.push_back(l);
   }
-  napi_adjust_external_memory(env, (int64_t)bytes, &ignored);
+  // (Not reported with napi_adjust_external_memory: V8 counts an external buffer's bytes itself,
+  // and its own pressure collections are what return most blocks.)
   return buffer;
 }
 
