@@ -262,8 +262,9 @@ size_t lentBeforeAsking(size_t bytes) { return roundUp(bytes, kHugePage) <= kThr
 
 // heapLimit > 0: when no returned block fits and the rotation's blocks are out (lentBeforeAsking;
 // one of them the array of the call before, which the caller still holds), a collection first
-// returns those the caller dropped. (Asked after the lending instead, for the next one, it came too late whenever
-// the array of the call before was the one to reclaim: a fresh 1 GB block, 1.6 s, every few calls.)
+// returns those the caller dropped. (Asked after the lending instead, for the next one, it came
+// too late whenever the array of the call before was the one to reclaim: a fresh 1 GB block,
+// 1.6 s, every few calls.)
 napi_value pooledBuffer(napi_env env, size_t bytes, int64_t heapLimit) {
   const bool weakReuse = transferSafe(env);
   Pool& p = pool();
