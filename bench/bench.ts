@@ -4,9 +4,9 @@
 // One run, the same inputs for every path: fused-dpo's fused calls, the unfused native baseline,
 // plain TypeScript (the float64 reference and a float32 loop), and the JavaScript peers (bench/
 // peers), against the machine's own ceilings measured in the same run: copy bandwidth and exp
-// rate. Effective GB/s counts the floor traffic of the call (logits read once, plus the gradient
-// written once when there is one); "of floor" is the floor time those ceilings imply for that
-// traffic and one exp per element, divided by the measured time.
+// rate. Effective GB/s counts the floor traffic of the call (the completion rows' logits read once,
+// plus every row of the gradient written once when there is one); "of floor" is the floor time
+// those ceilings imply for that traffic and one exp per element read, divided by the measured time.
 import { execSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
@@ -225,7 +225,12 @@ async function main() {
       grad.data.fill(1);
       const scratch = dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n);
       scratch.set(c.logits);
-      const floorMs = (bytes: number) => Math.max(bytes / copyBytesPerMs, n / expsPerMs);
+      // The floor counts what a call must do: read each completion row once (prompt rows are
+      // ignored: no pass reads them), write every gradient row once (ignored rows get zeros), one
+      // exp per read element.
+      const read = c.labels.filter((y) => y !== -100).length * V;
+      const withGrad = (read + n) * esize;
+      const floorMs = (bytes: number) => Math.max(bytes / copyBytesPerMs, read / expsPerMs);
       // policyLoss's inputs, as a GRPO step has them: off-policy ratios, a reference, one advantage per sequence.
       const policy = {
         logits: base.logits,
@@ -249,26 +254,26 @@ async function main() {
         against?: () => unknown;
         setup?: () => Promise<{ run: () => unknown; dispose: () => unknown }>;
       }[] = [
-        { name: 'fused loss+grad (sync, preallocated grad)', bytes: 2 * n * esize, run: plain },
+        { name: 'fused loss+grad (sync, preallocated grad)', bytes: withGrad, run: plain },
         // WPO adds one accumulator to pass A and no read of the logits: within a few % of the plain call.
-        { name: 'fused loss+grad (useWeighting, WPO)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad, useWeighting: true }), against: plain },
+        { name: 'fused loss+grad (useWeighting, WPO)', bytes: withGrad, run: () => dpoLoss({ ...base, grad, useWeighting: true }), against: plain },
         // async, so tinybench awaits each call: overlapping calls writing one grad would race (and are refused).
-        { name: 'fused loss+grad (async)', bytes: 2 * n * esize, run: async () => void (await dpoLossAsync({ ...base, grad })), against: plain },
+        { name: 'fused loss+grad (async)', bytes: withGrad, run: async () => void (await dpoLossAsync({ ...base, grad })), against: plain },
         {
           name: 'fused loss+grad (in place)',
-          bytes: 2 * n * esize,
+          bytes: withGrad,
           run: () => dpoLoss({ ...base, logits: { ...base.logits, data: scratch }, grad: 'inplace' }),
         },
         // Timed once the pool is warm (its first two blocks are fresh memory, a one-off cost of
         // first-touch page faults), as a training loop runs after its first steps, and alternately
         // with the preallocated call: the ratio is the pool's cost, without the machine's drift.
-        { name: 'fused loss+grad (new grad array)', bytes: 2 * n * esize, run: () => dpoLoss(base), setup: warmed(() => dpoLoss(base)), against: plain },
+        { name: 'fused loss+grad (new grad array)', bytes: withGrad, run: () => dpoLoss(base), setup: warmed(() => dpoLoss(base)), against: plain },
         // The same call in a loop that yields to the event loop between calls (as an async training
         // loop does): there the finalizers of released gradients also run (in the loop above only the
         // collection's weak references return blocks).
         {
           name: 'fused loss+grad (new grad array, event loop turns)',
-          bytes: 2 * n * esize,
+          bytes: withGrad,
           run: async () => {
             dpoLoss(base);
             await new Promise((resolve) => setImmediate(resolve));
@@ -279,21 +284,21 @@ async function main() {
           }),
           against: plain,
         },
-        { name: 'fused loss+grad (deferred scale)', bytes: 2 * n * esize, run: () => dpoLoss({ ...base, grad, deferScale: true }) },
-        { name: 'policyLoss (sync, preallocated grad)', bytes: 2 * n * esize, run: () => policyLoss({ ...policy, grad }) },
-        { name: 'policyLoss + entropy bonus (preallocated grad)', bytes: 2 * n * esize, run: () => policyLoss({ ...policy, entropyCoef: 0.01, grad }) },
-        { name: 'fused forward only (sequenceLogps)', bytes: n * esize, run: () => sequenceLogps({ logits: base.logits, labels: base.labels, threads: THREADS }) },
-        { name: 'unfused native (log-softmax buffer)', bytes: 2 * n * esize, slow: true, run: () => dpoLossUnfused({ ...base, grad }) },
+        { name: 'fused loss+grad (deferred scale)', bytes: withGrad, run: () => dpoLoss({ ...base, grad, deferScale: true }) },
+        { name: 'policyLoss (sync, preallocated grad)', bytes: withGrad, run: () => policyLoss({ ...policy, grad }) },
+        { name: 'policyLoss + entropy bonus (preallocated grad)', bytes: withGrad, run: () => policyLoss({ ...policy, entropyCoef: 0.01, grad }) },
+        { name: 'fused forward only (sequenceLogps)', bytes: read * esize, run: () => sequenceLogps({ logits: base.logits, labels: base.labels, threads: THREADS }) },
+        { name: 'unfused native (log-softmax buffer)', bytes: withGrad, slow: true, run: () => dpoLossUnfused({ ...base, grad }) },
         {
           name: 'plain TypeScript float32 loop',
-          bytes: 2 * n * esize,
+          bytes: withGrad,
           fp32Only: true,
           slow: true,
           run: () => plainJsDpo({ B: c.B, T: c.T, V, logits: c.logits32, labels: c.labels, refChosen: c.ref.chosen, refRejected: c.ref.rejected, beta: LOSS_DEFAULTS.beta }, grad.data as Float32Array),
         },
         {
           name: 'float64 TypeScript reference',
-          bytes: 2 * n * esize,
+          bytes: withGrad,
           fp32Only: true,
           slow: true,
           run: () =>
@@ -313,7 +318,7 @@ async function main() {
         },
         ...PEERS.filter((p) => peerFilter === null || peerFilter.includes(p.name)).map((peer) => ({
           name: peer.name,
-          bytes: 2 * n * esize,
+          bytes: withGrad,
           fp32Only: true,
           slow: true,
           run: () => undefined,
@@ -362,7 +367,7 @@ async function main() {
           row.ofFloor = floorMs(path.bytes) / t.median;
           row.peakExtraMB = t.peakExtraBytes === null ? null : t.peakExtraBytes / 2 ** 20;
           if (!fusedMs) fusedMs = t.median;
-          if (path.bytes === 2 * n * esize) row.fusedSpeedup = t.median / fusedMs;
+          if (path.bytes === withGrad) row.fusedSpeedup = t.median / fusedMs;
           if (path.slow && t.median > SLOW_MS) tooSlow.set(path.name, `took ${(t.median / 1000).toFixed(1)} s at ${size}; --full runs it`);
         } catch (error) {
           row.status = 'failed';
