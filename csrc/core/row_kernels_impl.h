@@ -290,6 +290,10 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, const HeadConstan
   float m = -inf;   // the raw max so far
   float mt = -inf;  // t(m), what the sums are relative to
   int64_t maxChunk = 0;  // the first chunk that holds the row max: the argmax is found there at the end
+  // 16-bit logits: sweep 1 leaves the chunk's widened vectors here (8 KB, in L1) and sweep 2 reads
+  // them back, so the widening (two vector ops per vector, on the ports the exp needs) runs once.
+  constexpr bool kStaged = DT != FDPO_FLOAT32;
+  alignas(64) float staged[kStaged ? kChunk : 1];
 
   for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
     const int64_t c1 = c0 + kChunk < vocab ? c0 + kChunk : vocab;
@@ -302,6 +306,10 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, const HeadConstan
     int64_t i = c0;
     for (; i + 2 * O::W <= v1; i += 2 * O::W) {
       const F z = O::template load<DT>(row, i), z2 = O::template load<DT>(row, i + O::W);
+      if (kStaged) {
+        O::store(staged, i - c0, z);
+        O::store(staged, i - c0 + O::W, z2);
+      }
       best = O::max(z, best);
       best2 = O::max(z2, best2);
       if (kTransformed) {
@@ -314,6 +322,7 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, const HeadConstan
     }
     for (; i < v1; i += O::W) {
       const F z = O::template load<DT>(row, i);
+      if (kStaged) O::store(staged, i - c0, z);
       best = O::max(z, best);
       if (kTransformed) {
         nonFinite = O::fma(z, O::set1(0.0f), nonFinite);
@@ -360,7 +369,8 @@ void forwardRow(const void* row, int64_t vocab, int32_t label, const HeadConstan
       // Ask for the next chunk while this one's exps keep the core busy.
       __builtin_prefetch((const char*)row + (i + kChunk) * elementSize<DT>());
       F slope;
-      const F t = headValue<Mode, O>(head, O::template load<DT>(row, i), Keep ? &slope : nullptr);
+      const F z = kStaged ? O::template load<FDPO_FLOAT32>(staged, i - c0) : O::template load<DT>(row, i);
+      const F t = headValue<Mode, O>(head, z, Keep ? &slope : nullptr);
       if (kTransformed) sum = O::add(sum, t);
       const F x = O::sub(t, vm);
       F e = O::expBelowClamp(x);  // x = t - max <= 0
