@@ -56,14 +56,14 @@ struct Avx512Ops {
   static F setLane(F v, int lane, float value) { return _mm512_mask_mov_ps(v, (M)(1u << lane), _mm512_set1_ps(value)); }
   static void fence() { _mm_sfence(); }
 
-  // fp32 to bf16 in the low half of each 32-bit lane: rounded to nearest even, NaN kept (quiet).
-  static __m512i bf16Lanes(F v) {
+  // fp32 to bf16 in the high half of each 32-bit lane (the low half is discarded by the caller):
+  // rounded to nearest even, NaN kept (quiet) by a masked or in place of the rounding.
+  static __m512i bf16High(F v) {
     const __m512i bits = _mm512_castps_si512(v);
-    const __m512i high = _mm512_srli_epi32(bits, 16);
-    const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
     const M nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    return _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
+    return _mm512_mask_or_epi32(rounded, nan, bits, _mm512_set1_epi32(0x400000));
   }
 
   template <int DT>
@@ -76,13 +76,14 @@ struct Avx512Ops {
   static void store(float* p, int64_t i, F v) { _mm512_storeu_ps(p + i, v); }
   // Non-temporal: the gradient is written once and not read back by us, so skip the cache.
   static void stream(float* p, int64_t i, F v) { _mm512_stream_ps(p + i, v); }
-  // a's 16 values then b's, as 16-bit elements, in one store (a cache line): packus interleaves
-  // 128-bit quarters (a0-3 b0-3 a4-7 b4-7 ...) and the permute puts a's before b's.
+  // a's 16 values then b's, as 16-bit elements, in one store (a cache line): for bf16 one word
+  // permute gathers the high halves of a's lanes then b's (word 2k + 1 of a, then of b).
+  static constexpr uint16_t kHighWords[32] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
   template <int DT>
   static void streamPair(void* p, int64_t i, F a, F b) {
     const __m512i out =
         DT == FDPO_BFLOAT16
-            ? _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_packus_epi32(bf16Lanes(a), bf16Lanes(b)))
+            ? _mm512_permutex2var_epi16(bf16High(a), _mm512_loadu_si512(kHighWords), bf16High(b))
             : _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
                                  _mm512_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 1);
     _mm512_stream_si512((__m512i*)((uint16_t*)p + i), out);
