@@ -98,7 +98,7 @@ export interface LossKind {
   readonly needsRef: boolean;
   /** Scores sequences by their token-mean log-prob instead of the sum. */
   readonly averagedScores: boolean;
-  /** Rewards and logps metrics are reported on averaged log-probs (as TRL's CPO/ORPO trainers do). */
+  /** Rewards and logps metrics are reported on averaged log-probs (as TRL's CPO/ORPO trainers do, and its DPOTrainer for ipo). */
   readonly reportsAveraged: boolean;
   /** Each pair's loss depends on the other pairs of the batch (sorts, batch sums). */
   readonly couplesBatch: boolean;
@@ -113,10 +113,10 @@ export interface LossKind {
 }
 
 // A pair-local loss of the log-ratios; margin: of their margin Δ (u = βΔ + λ·(N_c − N_r) unless averaged).
-const pairLocal = (reads: readonly HyperparameterName[], { margin = false, averagedScores = false } = {}) => ({
+const pairLocal = (reads: readonly HyperparameterName[], { margin = false, averagedScores = false, reportsAveraged = false } = {}) => ({
   needsRef: true,
   averagedScores,
-  reportsAveraged: false,
+  reportsAveraged,
   couplesBatch: false,
   pairTerm: true,
   chosenNll: false,
@@ -139,7 +139,9 @@ const sorted = {
 export const LOSS_KINDS = {
   sigmoid: { code: 0, ...pairLocal(['beta', 'labelSmoothing'], { margin: true }) },
   hinge: { code: 1, ...pairLocal(['beta'], { margin: true }) },
-  ipo: { code: 2, ...pairLocal(['beta'], { margin: true, averagedScores: true }) },
+  // (TRL's DPOTrainer divides the log-probs by the token counts when ipo is in the list, so its
+  // rewards and logps metrics are the averaged ones.)
+  ipo: { code: 2, ...pairLocal(['beta'], { margin: true, averagedScores: true, reportsAveraged: true }) },
   robust: { code: 3, ...pairLocal(['beta', 'labelSmoothing'], { margin: true }) },
   exo_pair: { code: 4, ...pairLocal(['beta', 'labelSmoothing'], { margin: true }) },
   nca_pair: { code: 5, ...pairLocal(['beta']) },

@@ -760,7 +760,7 @@ export function referenceDpo(input: ReferenceInput): ReferenceOutput {
     }
   }
 
-  // Rewards and logps as TRL reports them: averaged when simpo/orpo is in the list.
+  // Rewards and logps as TRL reports them: averaged when ipo, simpo or orpo is in the list.
   const averaged = input.lossTypes.some((t) => LOSS_KINDS[t].reportsAveraged);
   const alphaRewards = input.alpha !== 0 && input.lossTypes.includes('simpo');
   const chosenLogps = new Float64Array(B);

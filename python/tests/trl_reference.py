@@ -175,7 +175,9 @@ KINDS = [
     "unlikelihood",
 ]
 REFERENCE_FREE = {"sft", "simpo", "orpo", "unlikelihood"}
-REPORTS_AVERAGED = {"simpo", "orpo"}
+# TRL reports these kinds' rewards and logps on the token-mean log-probs: CPOTrainer (simpo, orpo)
+# and DPOTrainer, which divides every log-prob by its token count when ipo is in the list.
+REPORTS_AVERAGED = {"simpo", "orpo", "ipo"}
 
 
 def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=None, beta=0.1,
@@ -207,7 +209,9 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
         averaged = any(k in REPORTS_AVERAGED for k in loss_types)
         if averaged:
             chosen_logps, rejected_logps = pi_c / n_c.clamp(min=1), pi_r / n_r.clamp(min=1)
-            chosen_rewards, rejected_rewards = beta * chosen_logps, beta * rejected_logps
+            # (the reference-free kinds' reference is zero: their rewards are beta times the mean log-probs)
+            chosen_rewards = beta * (pi_c - ref_c) / n_c.clamp(min=1)
+            rejected_rewards = beta * (pi_r - ref_r) / n_r.clamp(min=1)
             if alpha != 0.0 and "simpo" in loss_types:
                 chosen_rewards, rejected_rewards = beta * alpha_reward(chosen_logps, alpha), beta * alpha_reward(rejected_logps, alpha)
         else:
