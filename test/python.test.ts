@@ -46,6 +46,7 @@ const suites = {
   test_errors: 'bad inputs raise Python exceptions with the C ABI\'s message; CUDA dispatch without a device',
   test_policy: "policy_loss equals PyTorch autograd of TRL's GRPOTrainer loss (loss, gradient, metrics, logps) for every loss_type and dtype",
   test_readme: "the README's PyTorch snippet runs",
+  test_abi: "the binding's structs and constants are the C header's (fields in order, types, enum values)",
 };
 
 for (const [module, title] of Object.entries(suites)) {
