@@ -27,6 +27,10 @@ namespace {
 struct Avx2Ops {
   using Tail = ScalarOps;
   static constexpr int W = 8;
+  template <int DT>
+  static constexpr bool stagesWidened() {
+    return true;  // (both 16-bit widenings take two vector ops on the exp's ports)
+  }
   using F = __m256;
   using M = __m256;
   static F set1(float v) { return _mm256_set1_ps(v); }

@@ -28,6 +28,10 @@ namespace {
 struct Avx512Ops {
   using Tail = ScalarOps;
   static constexpr int W = 16;
+  template <int DT>
+  static constexpr bool stagesWidened() {
+    return true;  // (both 16-bit widenings take two vector ops on the exp's ports)
+  }
   using F = __m512;
   using M = __mmask16;
   static F set1(float v) { return _mm512_set1_ps(v); }
