@@ -19,7 +19,8 @@
         "csrc/core/unfused_passes.cpp",
         "csrc/core/row_kernels_baseline.cpp",
         "csrc/core/row_kernels_avx2.cpp",
-        "csrc/core/row_kernels_avx512.cpp"
+        "csrc/core/row_kernels_avx512.cpp",
+        "csrc/core/row_kernels_neon.cpp"
       ],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except_all"],
       "cflags_cc!": ["-fno-exceptions", "-O2", "-O3"],

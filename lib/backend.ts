@@ -20,7 +20,7 @@ export interface BackendInfo {
   /** The backend computing calls on host arrays: 'cuda' when a device answers, else 'cpu'. */
   backend: BackendName;
   /**
-   * The CPU kernels: 'avx512', 'avx2' or 'baseline', which give the same bits; or
+   * The CPU kernels: 'avx512', 'avx2' (x86-64), 'neon' (aarch64) or 'baseline', which give the same bits; or
    * 'baseline-mul-add' (x86-64 CPUs without FMA), whose results may differ from theirs in the last
    * bits (see sameBitsAsOtherLevels).
    */
@@ -125,7 +125,7 @@ export function backendInfo(): BackendInfo {
   };
 }
 
-const SIMD_LEVELS = ['avx512', 'avx2', 'baseline', 'baseline-mul-add'] as const;
+const SIMD_LEVELS = ['avx512', 'avx2', 'neon', 'baseline', 'baseline-mul-add'] as const;
 
 /**
  * Force the CPU kernels to a SIMD level this CPU supports (diagnostics and tests; FDPO_SIMD in the

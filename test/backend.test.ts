@@ -36,7 +36,7 @@ test('backendInfo names the backend, SIMD level, threads, ABI version and CUDA s
   const info = backendInfo();
   const forcedCpu = process.env.FUSED_DPO_BACKEND === 'cpu';
   assert.is(info.backend, cudaAvailable && !forcedCpu ? 'cuda' : 'cpu');
-  assert.ok(['avx512', 'avx2', 'baseline', 'baseline-mul-add'].includes(info.simd), info.simd);
+  assert.ok(['avx512', 'avx2', 'neon', 'baseline', 'baseline-mul-add'].includes(info.simd), info.simd);
   assert.is(info.sameBitsAsOtherLevels, info.simd !== 'baseline-mul-add');
   assert.is(info.threads, availableParallelism(), 'the default thread count is os.availableParallelism()');
   assert.is(info.abiVersion, ABI_VERSION);

@@ -110,7 +110,7 @@ function gradientAt(c: TokenCase, head: HeadTransformInput, seqGrad: Float64Arra
 function levels(): string[] {
   if (onCuda) return [backendInfo().simd];
   const usable: string[] = [];
-  for (const level of ['baseline', 'avx2', 'avx512']) {
+  for (const level of ['baseline', 'neon', 'avx2', 'avx512']) {
     try {
       setSimdLevel(level as never);
       usable.push(level);

@@ -166,7 +166,7 @@ function check(k: KtoCase, o: Settings, what: string, got: KtoLossResult = ktoLo
 function levels(): string[] {
   if (onCuda) return [backendInfo().simd];
   const usable: string[] = [];
-  for (const level of ['baseline', 'avx2', 'avx512']) {
+  for (const level of ['baseline', 'neon', 'avx2', 'avx512']) {
     try {
       setSimdLevel(level as never);
       usable.push(level);

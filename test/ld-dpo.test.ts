@@ -268,7 +268,7 @@ test('every SIMD level gives the same bits with ldAlpha and per-token ref', () =
   const initial = backendInfo().simd;
   const runs: DpoLossResult[] = [];
   try {
-    for (const level of ['baseline', 'avx2', 'avx512'] as const) {
+    for (const level of ['baseline', 'neon', 'avx2', 'avx512'] as const) {
       try {
         setSimdLevel(level);
       } catch {

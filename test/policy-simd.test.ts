@@ -11,7 +11,7 @@ import { DTYPES, IGNORE, makeCase, relL2, sameBytes, tokenOptions, type TokenCas
 import { makeRng, testSeed, type Rng } from './helpers/random.js';
 
 const SEED = testSeed();
-const LEVELS = ['baseline-mul-add', 'baseline', 'avx2', 'avx512'] as const;
+const LEVELS = ['baseline-mul-add', 'baseline', 'neon', 'avx2', 'avx512'] as const;
 type Level = (typeof LEVELS)[number];
 const levels = suite('policyLoss: SIMD levels and threads');
 const initial = backendInfo().simd as Level;

@@ -1,4 +1,4 @@
-// Every SIMD level this CPU runs (baseline, avx2, avx512) against the float64 reference, on
+// Every SIMD level this CPU runs (baseline, avx2, avx512; neon on aarch64) against the float64 reference, on
 // vocab sizes that hit the vector tails and the 2048-element row chunks, the same bits from every
 // level, and the accuracy of the kernels' vectorised exp.
 import { suite } from 'uvu';
@@ -14,7 +14,7 @@ import { makeRng, testSeed, type Rng } from './helpers/random.js';
 const SEED = testSeed();
 // Narrowest first. 'baseline-mul-add' (the baseline for CPUs without FMA, which any CPU may be
 // forced to) is checked against the reference, not for the other levels' bits.
-const LEVELS = ['baseline-mul-add', 'baseline', 'avx2', 'avx512'] as const;
+const LEVELS = ['baseline-mul-add', 'baseline', 'neon', 'avx2', 'avx512'] as const;
 type Level = (typeof LEVELS)[number];
 
 const levels = suite('simd levels');

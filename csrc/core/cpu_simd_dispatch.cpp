@@ -31,6 +31,9 @@ bool cpuSupports(const RowKernels& k) {
   }
   if (&k == &kAvx2Kernels) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
+#if defined(__aarch64__)
+  if (&k == &kNeonKernels) return true;  // (Advanced SIMD is part of every aarch64 CPU)
+#endif
   // The separate multiply-add baseline is portable: any CPU may be forced to it (to measure it).
   return &k == &baselineKernels() || &k == &kBaselineMulAddKernels;
 }
@@ -39,6 +42,9 @@ const RowKernels* kernelsNamed(const char* name) {
 #if defined(__x86_64__)
   if (strcmp(name, "avx512") == 0) return &kAvx512Kernels;
   if (strcmp(name, "avx2") == 0) return &kAvx2Kernels;
+#endif
+#if defined(__aarch64__)
+  if (strcmp(name, "neon") == 0) return &kNeonKernels;
 #endif
   if (strcmp(name, "baseline") == 0) return &baselineKernels();
   if (strcmp(name, "baseline-mul-add") == 0) return &kBaselineMulAddKernels;
@@ -54,6 +60,9 @@ const RowKernels& selectRowKernels() {
 #if defined(__x86_64__)
   if (cpuSupports(kAvx2Kernels)) choice = &kAvx2Kernels;
   if (cpuSupports(kAvx512Kernels)) choice = &kAvx512Kernels;
+#endif
+#if defined(__aarch64__)
+  choice = &kNeonKernels;
 #endif
   const char* forced = getenv("FDPO_SIMD");
   if (forced && *forced) {

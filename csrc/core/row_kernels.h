@@ -82,15 +82,19 @@ struct RowKernels {
 };
 
 // Every set gives the same bits (row_kernels_impl.h), except kBaselineMulAddKernels: the
-// baseline with separate multiplies and adds, for x86-64 CPUs without FMA.
+// baseline with separate multiplies and adds, for x86-64 CPUs without FMA (portable: any CPU may
+// be forced to it).
 extern const RowKernels kBaselineKernels;
-#if defined(__x86_64__)
 extern const RowKernels kBaselineMulAddKernels;
+#if defined(__x86_64__)
 extern const RowKernels kAvx2Kernels;
 extern const RowKernels kAvx512Kernels;
 #endif
+#if defined(__aarch64__)
+extern const RowKernels kNeonKernels;
+#endif
 
-// The widest set the running CPU supports (or the one FDPO_SIMD=baseline|avx2|avx512 names, when
+// The widest set the running CPU supports (or the one FDPO_SIMD=baseline|avx2|avx512|neon names, when
 // the CPU supports it).
 const RowKernels& selectRowKernels();
 

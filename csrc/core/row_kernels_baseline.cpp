@@ -17,8 +17,6 @@ namespace {
 
 // 16 scalar lanes: the 16 lanes of every level.
 const RowKernels kBaselineKernels = makeRowKernels<LanesOf<ScalarOps, 16>>("baseline");
-#if defined(__x86_64__)
 const RowKernels kBaselineMulAddKernels = makeRowKernels<LanesOf<ScalarOpsOf<false>, 16>>("baseline-mul-add");
-#endif
 
 }  // namespace fdpo

@@ -250,7 +250,7 @@ export const GRAD_L2 = 1e-5;
 export function simdLanes(): number {
   if (backendInfo().backend === 'cuda') return 1;
   const simd = backendInfo().simd;
-  return simd === 'avx512' ? 16 : simd === 'avx2' ? 8 : 1;
+  return simd === 'avx512' ? 16 : simd === 'avx2' ? 8 : simd === 'neon' ? 4 : 1;
 }
 
 /** Adds into one lane's accumulator for a row of V, plus the horizontal reduce and the tail. */
