@@ -83,6 +83,15 @@ const char* fdpo_cpu_simd_level(void) { return selectRowKernels().name; }
 
 int32_t fdpo_cpu_force_simd_level(const char* name, char* error, size_t error_size) {
   const RowKernels* k = name ? kernelsNamed(name) : nullptr;
+  if (!k && name) {
+    // A level of the other architecture: not unknown, just not built into this binary.
+    for (const char* other : {"avx512", "avx2", "neon"}) {
+      if (strcmp(name, other) == 0) {
+        return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "this CPU cannot run the '%s' kernels (%s only)", name,
+                    strcmp(name, "neon") == 0 ? "aarch64" : "x86-64");
+      }
+    }
+  }
   if (!k) return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "unknown SIMD level '%s'", name ? name : "(null)");
   if (!cpuSupports(*k)) {
     return fail(error, error_size, FDPO_ERR_INVALID_ARGUMENT, "this CPU cannot run the '%s' kernels", name);

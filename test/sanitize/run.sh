@@ -5,7 +5,9 @@
 # findings fatal too (-fno-sanitize-recover). A canary first proves that this harness would notice.
 #
 # Left out, each because it exercises no addon code under the sanitizers and costs minutes here:
-#   c-abi       builds its own (unsanitized) libfused_dpo.so with CMake and runs a C program on it
+#   c-abi       builds its own (unsanitized) libfused_dpo.so with CMake and runs C programs on it
+#   aarch64     the same, cross-built for aarch64 and run under qemu
+#   half-convert  builds and runs a C++ program of its own (the scalar conversions)
 #   cuda-build  compiles the CUDA backend with nvcc (and the sanitizer build has no CUDA)
 #   pack        npm pack + npm install of the tarball, which loads the prebuild, not this build
 #   node-gyp-fallback  builds binding.gyp with node-gyp in a temporary copy (an unsanitized binary)
@@ -55,7 +57,7 @@ done
 echo "canaries: a heap overflow and a signed overflow each fail node with a report"
 
 export FUSED_DPO_NATIVE="$PWD/$build/Release/fused_dpo.node"
-export FDPO_TEST_PATTERN="${FDPO_TEST_PATTERN:-^(?!(c-abi|cuda-build|pack|node-gyp-fallback|python)\.test\.ts$).*\.test\.ts$}"
+export FDPO_TEST_PATTERN="${FDPO_TEST_PATTERN:-^(?!(c-abi|aarch64|half-convert|cuda-build|pack|node-gyp-fallback|python)\.test\.ts$).*\.test\.ts$}"
 start=$SECONDS
 status=0
 "${sanitized[@]}" node --import tsx test/run.ts || status=$?
