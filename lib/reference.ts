@@ -688,13 +688,29 @@ export function referencePairLoss(
   // H_s: the NLL terms' gradient, kept apart when they read plain sums (LD-DPO), else part of G_s.
   const plainSeqGrad = new Float64Array(S);
   const nllGrad = extras.plainLogps ? plainSeqGrad : seqGrad;
+  // A list with a kind that reports averaged log-probs (ipo, simpo, orpo) averages them for every
+  // kind, as TRL's DPOTrainer does with ipo in its list: a sum-scored kind then reads π̄_s, ρ̄_s and
+  // the log-ratios divided by max(N_s, 1), and ∂π̄_s/∂π_s = 1/max(N_s, 1) takes its gradient back
+  // to the sums. (The NLL terms read their own token mean either way: plainLogps is left as it is.)
+  const averagesEveryKind = types.some((t) => LOSS_KINDS[t].reportsAveraged);
+  const n = (s: number) => Math.max(seqCounts[s]!, 1);
+  const byCount = (values: Float64Array, offset: number) => values.map((v, i) => v / n(offset + i));
+  const averagedInputs = {
+    pi: byCount(seqLogps, 0),
+    refC: byCount(refC, 0),
+    refR: byCount(refR, B),
+    extras: { plainLogps: extras.plainLogps ?? seqLogps, ratios: extras.ratios ? byCount(extras.ratios, 0) : undefined },
+  };
   types.forEach((type, k) => {
     const w = weights[k]!;
-    const { l, gc, gr, gPlain } = lossTerm(type, seqLogps, seqCounts, refC, refR, cfg, wpo, extras);
+    const averaged = averagesEveryKind && !LOSS_KINDS[type].averagedScores;
+    const { l, gc, gr, gPlain } = averaged
+      ? lossTerm(type, averagedInputs.pi, seqCounts, averagedInputs.refC, averagedInputs.refR, cfg, wpo, averagedInputs.extras)
+      : lossTerm(type, seqLogps, seqCounts, refC, refR, cfg, wpo, extras);
     for (let i = 0; i < B; i++) {
       losses[i] = losses[i]! + w * l[i]!;
-      seqGrad[i] = seqGrad[i]! + cfg.scale * w * gc[i]!;
-      seqGrad[B + i] = seqGrad[B + i]! + cfg.scale * w * gr[i]!;
+      seqGrad[i] = seqGrad[i]! + (cfg.scale * w * gc[i]!) / (averaged ? n(i) : 1);
+      seqGrad[B + i] = seqGrad[B + i]! + (cfg.scale * w * gr[i]!) / (averaged ? n(B + i) : 1);
       nllGrad[i] = nllGrad[i]! + cfg.scale * w * gPlain[i]!;
     }
   });

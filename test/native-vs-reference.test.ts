@@ -331,4 +331,28 @@ test('finite differences of the native float32 loss match the native gradient', 
   }
 });
 
+test("a list with ipo averages every kind's log-probs, as TRL's DPOTrainer (sft's NLL aside)", () => {
+  // TRL divides every log-prob, policy and reference, by its token count when ipo is in the list,
+  // before any of the list's losses reads it. The sigmoid term of ['sigmoid', 'ipo'] is therefore
+  // −logσ(β(ā − b̄)) with ā = (π_c − ρ_c)/N_c, and the list's gradient the reference's (checkDpo).
+  const rng = makeRng(SEED + 61);
+  const c = makeCase(rng, { B: 3, vocab: 29, T: 5, ignoreProb: 0.2 });
+  const beta = 0.3;
+  const run = (lossType: LossType | LossType[]) => dpoLoss({ ...tokenOptions(c), ref: c.ref, beta, lossType });
+  const { logps, counts } = sequenceLogps(tokenOptions(c));
+  const both = run(['sigmoid', 'ipo']), ipo = run('ipo');
+  const B = 3;
+  for (let i = 0; i < B; i++) {
+    const a = (logps[i]! - c.ref.chosen[i]!) / Math.max(counts[i]!, 1);
+    const b = (logps[B + i]! - c.ref.rejected[i]!) / Math.max(counts[B + i]!, 1);
+    const want = Math.log1p(Math.exp(-beta * (a - b)));
+    const got = both.losses[i]! - ipo.losses[i]!;
+    assert.ok(Math.abs(got - want) <= 1e-9 + 1e-6 * Math.abs(want), `pair ${i}: sigmoid term ${got}, want ${want} (seed=${SEED})`);
+  }
+  checkDpo(c, { lossType: ['sigmoid', 'ipo', 'aot'], ref: c.ref, beta }, true, `['sigmoid', 'ipo', 'aot'] (seed=${SEED})`);
+  // sft reads its own token mean: the same term with or without ipo beside it.
+  const sftWithIpo = run(['sft', 'ipo']).loss - ipo.loss, sft = run('sft').loss;
+  assert.ok(Math.abs(sftWithIpo - sft) <= 1e-9 * Math.max(1, Math.abs(sft)), `sft beside ipo ${sftWithIpo}, alone ${sft} (seed=${SEED})`);
+});
+
 test.run();

@@ -255,21 +255,27 @@ struct ZeroStep {
   }
 };
 
+// averaged: a sum-scored kind in a list that reports averaged log-probs (averagesEveryKind) reads
+// them too: its scores, references and log-ratios divided by max(N, 1), and its derivatives, taken
+// with respect to those, by max(N, 1) again (the chain rule back to the sums).
 struct PairLocalStep {
   const Batch& b;
   int kind;
   double weight;
+  bool averaged;
   FDPO_HD void operator()(int64_t i) const {
     const fdpo_loss_config& c = b.config;
     const int64_t B = b.numPairs;
-    const PairScores s = {b.logps[i],         b.logps[B + i],         b.refChosen(i),          b.refRejected(i),
-                          b.clampedCount(i),  b.clampedCount(B + i),  (double)b.counts[i],     (double)b.counts[B + i],
-                          b.ratioChosen(i),   b.ratioRejected(i)};
+    const double nc = b.clampedCount(i), nr = b.clampedCount(B + i);
+    const double dc = averaged ? nc : 1.0, dr = averaged ? nr : 1.0;
+    const PairScores s = {b.logps[i] / dc,      b.logps[B + i] / dr,    b.refChosen(i) / dc,     b.refRejected(i) / dr,
+                          nc,                   nr,                     (double)b.counts[i],     (double)b.counts[B + i],
+                          b.ratioChosen(i) / dc, b.ratioRejected(i) / dr};
     const PairTerm t = pairLoss(kind, c.params, c.f_divergence, s);
     const double w = weight * b.pairWeight(i);
     b.pairLoss[i] += w * t.loss;
-    b.addGrad(i, w, t.dChosen);
-    b.addGrad(B + i, w, t.dRejected);
+    b.addGrad(i, w, t.dChosen / dc);
+    b.addGrad(B + i, w, t.dRejected / dr);
   }
 };
 
@@ -303,17 +309,20 @@ struct SftStep {
 
 // aot (paired): sorted policy log-ratio margins against sorted reference margins;
 // aot_unpaired: sorted chosen log-ratios against sorted rejected log-ratios.
+// (averaged: as PairLocalStep's, each sequence's values divided by max(N, 1).)
 struct AlignedValuesStep {
   const Batch& b;
   bool paired;
+  bool averaged;
   FDPO_HD void operator()(int64_t i) const {
     const int64_t B = b.numPairs;
+    const double dc = averaged ? b.clampedCount(i) : 1.0, dr = averaged ? b.clampedCount(B + i) : 1.0;
     if (paired) {
-      b.scratch.first[i] = b.logps[i] - b.logps[B + i];
-      b.scratch.second[i] = b.refChosen(i) - b.refRejected(i);
+      b.scratch.first[i] = b.logps[i] / dc - b.logps[B + i] / dr;
+      b.scratch.second[i] = b.refChosen(i) / dc - b.refRejected(i) / dr;
     } else {
-      b.scratch.first[i] = b.ratioChosen(i);
-      b.scratch.second[i] = b.ratioRejected(i);
+      b.scratch.first[i] = b.ratioChosen(i) / dc;
+      b.scratch.second[i] = b.ratioRejected(i) / dr;
     }
   }
 };
@@ -330,6 +339,7 @@ struct AlignedStep {
   const Batch& b;
   bool paired;
   double weight;
+  bool averaged;
   FDPO_HD void operator()(int64_t k) const {
     const int64_t p = b.scratch.firstOrder[k], q = b.scratch.secondOrder[k];
     const double beta = b.config.params[FDPO_PARAM_BETA];
@@ -338,9 +348,10 @@ struct AlignedStep {
     // WPO weighs sorted position k by pair k's weight, as TRL multiplies its rank-ordered losses.
     const double w = weight * b.pairWeight(k);
     b.pairLoss[p] += w * t.loss;
-    b.addGrad(p, w, beta * t.dU);
     // Paired: the policy margin at k is pair p's (the reference side has no gradient).
-    b.addGrad(b.numPairs + (paired ? p : q), w, -beta * t.dU);
+    const int64_t rejected = b.numPairs + (paired ? p : q);
+    b.addGrad(p, w, beta * t.dU / (averaged ? b.clampedCount(p) : 1.0));
+    b.addGrad(rejected, w, -beta * t.dU / (averaged ? b.clampedCount(rejected) : 1.0));
   }
 };
 
@@ -386,20 +397,26 @@ template <class Exec>
 FDPO_HD void reduceBatch(const Batch& b, Exec& exec) {
   const int64_t B = b.numPairs;
   exec.each(B, ZeroStep{b});
+  // A list with a kind that reports averaged log-probs (ipo, simpo, orpo) averages them for every
+  // kind, as TRL's DPOTrainer does when ipo is in its list (it divides every log-prob by its token
+  // count before any loss reads it); the NLL terms read their own token mean either way.
   bool reportAveraged = false, alphaRewards = false;
+  for (int k = 0; k < b.config.num_losses; ++k) {
+    if (lossKindFlags(b.config.kinds[k]) & FDPO_KIND_REPORTS_AVERAGED) reportAveraged = true;
+  }
   for (int k = 0; k < b.config.num_losses; ++k) {
     const int kind = b.config.kinds[k];
     if (kind == FDPO_LOSS_SIMPO && b.config.params[FDPO_PARAM_ALPHA] != 0.0) alphaRewards = true;
     const double weight = b.config.weights[k];
     const uint32_t flags = lossKindFlags(kind);
-    if (flags & FDPO_KIND_REPORTS_AVERAGED) reportAveraged = true;
+    const bool averaged = reportAveraged && !(flags & FDPO_KIND_AVERAGED_SCORES);
     if (kind == FDPO_LOSS_AOT || kind == FDPO_LOSS_AOT_UNPAIRED) {
       const bool paired = kind == FDPO_LOSS_AOT;
-      exec.each(B, AlignedValuesStep{b, paired});
+      exec.each(B, AlignedValuesStep{b, paired, averaged});
       exec.once(AlignedSortStep{b});
-      exec.each(B, AlignedStep{b, paired, weight});
+      exec.each(B, AlignedStep{b, paired, weight, averaged});
     }
-    if (flags & FDPO_KIND_PAIR_TERM) exec.each(B, PairLocalStep{b, kind, weight});
+    if (flags & FDPO_KIND_PAIR_TERM) exec.each(B, PairLocalStep{b, kind, weight, averaged});
     if (flags & FDPO_KIND_CHOSEN_NLL) {  // sft; ORPO = NLL on chosen + its odds-ratio term
       exec.once(SftTotalsStep{b});
       exec.each(B, SftStep{b, weight});

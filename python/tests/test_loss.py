@@ -146,6 +146,8 @@ class MatchesTrl(unittest.TestCase):
         # TRL's MPO style: several losses with weights.
         self.check(["sigmoid", "sft"], torch.float32, loss_weights=[0.8, 0.2])
         self.check(["sigmoid", "bco_pair", "sft"], torch.bfloat16, loss_weights=[1.0, 0.5, 0.25], beta=0.3)
+        # ipo in the list: DPOTrainer averages every kind's log-probs (sft's NLL aside).
+        self.check(["sigmoid", "ipo", "sft"], torch.float32, loss_weights=[1.0, 0.5, 0.25], beta=0.3)
 
 
 class MatchesTrlOptions(unittest.TestCase):

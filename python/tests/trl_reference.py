@@ -178,6 +178,8 @@ REFERENCE_FREE = {"sft", "simpo", "orpo", "unlikelihood"}
 # TRL reports these kinds' rewards and logps on the token-mean log-probs: CPOTrainer (simpo, orpo)
 # and DPOTrainer, which divides every log-prob by its token count when ipo is in the list.
 REPORTS_AVERAGED = {"simpo", "orpo", "ipo"}
+# The kinds whose own formula reads token means (the others read sums, unless the list averages).
+AVERAGED_SCORES = {"ipo", "sigmoid_norm", "simpo", "orpo", "unlikelihood"}
 
 
 def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=None, beta=0.1,
@@ -195,8 +197,18 @@ def dpo_loss(logits, labels, ref_chosen, ref_rejected, loss_types, loss_weights=
     ref_c = zeros if ref_chosen is None else ref_chosen.to(sums.dtype)
     ref_r = zeros if ref_rejected is None else ref_rejected.to(sums.dtype)
     weights = loss_weights or [1.0] * len(loss_types)
+    # DPOTrainer divides every log-prob (policy and reference) by its token count when ipo is in the
+    # list, so every kind of the list reads token means; the NLL (sft) reads its own either way.
+    averages_every_kind = any(k in REPORTS_AVERAGED for k in loss_types)
+
+    def scores(kind):
+        if not averages_every_kind or kind in AVERAGED_SCORES:
+            return pi_c, pi_r, ref_c, ref_r
+        avg_c, avg_r = n_c.clamp(min=1).to(sums.dtype), n_r.clamp(min=1).to(sums.dtype)
+        return pi_c / avg_c, pi_r / avg_r, ref_c / avg_c, ref_r / avg_r
+
     losses = sum(
-        w * pair_losses(k, pi_c, pi_r, n_c, n_r, ref_c, ref_r, beta, label_smoothing, simpo_gamma, discopop_tau,
+        w * pair_losses(k, *scores(k)[:2], n_c, n_r, *scores(k)[2:], beta, label_smoothing, simpo_gamma, discopop_tau,
                         f_divergence_type, f_alpha_divergence_coef, length_penalty, alpha, plain[:pairs],
                         unlikelihood_alpha)
         for k, w in zip(loss_types, weights)
