@@ -327,10 +327,14 @@ test('R-DPO: with lengthPenalty > 0 a longer chosen completion lowers the loss a
 });
 
 test('pair loss: weighted combinations are the weighted sums, and their gradients check out', () => {
+  // A list holding ipo, simpo or orpo averages every kind's log-probs (TRL's DPOTrainer with ipo
+  // in its list): there each sum-scored kind's single loss is taken at π_s/max(N_s,1) and ρ/max(N,1),
+  // and its gradient times 1/max(N_s,1); the NLL (sft) reads its own mean either way.
   const rng = makeRng(SEED + 1);
   const combos: [LossType[], number[], boolean][] = [
     [['sigmoid', 'sft'], [1, 0.25], true],
     [['apo_zero', 'ipo', 'discopop'], [0.7, 1.3, 0.2], true],
+    [['aot', 'ipo', 'aot_unpaired'], [1, 0.5, 0.25], true],
     [['simpo', 'orpo'], [0.5, 2], false],
     [['aot', 'aot_unpaired', 'hinge'], [1, -0.5, 3], true],
   ];
@@ -345,11 +349,16 @@ test('pair loss: weighted combinations are the weighted sums, and their gradient
       const expectLosses = new Float64Array(B);
       const expectGrad = new Float64Array(2 * B);
       let expectLoss = 0;
+      const averagesAll = types.some((t) => LOSS_KINDS[t].reportsAveraged);
+      const n = (s: number) => Math.max(sc.counts[s]!, 1);
       types.forEach((t, k) => {
-        const single = referencePairLoss(sc.pi, sc.counts, { ...cfg, lossTypes: [t], lossWeights: [1] });
+        const avg = averagesAll && !LOSS_KINDS[t].averagedScores && !LOSS_KINDS[t].chosenNll;
+        const pi = avg ? sc.pi.map((v, s) => v / n(s)) : sc.pi;
+        const ref = avg && cfg.ref ? { chosen: cfg.ref.chosen.map((v, i) => v / n(i)), rejected: cfg.ref.rejected.map((v, i) => v / n(B + i)) } : cfg.ref;
+        const single = referencePairLoss(pi, sc.counts, { ...cfg, ref, lossTypes: [t], lossWeights: [1] });
         expectLoss += weights[k]! * single.loss;
         single.losses.forEach((l, i) => (expectLosses[i] = expectLosses[i]! + weights[k]! * l));
-        single.seqGrad.forEach((g, s) => (expectGrad[s] = expectGrad[s]! + weights[k]! * g));
+        single.seqGrad.forEach((g, s) => (expectGrad[s] = expectGrad[s]! + (weights[k]! * g) / (avg ? n(s) : 1)));
       });
       const what = `${types.join('+')} ${scaleKind}`;
       near(out.loss, expectLoss, 1e-12 * (1 + Math.abs(expectLoss)), `${what} loss`);
