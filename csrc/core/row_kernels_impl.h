@@ -16,7 +16,8 @@
 // exp2i (2^n for integral n), scalePow2 (e*2^n by adding n to e's exponent field, for integral
 // n and a normal result; NaN n keeps e), hmax, firstEqual (first lane equal to a value, or -1), setLane,
 // fence, load per element type, store and stream (fp32), streamPair (two vectors as 16-bit
-// elements, in one cache line's stores); levels whose exp is expPortable also M (lane mask),
+// elements, in one cache line's stores), stagesWidened<DT>() (whether forwardRow keeps a chunk's
+// widened 16-bit logits for its second sweep); levels whose exp is expPortable also M (lane mask),
 // lessThan and zeroWhere.
 //
 // The model-head transforms (token_math.h's headValue) are a template parameter Mode of the row
@@ -72,7 +73,7 @@ struct ScalarOpsOf {
   static constexpr int W = 1;
   // Whether forwardRow widens a chunk of DT logits once and keeps the floats for its second sweep:
   // for fp16 (a conversion of several operations), not for bf16 (a shift: a store and a load more
-  // made the baseline's bfloat16 forward pass 7% slower than widening again, measured).
+  // made the baseline's bfloat16 forward pass 7-10% slower than widening again, measured).
   template <int DT>
   static constexpr bool stagesWidened() {
     return DT == FDPO_FLOAT16;
