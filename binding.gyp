@@ -18,6 +18,7 @@
         "csrc/core/thread_pool.cpp",
         "csrc/core/unfused_passes.cpp",
         "csrc/core/row_kernels_baseline.cpp",
+        "csrc/core/row_kernels_baseline_mul_add.cpp",
         "csrc/core/row_kernels_avx2.cpp",
         "csrc/core/row_kernels_avx512.cpp",
         "csrc/core/row_kernels_neon.cpp"

@@ -71,12 +71,14 @@ template <bool Fused>
 struct ScalarOpsOf {
   using Tail = ScalarOpsOf;
   static constexpr int W = 1;
-  // Whether forwardRow widens a chunk of DT logits once and keeps the floats for its second sweep:
-  // for fp16 (a conversion of several operations), not for bf16 (a shift: a store and a load more
-  // made the baseline's bfloat16 forward pass 7-10% slower than widening again, measured).
+  // Whether forwardRow widens a chunk of DT logits once and keeps the floats for its second sweep.
+  // Measured: fp16 always (its conversion is a dozen operations); bf16 (a shift) only in the fused
+  // baseline, whose loops the compiler vectorises (x86: compiled for FMA, so AVX; 97 ms without
+  // the staging, 55 ms for fp32 at 2048 x 32000), not in the mul-add one, which stays scalar and
+  // where a store and a load more made bfloat16's forward pass 7-10% slower than widening again.
   template <int DT>
   static constexpr bool stagesWidened() {
-    return DT == FDPO_FLOAT16;
+    return DT == FDPO_FLOAT16 || (Fused && DT == FDPO_BFLOAT16);
   }
   using F = float;
   using M = bool;
