@@ -24,7 +24,7 @@
 // functions: kHeadIdentity compiles to the kernels without transforms, so their bits and speed do
 // not change; Squares (useWeighting's sum of exp(2(z - m))) likewise.
 //
-// Requires: <math.h>, <stdint.h>, <string.h>, <vector>, "row_kernels.h", "half_convert.h",
+// Requires: <math.h>, <stdint.h>, <string.h>, "row_kernels.h", "half_convert.h",
 // "token_math.h" (the per-token formulas and the exp's constants, shared with the CUDA kernels).
 
 // Rows are processed in chunks that stay in L1: each chunk is read once from memory for its max,
@@ -558,16 +558,36 @@ struct KeptValues {
   float scalar(int64_t i) const { return i == label ? labelValue : -factor[i / kChunk] * kept[i]; }
 };
 
-// Per-thread scratch for the deferred scale: one row of exps and the chunk factors, reused.
+// A float buffer that grows, contents not kept. Not std::vector: its out-of-line members (the
+// resize's fill) are weak symbols, of which the linker keeps one copy for the whole library, so a
+// copy compiled in a wider level's file could run on a CPU without that ISA; this type's members
+// are this translation unit's own.
+struct FloatScratch {
+  float* data = nullptr;
+  size_t size = 0;
+  FloatScratch() = default;
+  FloatScratch(const FloatScratch&) = delete;
+  FloatScratch& operator=(const FloatScratch&) = delete;
+  ~FloatScratch() { delete[] data; }
+  void fit(size_t n) {
+    if (n <= size) return;
+    delete[] data;
+    data = nullptr;
+    size = 0;
+    data = new float[n];
+    size = n;
+  }
+};
+
+// Per-thread scratch for the deferred scale: one row of exps and the chunk factors, reused (each
+// written before it is read).
 struct DeferredScratch {
-  std::vector<float> kept, chunkBase, factor;
+  FloatScratch kept, chunkBase, factor;
   void fit(int64_t vocab) {
     const size_t chunks = (size_t)((vocab + kChunk - 1) / kChunk);
-    if (kept.size() < (size_t)vocab) kept.resize((size_t)vocab);
-    if (chunkBase.size() < chunks) {
-      chunkBase.resize(chunks);
-      factor.resize(chunks);
-    }
+    kept.fit((size_t)vocab);
+    chunkBase.fit(chunks);
+    factor.fit(chunks);
   }
 };
 
@@ -584,11 +604,11 @@ void forwardDeferredRowsTyped(const void* logits, void* grad, int64_t vocab, con
     static thread_local DeferredScratch scratch;
     scratch.fit(vocab);
     const RowForward& f = out[r];
-    forwardRow<O, DT, Mode, Squares, true>(row, vocab, labels[r], head, out[r], scratch.kept.data(), scratch.chunkBase.data());
+    forwardRow<O, DT, Mode, Squares, true>(row, vocab, labels[r], head, out[r], scratch.kept.data, scratch.chunkBase.data);
     const int64_t chunks = (vocab + kChunk - 1) / kChunk;
-    for (int64_t c = 0; c < chunks; ++c) scratch.factor[c] = expf((scratch.chunkBase[c] - f.max) - f.logSum);
+    for (int64_t c = 0; c < chunks; ++c) scratch.factor.data[c] = expf((scratch.chunkBase.data[c] - f.max) - f.logSum);
     const float labelValue = Mode == kHeadIdentity ? unscaledLabelGradient(f.logp) : f.labelSlope * unscaledLabelGradient(f.logp);
-    writeRow<O, DT>(dst, vocab, KeptValues<O>{scratch.kept.data(), scratch.factor.data(), labels[r], labelValue});
+    writeRow<O, DT>(dst, vocab, KeptValues<O>{scratch.kept.data, scratch.factor.data, labels[r], labelValue});
   }
 }
 

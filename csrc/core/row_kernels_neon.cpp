@@ -6,8 +6,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <vector>
-
 #include "host_device.h"
 #include "row_kernels.h"
 
