@@ -50,6 +50,15 @@ levels('setSimdLevel rejects unknown names', () => {
   assert.is(backendInfo().simd, initial);
 });
 
+levels("setSimdLevel names the architecture of the other architecture's levels", () => {
+  const [other, arch] = process.arch === 'arm64' ? (['avx2', 'x86-64'] as const) : (['neon', 'aarch64'] as const);
+  assert.throws(
+    () => setSimdLevel(other),
+    (e: Error & { code?: string }) => e.code === 'ERR_FDPO_INVALID_ARGUMENT' && e.message.includes(`'${other}' kernels (${arch} only)`),
+  );
+  assert.is(backendInfo().simd, initial);
+});
+
 /** Plants the row's maximum in a later chunk, and ties of it, so the argmax and the rebase of the running sums are exercised. */
 function plantMaxima(c: TokenCase, rng: Rng): void {
   const V = c.vocab;
