@@ -354,7 +354,7 @@ test('pair loss: weighted combinations are the weighted sums, and their gradient
       types.forEach((t, k) => {
         const avg = averagesAll && !LOSS_KINDS[t].averagedScores && !LOSS_KINDS[t].chosenNll;
         const pi = avg ? sc.pi.map((v, s) => v / n(s)) : sc.pi;
-        const ref = avg && cfg.ref ? { chosen: cfg.ref.chosen.map((v, i) => v / n(i)), rejected: cfg.ref.rejected.map((v, i) => v / n(B + i)) } : cfg.ref;
+        const ref = avg && cfg.ref && 'chosen' in cfg.ref ? { chosen: cfg.ref.chosen.map((v, i) => v / n(i)), rejected: cfg.ref.rejected.map((v, i) => v / n(B + i)) } : cfg.ref;
         const single = referencePairLoss(pi, sc.counts, { ...cfg, ref, lossTypes: [t], lossWeights: [1] });
         expectLoss += weights[k]! * single.loss;
         single.losses.forEach((l, i) => (expectLosses[i] = expectLosses[i]! + weights[k]! * l));
