@@ -97,6 +97,8 @@ class LossConfig(ctypes.Structure):
         ("ref_rejected", ctypes.c_void_p),
         ("f_divergence", ctypes.c_int32),
         ("use_weighting", ctypes.c_int32),
+        # per-token reference log-probs (rows doubles), instead of ref_chosen/ref_rejected
+        ("ref_token_logps", ctypes.c_void_p),
     ]
 
 

@@ -162,7 +162,7 @@ def _threads(threads):
     return torch.get_num_threads() if threads is None else int(threads)
 
 
-def _loss_config(loss_type, loss_weights, values, num_pairs, reduction, normalizer, ref_chosen_logps, ref_rejected_logps):
+def _loss_config(loss_type, loss_weights, values, num_pairs, reduction, normalizer, ref_chosen_logps, ref_rejected_logps, ref_tokens):
     lib = library()
     types = [loss_type] if isinstance(loss_type, str) else list(loss_type)
     if not 1 <= len(types) <= MAX_LOSSES:
@@ -198,17 +198,27 @@ def _loss_config(loss_type, loss_weights, values, num_pairs, reduction, normaliz
 
     needing = next((t for t in types if lib.loss_kinds[t].needs_ref), None)
     refs = []
-    if ref_chosen_logps is None or ref_rejected_logps is None:
+    if ref_tokens is not None:
+        if ref_chosen_logps is not None or ref_rejected_logps is not None:
+            raise TypeError("dpo_loss: ref_token_logps replaces ref_chosen_logps and ref_rejected_logps: pass one or the other")
+        refs.append(ref_tokens)
+        config.ref_token_logps = ref_tokens.data_ptr()
+    elif ref_chosen_logps is None or ref_rejected_logps is None:
         if needing:
             raise TypeError(
                 f"dpo_loss: loss_type {needing!r} needs ref_chosen_logps and ref_rejected_logps "
-                f"(B reference sums each, from sequence_logps on the reference model; zeros for reference-free)"
+                f"(B reference sums each, from sequence_logps on the reference model; zeros for reference-free) "
+                f"or ref_token_logps"
             )
     else:
         for name, side in (("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
             values64 = torch.as_tensor(side.detach() if isinstance(side, torch.Tensor) else side, dtype=torch.float64)
             if values64.dim() != 1 or values64.numel() != num_pairs:
                 raise ValueError(f"dpo_loss: {name} must hold B = {num_pairs} values (shape [B]), got shape {list(values64.shape)}")
+            bad = (~torch.isfinite(values64)).nonzero()
+            if bad.numel() > 0:
+                i = int(bad[0, 0])
+                raise ValueError(f"dpo_loss: {name}[{i}] must be a finite number, got {values64[i].item()!r}")
             refs.append(values64.cpu().contiguous())
         config.ref_chosen = refs[0].data_ptr()
         config.ref_rejected = refs[1].data_ptr()
@@ -301,6 +311,7 @@ def dpo_loss(
     reduction="mean",
     normalizer=None,
     cu_seqlens=None,
+    ref_token_logps=None,
     inplace=False,
     threads=None,
 ):
@@ -324,6 +335,10 @@ def dpo_loss(
     ld_alpha: LD-DPO (TRL's ld_alpha, in [0, 1]; None: off): per pair, the completion tokens past the
     shorter completion weigh ld_alpha in the policy's scores (SPEC.md, "LD-DPO"); pass reference sums
     from sequence_logps without it (TRL) or with it (the paper).
+    ref_token_logps: instead of the two sums, the reference's per-token log-probs, one float per
+    label (the labels' shape; read only where the label is not ignore_index, and finite there):
+    each log-ratio is then sum_t w_t (logp_t - ref_t) in float64, with ld_alpha's weights w_t (1
+    without it). Beyond TRL, whose reference is per sequence.
     """
     where = "dpo_loss"
     tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where, _head(logit_scale, softcap, temperature, where))
@@ -351,8 +366,11 @@ def dpo_loss(
     missing = set(library().hyperparameters) - set(values)
     if missing:
         raise TypeError(f"{where}: this binding has no keyword for the library's hyperparameters {sorted(missing)}: update fused_dpo")
+    ref_tokens = _per_token("ref_token_logps", ref_token_logps, tokens.rows, where)
+    if ref_tokens is not None:
+        _finite_where_scored("ref_token_logps", ref_tokens, keep[1], ignore_index, where)
     config, refs, averaged = _loss_config(
-        loss_type, loss_weights, values, num_pairs, reduction, normalizer, ref_chosen_logps, ref_rejected_logps
+        loss_type, loss_weights, values, num_pairs, reduction, normalizer, ref_chosen_logps, ref_rejected_logps, ref_tokens
     )
     config.f_divergence = F_DIVERGENCES[f_divergence_type]
     config.use_weighting = 1 if use_weighting else 0
@@ -547,6 +565,15 @@ def sequence_logps(logits, labels, *, average=False, ld_alpha=None, ignore_index
         lib.call(where, lib.lib.fdpo_sequence_logps, *args, _threads(threads))
     del keep
     return logps.to(logits.device), counts.to(logits.device)
+
+
+def _finite_where_scored(name, values, labels32, ignore_index, where):
+    """Per-token values must be finite wherever the label is scored (ignored rows are never read)."""
+    scored = labels32.reshape(-1).cpu() != ignore_index
+    bad = (scored & ~torch.isfinite(values)).nonzero()
+    if bad.numel() > 0:
+        r = int(bad[0, 0])
+        raise ValueError(f"{where}: {name}[{r}] must be a finite number (row {r} is scored), got {values[r].item()!r}")
 
 
 def _per_token(name, values, rows, where):

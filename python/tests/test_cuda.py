@@ -53,6 +53,14 @@ class CudaMatchesCpu(unittest.TestCase):
         self.assertEqual(h.data_ptr(), pointer)
         self.assertTrue(torch.equal(h.detach(), x.grad))
 
+    def test_per_token_references_equal_the_cpu_backends(self):
+        logits, labels, _, _ = batch(pairs=4, steps=33, vocab=1031)
+        g = torch.Generator().manual_seed(5)
+        per_token = -2.5 + torch.randn(labels.shape, generator=g, dtype=torch.float64)
+        host, _ = dpo_loss(logits, labels, ref_token_logps=per_token, ld_alpha=0.5)
+        device, _ = dpo_loss(logits.cuda(), labels.cuda(), ref_token_logps=per_token.cuda(), ld_alpha=0.5)
+        self.assertLessEqual(abs(device.item() - host.item()), 1e-5 * abs(host.item()))
+
     def test_sequence_logps_on_the_device(self):
         logits, labels, _, _ = batch()
         want, counts = sequence_logps(logits, labels)

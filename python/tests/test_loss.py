@@ -87,6 +87,12 @@ def gradient_rounding_bound(kinds, logits, labels, ref_c, ref_r, want_grad, opti
     return worst
 
 
+def grad_tolerance(dtype, want_grad):
+    """GRAD_TOLERANCE plus the dtype's own rounding of the float64 gradient, which no kernel can
+    beat: float16's subnormals below 6.1e-5 keep few bits (WPO's weights push gradients there)."""
+    return GRAD_TOLERANCE[dtype] + relative_l2(want_grad.to(dtype), want_grad)
+
+
 def relative_l2(got, want):
     """||got - want|| / ||want||; where want is all zeros (a hinge whose every pair is past its
     margin), ||got||, which must then be 0 too."""
@@ -108,8 +114,8 @@ class MatchesTrl(unittest.TestCase):
         if conditioned:
             tolerance += logp_rounding_bound(logits, labels, want_grad)
         self.assertLessEqual(abs(loss.item() - want_loss.item()), tolerance, what)
-        grad_tolerance = GRAD_TOLERANCE[dtype] + gradient_rounding_bound(kinds, logits, labels, ref_c, ref_r, want_grad, options)
-        self.assertLessEqual(relative_l2(grad, want_grad), grad_tolerance, what)
+        tolerance = grad_tolerance(dtype, want_grad) + gradient_rounding_bound(kinds, logits, labels, ref_c, ref_r, want_grad, options)
+        self.assertLessEqual(relative_l2(grad, want_grad), tolerance, what)
         # Ignored rows get exactly zero.
         self.assertTrue(bool((grad[labels == -100] == 0).all()), what)
         self.assertEqual(set(metrics), set(want_metrics), what)
@@ -173,6 +179,7 @@ class MatchesTrlOptions(unittest.TestCase):
         self.check(["sigmoid"], torch.float32, use_weighting=True)
         self.check(["sigmoid", "sft"], torch.bfloat16, loss_weights=[1.0, 0.5], use_weighting=True)
         self.check(["aot", "ipo"], torch.float32, use_weighting=True, beta=0.5)
+        self.check(["sigmoid"], torch.float16, use_weighting=True)
 
     def test_head_transforms_alone_and_composed(self):
         for transforms in ({"logit_scale": 2.5}, {"softcap": 3.0}, {"temperature": 0.7}, self.HEAD):
@@ -191,6 +198,85 @@ class MatchesTrlOptions(unittest.TestCase):
         self.check(["sigmoid", "sft"], torch.float32, loss_weights=[1.0, 0.3], f_divergence_type="js_divergence",
                    use_weighting=True, length_penalty=0.02, label_smoothing=0.1, **self.HEAD)
         self.check(["simpo", "sft"], torch.bfloat16, alpha=0.5, use_weighting=True, logit_scale=0.5, softcap=6.0, beta=2.0)
+
+
+class PerTokenReference(unittest.TestCase):
+    """ref_token_logps: the reference's per-token log-probs instead of its two sums. The log-ratios
+    are then sum_t w_t (logp_t - ref_t): the loss of TRL's formula given the reference sums
+    sum_t w_t ref_t (w_t: ld_alpha's weights, 1 without it)."""
+
+    @staticmethod
+    def per_token(labels):
+        g = torch.Generator().manual_seed(SEED + 11)
+        # Ignored positions hold NaN: the library must not read them.
+        return torch.where(labels != -100, -2.5 + torch.randn(labels.shape, generator=g, dtype=torch.float64), math.nan)
+
+    @staticmethod
+    def sums(per_token, labels, ld_alpha):
+        """The reference sums that ref_token_logps stands for: sum_t w_t ref_t per sequence."""
+        mask = labels != -100
+        weights = mask.double() if ld_alpha is None else trl_reference.ld_token_weights(labels, ld_alpha)
+        sums = (torch.where(mask, per_token.double(), 0.0) * weights).sum(dim=1)
+        pairs = labels.shape[0] // 2
+        return sums[:pairs], sums[pairs:]
+
+    def check(self, kinds, dtype, ld_alpha=None, ref_dtype=torch.float64, **options):
+        logits, labels, _, _ = batch(dtype=dtype, prompt_rows=ld_alpha is None)
+        per_token = self.per_token(labels).to(ref_dtype)
+        x = logits.clone().requires_grad_(True)
+        loss, metrics = dpo_loss(x, labels, loss_type=kinds, ref_token_logps=per_token, ld_alpha=ld_alpha, **options)
+        loss.backward()
+        ref_c, ref_r = self.sums(per_token, labels, ld_alpha)
+        want_loss, want_grad, want_metrics = reference(kinds, logits, labels, ref_c, ref_r, ld_alpha=ld_alpha, **dict(options))
+        what = f"ref_token_logps {kinds} {dtype} ld_alpha={ld_alpha} seed={SEED}"
+        self.assertLessEqual(abs(loss.item() - want_loss.item()), 2e-6 * abs(want_loss.item()) + 1e-6, what)
+        self.assertLessEqual(relative_l2(x.grad, want_grad), grad_tolerance(dtype, want_grad), what)
+        for key, value in want_metrics.items():
+            scale = abs(want_metrics["rewards/chosen"]) + abs(want_metrics["rewards/rejected"]) if key == "rewards/margins" else abs(value)
+            self.assertLessEqual(abs(metrics[key] - value), 1e-5 * scale + 1e-6, f"{key}: {what}")
+        return loss
+
+    def test_matches_the_reference_sums(self):
+        for kinds in (["sigmoid"], ["ipo"], ["aot"], ["hinge"], ["sigmoid", "sft"], ["sigmoid", "ipo"]):
+            with self.subTest(kinds=kinds):
+                self.check(kinds, torch.float32, **SETTINGS.get(kinds[0], {}))
+        self.check(["sigmoid"], torch.bfloat16, label_smoothing=0.1)
+        self.check(["sigmoid"], torch.float16, use_weighting=True)
+        self.check(["sigmoid"], torch.float32, ref_dtype=torch.float32)
+
+    def test_with_ld_alpha_the_reference_is_weighted_too(self):
+        for kinds in (["sigmoid"], ["ipo"], ["sigmoid", "sft"]):
+            with self.subTest(kinds=kinds):
+                self.check(kinds, torch.float32, ld_alpha=0.4)
+
+    def test_packed_rows_equal_the_padded_batch(self):
+        logits, labels, _, _ = batch()
+        per_token = self.per_token(labels)
+        seqs, steps, vocab = logits.shape
+        cu = [s * steps for s in range(seqs + 1)]
+        packed, _ = dpo_loss(logits.reshape(-1, vocab), labels.reshape(-1), ref_token_logps=per_token.reshape(-1), cu_seqlens=cu)
+        padded, _ = dpo_loss(logits, labels, ref_token_logps=per_token)
+        self.assertEqual(packed.item(), padded.item())
+
+    def test_bad_per_token_references_are_named(self):
+        logits, labels, ref_c, ref_r = batch()
+        per_token = self.per_token(labels)
+        with self.assertRaisesRegex(TypeError, "ref_token_logps replaces ref_chosen_logps and ref_rejected_logps"):
+            dpo_loss(logits, labels, ref_c, ref_r, ref_token_logps=per_token)
+        with self.assertRaisesRegex(ValueError, r"ref_token_logps must have 56 values \(one per token"):
+            dpo_loss(logits, labels, ref_token_logps=per_token[:, :-1])
+        with self.assertRaisesRegex(TypeError, "ref_token_logps must be a floating-point torch.Tensor, got list"):
+            dpo_loss(logits, labels, ref_token_logps=per_token.tolist())
+        scored = (labels != -100).nonzero()[0].tolist()
+        bad = per_token.clone()
+        bad[scored[0], scored[1]] = math.inf
+        row = scored[0] * labels.shape[1] + scored[1]
+        with self.assertRaisesRegex(ValueError, rf"ref_token_logps\[{row}\] must be a finite number \(row {row} is scored\), got inf"):
+            dpo_loss(logits, labels, ref_token_logps=bad)
+        bad_sum = ref_c.clone()
+        bad_sum[1] = math.nan
+        with self.assertRaisesRegex(ValueError, r"ref_chosen_logps\[1\] must be a finite number, got nan"):
+            dpo_loss(logits, labels, bad_sum, ref_r)
 
 
 class MatchesTrlKto(unittest.TestCase):

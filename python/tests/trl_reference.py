@@ -70,23 +70,29 @@ def margin(chosen_logratios, rejected_logratios, f_divergence_type, alpha_coef):
     return logits
 
 
-def ld_sequence_sums(logits, labels, ld_alpha, ignore_index=-100):
-    """TRL's DPOTrainer.concatenated_forward with ld_alpha (the policy's side; TRL leaves the
-    reference's logps unweighted): positions counted from the start of the row, the first
-    min(N_c, N_r) weigh 1, later ones up to the completion length ld_alpha, the rest dropped."""
+def ld_token_weights(labels, ld_alpha, ignore_index=-100):
+    """TRL's DPOTrainer.concatenated_forward with ld_alpha, its weights per token (the policy's
+    side; TRL leaves the reference's logps unweighted): positions counted from the start of the
+    row, the first min(N_c, N_r) weigh 1, later ones up to the completion length ld_alpha, the rest
+    (and ignored tokens) 0."""
     mask = labels != ignore_index
-    safe = torch.where(mask, labels, torch.zeros_like(labels))
-    per_token_logps = torch.gather(logits.log_softmax(-1), -1, safe.unsqueeze(-1)).squeeze(-1) * mask
-    num_examples = logits.shape[0] // 2
+    num_examples = labels.shape[0] // 2
     completion_lengths = mask.sum(dim=1)
     public_lengths = torch.min(completion_lengths[:num_examples], completion_lengths[num_examples:])
     public_lengths = torch.cat([public_lengths, public_lengths], dim=0)
-    position_ids = torch.arange(per_token_logps.size(1)).expand_as(per_token_logps)
+    position_ids = torch.arange(labels.size(1)).expand_as(labels)
     ld_mask = position_ids < public_lengths.unsqueeze(1)
     within = position_ids < completion_lengths.unsqueeze(1)
-    front_logps = (per_token_logps * (ld_mask & within).to(per_token_logps.dtype)).sum(dim=1)
-    rear_logps = (per_token_logps * (~ld_mask & within).to(per_token_logps.dtype)).sum(dim=1)
-    return front_logps + ld_alpha * rear_logps
+    front, rear = (ld_mask & within & mask).double(), (~ld_mask & within & mask).double()
+    return front + ld_alpha * rear
+
+
+def ld_sequence_sums(logits, labels, ld_alpha, ignore_index=-100):
+    """The policy's LD-weighted sequence sums, as TRL forms them."""
+    mask = labels != ignore_index
+    safe = torch.where(mask, labels, torch.zeros_like(labels))
+    per_token_logps = torch.gather(logits.log_softmax(-1), -1, safe.unsqueeze(-1)).squeeze(-1) * mask
+    return (per_token_logps * ld_token_weights(labels, ld_alpha, ignore_index).to(per_token_logps.dtype)).sum(dim=1)
 
 
 def _sigmoid_family(u, eps):
