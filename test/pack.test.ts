@@ -2,9 +2,11 @@
 // and installing the tarball into an empty project whose PATH holds only node, npm and sh gives
 // a package that loads that binary and matches the float64 reference. The tarball carries the
 // licence and the docs the README links; the demo's corpus and lexicon are not installed with it,
-// and `fused-dpo train` names them. Needs `npm run prebuilds` first (skipped without a prebuild,
-// except in CI).
-import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+// and `fused-dpo train` names them. The PyTorch binding (python/fused_dpo, without its tests) is
+// shipped too, and from the installed package gives the prebuild's loss and gradient bits (skipped
+// where /usr/bin/python3 has no torch). Needs `npm run prebuilds` first (skipped without a
+// prebuild, except in CI).
+import { execFileSync, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
@@ -25,6 +27,9 @@ const prebuildDir = join(root, 'prebuilds', platformTag);
 const hasPrebuild = existsSync(prebuildDir) && readdirSync(prebuildDir).some((name) => name.endsWith('.node'));
 // What a from-source build would need; none of it may be reachable in the install's PATH.
 const BUILD_TOOLS = ['gcc', 'g++', 'cc', 'c++', 'clang', 'make', 'cmake', 'ninja', 'python3', 'nvcc'];
+// Debian's interpreter and its torch (python3-torch), for the packaged PyTorch binding.
+const PYTHON = '/usr/bin/python3';
+const hasTorch = spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 
 function onPath(name: string): string {
   const dir = (process.env.PATH ?? '').split(delimiter).find((d) => d && existsSync(join(d, name)));
@@ -51,9 +56,13 @@ test('the packed tarball installs and computes the reference loss with no compil
     const packed = JSON.parse(run(onPath('npm'), ['pack', '--json', '--pack-destination', temp], { cwd: root })) as [{ filename: string; files: { path: string }[] }];
     const files = new Set(packed[0].files.map((f) => f.path));
     const shipped = [`prebuilds/${platformTag}/fused-dpo.node`, 'dist/index.js', 'dist/index.d.ts', 'csrc/binding/addon.cpp', 'binding.gyp', 'CMakeLists.txt', 'scripts/install.mjs'];
-    for (const name of [...shipped, 'LICENSE', 'SPEC.md', 'docs/demo-frontier.svg']) {
+    const python = ['python/fused_dpo/__init__.py', 'python/fused_dpo/_abi.py', 'python/fused_dpo/torch.py'];
+    for (const name of [...shipped, ...python, 'LICENSE', 'SPEC.md', 'docs/demo-frontier.svg']) {
       assert.ok(files.has(name), `the tarball lacks ${name}`);
     }
+    // The binding without its tests or bytecode.
+    const pythonFiles = [...files].filter((f) => f.startsWith('python/'));
+    assert.equal(pythonFiles.sort(), python, 'python/ in the tarball');
 
     // A PATH with node, npm and sh only (npm runs scripts through sh).
     const bin = join(temp, 'bin');
@@ -132,6 +141,35 @@ console.log(JSON.stringify({ loss: out.loss, grad: [...out.grad.data], source: n
       den += want.grad[i]! ** 2;
     }
     assert.ok(Math.sqrt(num / den) <= 1e-5, `gradient relative L2 error ${Math.sqrt(num / den)} (seed=${SEED})`);
+
+    // The PyTorch binding as the package ships it, over the C ABI library built from the repository
+    // (README, "PyTorch": a user builds it from node_modules/fused-dpo with cmake).
+    if (!hasTorch) return skip('python', `${PYTHON} has no torch (apt-get install python3-torch)`);
+    execFileSync('npm', ['run', 'build:c'], { cwd: root, stdio: 'pipe' });
+    const fromPython = spawnSync(
+      PYTHON,
+      [
+        '-c',
+        `import json, torch
+from fused_dpo.torch import dpo_loss
+c = json.load(open("case.json"))
+x = torch.tensor(c["logits"], dtype=torch.float32).reshape(c["shape"]).requires_grad_(True)
+y = torch.tensor(c["labels"]).reshape(c["shape"][:2])
+loss, _ = dpo_loss(x, y, torch.tensor(c["chosen"], dtype=torch.float64), torch.tensor(c["rejected"], dtype=torch.float64))
+loss.backward()
+print(json.dumps({"loss": loss.item(), "grad": x.grad.reshape(-1).tolist()}))`,
+      ],
+      {
+        cwd: app,
+        env: { ...env, PYTHONPATH: join(app, 'node_modules', 'fused-dpo', 'python'), FUSED_DPO_LIB: join(root, 'build-c', 'libfused_dpo.so') },
+        encoding: 'utf8',
+      },
+    );
+    assert.is(fromPython.status, 0, fromPython.stdout + fromPython.stderr);
+    const py = JSON.parse(fromPython.stdout) as { loss: number; grad: number[] };
+    // The same kernels: float32 loss, the same gradient bits as the prebuild's.
+    assert.is(py.loss, Math.fround(got.loss), 'the packaged Python binding gives the prebuild\'s loss');
+    assert.equal(py.grad, got.grad, "the packaged Python binding gives the prebuild's gradient");
   } finally {
     rmSync(temp, { recursive: true, force: true });
   }
