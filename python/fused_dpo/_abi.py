@@ -59,6 +59,12 @@ class FusedDpoUnavailable(FusedDpoError):
     """FDPO_ERR_UNAVAILABLE: the CUDA backend is not in this library, or no device answers."""
 
 
+class NonFiniteLogitsWarning(RuntimeWarning):
+    """A sequence's log-prob is not finite (an inf, a NaN or a logit beyond +-1.7e38 in one of its
+    scored rows), so the loss is NaN, infinite or saturated: the warning names the sequence and
+    the row. `warnings.simplefilter("error", NonFiniteLogitsWarning)` makes it raise."""
+
+
 def _error_class(status):
     return {1: FusedDpoInvalidArgument, 4: FusedDpoUnavailable}.get(status, FusedDpoError)
 

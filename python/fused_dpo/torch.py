@@ -9,6 +9,7 @@ of [2B, T] ints).
 
 import ctypes
 import math
+import warnings
 
 import torch
 
@@ -44,6 +45,7 @@ from ._abi import (
     KtoOutputs,
     LossConfig,
     LossOutputs,
+    NonFiniteLogitsWarning,
     Tokens,
     library,
     new_struct,
@@ -60,6 +62,38 @@ _RULES = {
     "discopop_tau": ("a finite number > 0", lambda v: v > 0),
     "f_alpha_divergence_coef": ("a finite number > 0", lambda v: v > 0),
 }
+
+
+# The largest logit magnitude for which z - max stays finite in fp32 (lib/non-finite.ts).
+_MAX_LOGIT = 1.7e38
+
+
+def _warn_if_non_finite(where, seq_logps, keep, ignore_index, overwritten=False):
+    """Warn (NonFiniteLogitsWarning) naming the first sequence whose log-prob is not finite and its
+    first scored row holding an inf, a NaN or a logit beyond +-_MAX_LOGIT, as lib/non-finite.ts
+    finds them. Reads that sequence's rows again only then: the common call pays nothing."""
+    bad = (~torch.isfinite(seq_logps)).nonzero()
+    if bad.numel() == 0:
+        return
+    s = int(bad[0, 0])
+    data, labels32, cu = keep
+    start, end = int(cu[s]), int(cu[s + 1])
+    if overwritten:
+        where_row = "its row is not known (inplace=True wrote the gradient over the logits)"
+    else:
+        rows = data.reshape(-1, data.shape[-1])[start:end].float()
+        unusable = ~(rows.abs() <= _MAX_LOGIT).all(-1) & (labels32.reshape(-1)[start:end] != ignore_index)
+        found = unusable.nonzero()
+        where_row = (
+            f"row {start + int(found[0, 0])} holds an inf, a NaN or a logit beyond +-{_MAX_LOGIT:g}"
+            if found.numel() > 0
+            else "no scored row of it holds a non-finite logit"
+        )
+    warnings.warn(
+        f"{where}: sequence {s}'s log-prob is {seq_logps[s].item()}, so the loss cannot be trusted: {where_row}",
+        NonFiniteLogitsWarning,
+        stacklevel=3,
+    )
 
 
 def loss_types():
@@ -408,6 +442,7 @@ def dpo_loss(
         lib.call(where, lib.lib.fdpo_cuda_dpo_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), ctypes.byref(launch))
     else:
         lib.call(where, lib.lib.fdpo_dpo_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), _threads(threads))
+    _warn_if_non_finite(where, seq_logps, keep, ignore_index, overwritten=inplace and grad is not None)
     del refs, keep  # alive until here: the call read them
 
     loss_value = stats[STAT_LOSS].item()
@@ -514,6 +549,7 @@ def kto_loss(
                  ctypes.byref(_cuda_launch(data.device)))
     else:
         lib.call(where, lib.lib.fdpo_kto_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), _threads(threads))
+    _warn_if_non_finite(where, seq_logps, keep, ignore_index, overwritten=inplace and grad is not None)
     del kept, keep
 
     # TRL's metrics: sums per side (nansum), the keys of a side only when the batch has it.
@@ -563,6 +599,7 @@ def sequence_logps(logits, labels, *, average=False, ld_alpha=None, ignore_index
         lib.call(where, lib.lib.fdpo_cuda_sequence_logps, *args, ctypes.byref(_cuda_launch(keep[0].device)))
     else:
         lib.call(where, lib.lib.fdpo_sequence_logps, *args, _threads(threads))
+    _warn_if_non_finite(where, logps, keep, ignore_index)
     del keep
     return logps.to(logits.device), counts.to(logits.device)
 
@@ -687,6 +724,10 @@ def policy_loss(
         lib.call(where, lib.lib.fdpo_cuda_policy_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), ctypes.byref(launch))
     else:
         lib.call(where, lib.lib.fdpo_policy_loss, ctypes.byref(tokens), ctypes.byref(config), ctypes.byref(outputs), _threads(threads))
+    # Per-sequence sums of the token log-probs: only to find a non-finite row.
+    lengths = (keep[2][1:] - keep[2][:-1]).to(torch.int64)
+    sequence_of_row = torch.repeat_interleave(torch.arange(seqs), lengths)
+    _warn_if_non_finite(where, torch.zeros(seqs, dtype=torch.float64).index_add_(0, sequence_of_row, token_logps), keep, ignore_index)
     del keep, adv, old, ref  # alive until here: the call read them
 
     count = max(stats[POLICY_STAT_TOKENS].item(), 1.0)

@@ -9,13 +9,78 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import warnings
 from pathlib import Path
 
 import torch
 
 from cases import batch
-from fused_dpo import FusedDpoError, FusedDpoInvalidArgument, FusedDpoUnavailable, library
-from fused_dpo.torch import _cuda_launch, dpo_loss, hyperparameters, kto_loss, sequence_logps
+from fused_dpo import FusedDpoError, FusedDpoInvalidArgument, FusedDpoUnavailable, NonFiniteLogitsWarning, library
+from fused_dpo.torch import _cuda_launch, dpo_loss, hyperparameters, kto_loss, policy_loss, sequence_logps
+
+
+class NonFiniteLogitsAreNamed(unittest.TestCase):
+    """A non-finite sequence log-prob (an inf, a NaN or a logit beyond +-1.7e38 in a scored row) is
+    a NonFiniteLogitsWarning naming the sequence and the row, from every call; a clean call, or a
+    NaN in an ignored row (never read), warns nothing."""
+
+    def calls(self, logits, labels):
+        _, _, ref_c, ref_r = batch()
+        ref = torch.cat([ref_c, ref_r])
+        desirable = [True, False] * 4
+        return {
+            "dpo_loss": lambda: dpo_loss(logits, labels, ref_c, ref_r),
+            "kto_loss": lambda: kto_loss(logits, labels, desirable, ref, ref, ref),
+            "sequence_logps": lambda: sequence_logps(logits, labels),
+            "policy_loss": lambda: policy_loss(logits, labels, torch.randn(8, dtype=torch.float64)),
+        }
+
+    def scored_and_ignored(self, labels):
+        scored = [(s, t) for s in range(labels.shape[0]) for t in range(labels.shape[1]) if labels[s, t] != -100]
+        ignored = [(s, t) for s in range(labels.shape[0]) for t in range(labels.shape[1]) if labels[s, t] == -100]
+        return scored[len(scored) // 2], ignored[0]
+
+    def test_the_sequence_and_row_are_named(self):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            logits, labels, _, _ = batch(dtype=dtype)
+            (s, t), _ = self.scored_and_ignored(labels)
+            for value in (float("inf"), float("nan")):
+                bad = logits.clone()
+                bad[s, t, 5] = value
+                for name, call in self.calls(bad, labels).items():
+                    with self.subTest(dtype=dtype, value=value, call=name):
+                        pattern = rf"{name}: sequence {s}'s log-prob is .*: row {s * labels.shape[1] + t} holds an inf, a NaN"
+                        with self.assertWarnsRegex(NonFiniteLogitsWarning, pattern):
+                            call()
+        logits, labels, _, _ = batch()
+        (s, t), _ = self.scored_and_ignored(labels)
+        bad = logits.clone()
+        bad[s, t, 0], bad[s, t, 1] = 3e38, -3e38  # finite, but z - max overflows float32
+        labels = labels.clone()
+        labels[s, t] = 1
+        with self.assertWarnsRegex(NonFiniteLogitsWarning, rf"row {s * labels.shape[1] + t} holds"):
+            sequence_logps(bad, labels)
+
+    def test_in_place_the_row_is_not_known(self):
+        logits, labels, ref_c, ref_r = batch()
+        (s, t), _ = self.scored_and_ignored(labels)
+        x = logits.clone().requires_grad_(True)
+        h = x * 1.0
+        with torch.no_grad():
+            h[s, t, 2] = float("nan")
+        with self.assertWarnsRegex(NonFiniteLogitsWarning, rf"sequence {s}'s log-prob is nan.*inplace=True wrote the gradient"):
+            dpo_loss(h, labels, ref_c, ref_r, inplace=True)
+
+    def test_clean_calls_and_ignored_rows_warn_nothing(self):
+        logits, labels, _, _ = batch()
+        _, (s, t) = self.scored_and_ignored(labels)
+        noisy = logits.clone()
+        noisy[s, t, :] = float("nan")
+        for inputs in (logits, noisy):
+            for name, call in self.calls(inputs, labels).items():
+                with self.subTest(call=name), warnings.catch_warnings():
+                    warnings.simplefilter("error", NonFiniteLogitsWarning)
+                    call()
 
 
 class CApiMessages(unittest.TestCase):
