@@ -349,20 +349,25 @@ function checkRefSide(name: string, value: unknown, numPairs: number | null, per
   return out;
 }
 
+// Per-token values (one per row, the labels' layout) must be finite wherever the label is scored:
+// ignored rows are never read; with device labels, which are not read back, every entry is checked.
+function checkFiniteWhereScored(name: string, values: Float64Array, tokens: CheckedTokens): void {
+  const labels = tokens.labels instanceof DeviceTensor ? null : tokens.labels;
+  for (let r = 0; r < values.length; r++) {
+    if (!Number.isFinite(values[r]!) && (labels === null || labels[r] !== tokens.ignoreIndex)) {
+      const where = labels === null ? 'a finite number (device labels: every row is checked)' : `a finite number (row ${r} is scored: its label is ${labels[r]})`;
+      throw invalidArgument(`${name}[${r}]`, where, values[r]);
+    }
+  }
+}
+
 // A float64 copy of per-token reference log-probs: a Float64Array or Float32Array of one entry per
-// row (the labels' layout), finite wherever the label is scored (ignored rows are never read; with
-// device labels, which are not read back, every entry must be finite).
+// row (the labels' layout), finite wherever the label is scored.
 function checkRefTokens(value: unknown, tokens: CheckedTokens): Float64Array {
   const facts = checkTypedArray('ref.tokenLogps', value, ['Float64Array', 'Float32Array'], `a Float64Array or Float32Array of ${tokens.rows} per-token reference log-probs (one per row, as labels.data)`);
   if (facts.length !== tokens.rows) throw invalidArgument('ref.tokenLogps', `${tokens.rows} entries (one per row, as labels.data)`, `${facts.length} entries`);
   const out = Float64Array.from(value as Float64Array | Float32Array);
-  const labels = tokens.labels instanceof DeviceTensor ? null : tokens.labels;
-  for (let r = 0; r < out.length; r++) {
-    if (!Number.isFinite(out[r]!) && (labels === null || labels[r] !== tokens.ignoreIndex)) {
-      const where = labels === null ? 'a finite number (device labels: every row is checked)' : `a finite number (row ${r} is scored: its label is ${labels[r]})`;
-      throw invalidArgument(`ref.tokenLogps[${r}]`, where, out[r]);
-    }
-  }
+  checkFiniteWhereScored('ref.tokenLogps', out, tokens);
   return out;
 }
 
@@ -687,8 +692,19 @@ export function checkPolicySettings(options: Record<string, unknown>, tokens: Ch
     // As many sequences as rows, not one row each: the length cannot tell the two readings apart.
     throw invalidArgument('advantagesPer', "'sequence' or 'token' (advantages has as many values as there are sequences and rows)", undefined, TypeError);
   }
-  const perToken = (name: string) =>
-    options[name] === undefined || options[name] === null ? null : checkValues(name, options[name], [rows], `${rows} values (one per token, the labels' size)`);
+  // Finite where read: per token on the scored rows, per sequence everywhere.
+  if (advantagesPerToken) {
+    checkFiniteWhereScored('advantages', advantages, tokens);
+  } else {
+    const bad = advantages.findIndex((a) => !Number.isFinite(a));
+    if (bad >= 0) throw invalidArgument(`advantages[${bad}]`, 'a finite number (one per sequence)', advantages[bad]);
+  }
+  const perToken = (name: string) => {
+    if (options[name] === undefined || options[name] === null) return null;
+    const values = checkValues(name, options[name], [rows], `${rows} values (one per token, the labels' size)`);
+    checkFiniteWhereScored(name, values, tokens);
+    return values;
+  };
   const oldLogps = perToken('oldLogps');
   const refLogps = perToken('refLogps');
   const beta = checkOptionalFinite('beta', options.beta, 0, 'a finite number >= 0', (v) => v >= 0);

@@ -277,6 +277,40 @@ test('bad input: errors name the argument, the expectation and the value', () =>
   assert.throws(() => policyLoss({ ...ok, loss_type: 'grpo' } as never), (e: Error & { code?: string }) => e.code === 'ERR_FDPO_UNKNOWN_OPTION' && /lossType/.test(e.message));
 });
 
+test('non-finite advantages, oldLogps and refLogps are refused where read, and only there', () => {
+  const rng = makeRng(SEED ^ 0x5f);
+  const p = policyCase(rng, { B: 2, vocab: 9, T: 5, perToken: true });
+  const labels = p.c.labels.data;
+  const scored = labels.findIndex((l) => l !== IGNORE);
+  const ignored = labels.findIndex((l) => l === IGNORE);
+  assert.ok(scored >= 0 && ignored >= 0, 'the case has scored and ignored rows');
+  const ok = optionsFor(p, { lossType: 'grpo', beta: 0.1 });
+  const withValue = (values: Float64Array, r: number, x: number) => Float64Array.from(values, (v, i) => (i === r ? x : v));
+  for (const name of ['advantages', 'oldLogps', 'refLogps'] as const) {
+    const values = p[name]!;
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      let thrown: unknown;
+      try {
+        policyLoss({ ...ok, [name]: withValue(values, scored, bad) });
+      } catch (error) {
+        thrown = error;
+      }
+      assertInvalid(thrown, new RegExp(`${name}\\[${scored}\\].*finite number \\(row ${scored} is scored`), `${name} ${bad}`);
+    }
+    // An ignored row is never read: a NaN there changes nothing.
+    const out = policyLoss({ ...ok, [name]: withValue(values, ignored, NaN) });
+    assert.is(out.loss, policyLoss(ok).loss, `${name}: NaN in ignored row ${ignored}`);
+  }
+  // One advantage per sequence: every one is read.
+  let thrown: unknown;
+  try {
+    policyLoss({ ...ok, advantagesPer: 'sequence', advantages: Float64Array.of(0.5, NaN, 1, 2) });
+  } catch (error) {
+    thrown = error;
+  }
+  assertInvalid(thrown, /advantages\[1\].*a finite number \(one per sequence\)/, 'per-sequence NaN');
+});
+
 test('packed: as many sequences as rows but not one row each needs advantagesPer', () => {
   const cuSeqlens = Int32Array.from([0, 2, 2, 3]);
   const { data } = encode(new Float32Array(3 * 4).fill(0.5), 'float32');

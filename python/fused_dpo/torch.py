@@ -674,6 +674,13 @@ def policy_loss(
     adv = advantages.detach().to("cpu", torch.float64).contiguous().reshape(-1)
     old = _per_token("old_logps", old_logps, rows, where)
     ref = _per_token("ref_logps", ref_logps, rows, where)
+    # Finite where read: per token on the scored rows, per sequence everywhere.
+    for name, values in (("advantages", adv if per_token else None), ("old_logps", old), ("ref_logps", ref)):
+        if values is not None:
+            _finite_where_scored(name, values, keep[1], ignore_index, where)
+    if not per_token and not bool(torch.isfinite(adv).all()):
+        s = int((~torch.isfinite(adv)).nonzero()[0, 0])
+        raise ValueError(f"{where}: advantages[{s}] must be a finite number (one per sequence), got {adv[s].item()!r}")
     for name, value, rule, ok in (
         ("beta", beta, "a finite number >= 0", lambda v: v >= 0),
         ("epsilon", epsilon, "a number in [0, 1]", lambda v: 0 <= v <= 1),

@@ -83,6 +83,32 @@ class NonFiniteLogitsAreNamed(unittest.TestCase):
                     call()
 
 
+class PolicyInputsMustBeFinite(unittest.TestCase):
+    def test_non_finite_values_are_refused_where_read_and_only_there(self):
+        logits, labels, _, _ = batch()
+        g = torch.Generator().manual_seed(3)
+        values = {name: torch.randn(labels.shape, generator=g, dtype=torch.float64) - 2 for name in ("advantages", "old_logps", "ref_logps")}
+        flat = labels.reshape(-1)
+        scored = int((flat != -100).nonzero()[0, 0])
+        ignored = int((flat == -100).nonzero()[0, 0])
+        want, _, _ = policy_loss(logits, labels, beta=0.1, **values)
+        for name in values:
+            for bad in (float("nan"), float("inf")):
+                changed = values[name].clone().reshape(-1)
+                changed[scored] = bad
+                with self.subTest(name=name, bad=bad), self.assertRaisesRegex(
+                    ValueError, rf"policy_loss: {name}\[{scored}\] must be a finite number \(row {scored} is scored\)"
+                ):
+                    policy_loss(logits, labels, beta=0.1, **{**values, name: changed.reshape(labels.shape)})
+            changed = values[name].clone().reshape(-1)
+            changed[ignored] = float("nan")
+            got, _, _ = policy_loss(logits, labels, beta=0.1, **{**values, name: changed.reshape(labels.shape)})
+            self.assertEqual(got.item(), want.item(), f"{name}: NaN in ignored row {ignored}")
+        per_sequence = torch.tensor([0.5, float("nan"), 1, 2, 0, 0, 1, 1], dtype=torch.float64)
+        with self.assertRaisesRegex(ValueError, r"advantages\[1\] must be a finite number \(one per sequence\)"):
+            policy_loss(logits, labels, per_sequence)
+
+
 class CApiMessages(unittest.TestCase):
     def setUp(self):
         self.logits, self.labels, self.ref_c, self.ref_r = batch()
