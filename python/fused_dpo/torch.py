@@ -509,6 +509,10 @@ def kto_loss(
         t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value, dtype=torch.float64).cpu().contiguous()
         if t.dim() != 1 or (count is not None and t.numel() != count):
             raise ValueError(f"{where}: {name} must hold {count if count is not None else 'the'} values (shape [n]), got shape {list(t.shape)}")
+        bad = (~torch.isfinite(t)).nonzero()
+        if bad.numel() > 0:
+            i = int(bad[0, 0])
+            raise ValueError(f"{where}: {name}[{i}] must be a finite number, got {t[i].item()!r}")
         return t
 
     flags = torch.as_tensor(desirable.detach() if isinstance(desirable, torch.Tensor) else desirable).cpu()

@@ -176,6 +176,8 @@ class CApiMessages(unittest.TestCase):
             (ValueError, "ref_logps must hold 8 values", lambda: kto_loss(x, y, flags, ref[:7], kl, kl)),
             (TypeError, "needs kl_logps and ref_kl_logps", lambda: kto_loss(x, y, flags, ref)),
             (ValueError, "ref_kl_logps must hold 2 values", lambda: kto_loss(x, y, flags, ref, kl, kl[:1])),
+            (ValueError, r"ref_logps\[3\] must be a finite number, got nan", lambda: kto_loss(x, y, flags, ref.index_fill(0, torch.tensor([3]), float("nan")), kl, kl)),
+            (ValueError, r"kl_logps\[1\] must be a finite number, got inf", lambda: kto_loss(x, y, flags, ref, kl.index_fill(0, torch.tensor([1]), float("inf")), kl)),
             (ValueError, "has no KL term", lambda: kto_loss(x, y, flags, ref, kl, kl, loss_type="apo_zero_unpaired")),
             (ValueError, "loss_type must be one of kto, apo_zero_unpaired", lambda: kto_loss(x, y, flags, ref, kl, kl, loss_type="sigmoid")),
             (ValueError, "desirable_weight must be a finite number >= 0", lambda: kto_loss(x, y, flags, ref, kl, kl, desirable_weight=-1)),
