@@ -585,15 +585,17 @@ def _set_ld_alpha(tokens, ld_alpha, where):
     tokens.ld_weighting = 1
 
 
-def sequence_logps(logits, labels, *, average=False, ld_alpha=None, ignore_index=-100, cu_seqlens=None, threads=None):
+def sequence_logps(logits, labels, *, average=False, ld_alpha=None, logit_scale=None, softcap=None, temperature=None,
+                   ignore_index=-100, cu_seqlens=None, threads=None):
     """Per-sequence sums (or, with average=True, means) of the labels' log-probs, forward only:
     the reference pass. Returns (logps float64 [S], counts int32 [S]) on the logits' device;
     not differentiable. For dpo_loss: ref_chosen_logps = logps[:B], ref_rejected_logps = logps[B:].
     ld_alpha: the pair-aware form (2B sequences, chosen then rejected), weighted as dpo_loss's
-    ld_alpha weighs the policy's.
+    ld_alpha weighs the policy's. logit_scale, softcap, temperature: the model-head transforms,
+    as dpo_loss applies them (a softcapped reference model needs its softcap here too).
     """
     where = "sequence_logps"
-    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
+    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where, _head(logit_scale, softcap, temperature, where))
     _set_ld_alpha(tokens, ld_alpha, where)
     logps = torch.zeros(tokens.num_seqs, dtype=torch.float64)
     counts = torch.zeros(tokens.num_seqs, dtype=torch.int32)
@@ -643,6 +645,8 @@ def policy_loss(
     max_completion_length=None,
     num_items_in_batch=None,
     temperature=None,
+    logit_scale=None,
+    softcap=None,
     ignore_index=-100,
     cu_seqlens=None,
     threads=None,
@@ -660,11 +664,7 @@ def policy_loss(
     (float64, the labels' shape, 0 where ignored): the next step's old_logps.
     """
     where = "policy_loss"
-    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where)
-    if temperature is not None:
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"{where}: temperature must be a finite number > 0, got {temperature!r}")
-        tokens.temperature = float(temperature)
+    tokens, keep = _tokens(logits, labels, cu_seqlens, ignore_index, where, _head(logit_scale, softcap, temperature, where))
     rows, seqs = tokens.rows, tokens.num_seqs
     if loss_type not in POLICY_LOSS_TYPES:
         raise ValueError(f"{where}: loss_type must be one of {', '.join(POLICY_LOSS_TYPES)}, got {loss_type!r}")

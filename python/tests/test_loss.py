@@ -416,6 +416,17 @@ class SequenceLogps(unittest.TestCase):
             means, _ = sequence_logps(logits, labels, average=True)
             self.assertLessEqual((means - want / counts.clamp(min=1)).abs().max().item(), 1e-5, str(dtype))
 
+    def test_the_model_head_transforms_as_dpo_loss_applies_them(self):
+        logits, labels, _, _ = batch()
+        head = {"logit_scale": 1.5, "softcap": 3.0, "temperature": 0.8}
+        want, _ = trl_reference.sequence_sums(trl_reference.head(logits.double(), **head), labels)
+        got, _ = sequence_logps(logits, labels, **head)
+        self.assertLessEqual((got - want).abs().max().item(), 1e-5 * want.abs().max().item())
+        plain, _ = sequence_logps(logits, labels)
+        self.assertGreater((plain - want).abs().max().item(), 1e-2, "the transforms change the sums")
+        with self.assertRaisesRegex(ValueError, "sequence_logps: softcap must be a finite number > 0"):
+            sequence_logps(logits, labels, softcap=-1.0)
+
     def test_a_tensor_that_requires_grad_is_read_without_a_graph(self):
         logits, labels, _, _ = batch()
         got, _ = sequence_logps(logits.requires_grad_(True), labels)

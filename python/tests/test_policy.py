@@ -25,8 +25,10 @@ class MatchesTrlGrpo(unittest.TestCase):
         seqs = logits.shape[0]
         mask = labels != -100
         temperature = options.get("temperature", 1.0)
+        # Cohere's logit_scale and Gemma's softcap come before TRL's temperature (trl_reference.head).
+        model_head = lambda z: trl_reference.head(z, options.get("logit_scale"), options.get("softcap"))
         with torch.no_grad():
-            logp = trl_reference.grpo_loss(logits.double(), labels, torch.zeros(seqs, dtype=torch.float64), None, None,
+            logp = trl_reference.grpo_loss(model_head(logits.double()), labels, torch.zeros(seqs, dtype=torch.float64), None, None,
                                            0.0, 0.2, 0.2, "bnpo", temperature=temperature)[2]
         old = None if on_policy else (logp + 0.3 * torch.randn(logp.shape, generator=g, dtype=torch.float64)) * mask
         ref = (logp + 0.5 * torch.randn(logp.shape, generator=g, dtype=torch.float64)) * mask
@@ -40,7 +42,7 @@ class MatchesTrlGrpo(unittest.TestCase):
         loss.backward()
         y = logits.double().requires_grad_(True)
         want_loss, want_metrics, want_logps = trl_reference.grpo_loss(
-            y, labels, advantages, old, ref, settings["beta"], settings["epsilon"], settings["epsilon_high"], loss_type,
+            model_head(y), labels, advantages, old, ref, settings["beta"], settings["epsilon"], settings["epsilon_high"], loss_type,
             max_completion_length=settings.get("max_completion_length"), temperature=temperature,
             entropy_coef=settings.get("entropy_coef", 0.0))
         want_loss.backward()
@@ -56,6 +58,10 @@ class MatchesTrlGrpo(unittest.TestCase):
         for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
             for dtype in (torch.float32, torch.bfloat16, torch.float16):
                 self.check(dtype, loss_type, per_token=dtype == torch.bfloat16)
+
+    def test_the_model_head_transforms(self):
+        self.check(torch.float32, "dapo", logit_scale=1.5, softcap=3.0, temperature=0.8)
+        self.check(torch.bfloat16, "grpo", softcap=2.5)
 
     def test_on_policy_temperature_and_entropy_bonus(self):
         for loss_type in ("grpo", "dapo"):
