@@ -249,10 +249,7 @@ def _loss_config(loss_type, loss_weights, values, num_pairs, reduction, normaliz
             values64 = torch.as_tensor(side.detach() if isinstance(side, torch.Tensor) else side, dtype=torch.float64)
             if values64.dim() != 1 or values64.numel() != num_pairs:
                 raise ValueError(f"dpo_loss: {name} must hold B = {num_pairs} values (shape [B]), got shape {list(values64.shape)}")
-            bad = (~torch.isfinite(values64)).nonzero()
-            if bad.numel() > 0:
-                i = int(bad[0, 0])
-                raise ValueError(f"dpo_loss: {name}[{i}] must be a finite number, got {values64[i].item()!r}")
+            _all_finite(name, values64, "dpo_loss")
             refs.append(values64.cpu().contiguous())
         config.ref_chosen = refs[0].data_ptr()
         config.ref_rejected = refs[1].data_ptr()
@@ -509,10 +506,7 @@ def kto_loss(
         t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value, dtype=torch.float64).cpu().contiguous()
         if t.dim() != 1 or (count is not None and t.numel() != count):
             raise ValueError(f"{where}: {name} must hold {count if count is not None else 'the'} values (shape [n]), got shape {list(t.shape)}")
-        bad = (~torch.isfinite(t)).nonzero()
-        if bad.numel() > 0:
-            i = int(bad[0, 0])
-            raise ValueError(f"{where}: {name}[{i}] must be a finite number, got {t[i].item()!r}")
+        _all_finite(name, t, where)
         return t
 
     flags = torch.as_tensor(desirable.detach() if isinstance(desirable, torch.Tensor) else desirable).cpu()
@@ -610,6 +604,14 @@ def sequence_logps(logits, labels, *, average=False, ld_alpha=None, logit_scale=
     return logps.to(logits.device), counts.to(logits.device)
 
 
+def _all_finite(name, values, where, rule="a finite number"):
+    """Every entry of a 1-D tensor finite, else a ValueError naming the first that is not."""
+    bad = (~torch.isfinite(values)).nonzero()
+    if bad.numel() > 0:
+        i = int(bad[0, 0])
+        raise ValueError(f"{where}: {name}[{i}] must be {rule}, got {values[i].item()!r}")
+
+
 def _finite_where_scored(name, values, labels32, ignore_index, where):
     """Per-token values must be finite wherever the label is scored (ignored rows are never read)."""
     scored = labels32.reshape(-1).cpu() != ignore_index
@@ -682,9 +684,8 @@ def policy_loss(
     for name, values in (("advantages", adv if per_token else None), ("old_logps", old), ("ref_logps", ref)):
         if values is not None:
             _finite_where_scored(name, values, keep[1], ignore_index, where)
-    if not per_token and not bool(torch.isfinite(adv).all()):
-        s = int((~torch.isfinite(adv)).nonzero()[0, 0])
-        raise ValueError(f"{where}: advantages[{s}] must be a finite number (one per sequence), got {adv[s].item()!r}")
+    if not per_token:
+        _all_finite("advantages", adv, where, "a finite number (one per sequence)")
     for name, value, rule, ok in (
         ("beta", beta, "a finite number >= 0", lambda v: v >= 0),
         ("epsilon", epsilon, "a number in [0, 1]", lambda v: 0 <= v <= 1),
